@@ -1,0 +1,393 @@
+//! The `task-defs` command line: argument definitions and what each command does.
+//!
+//! Other tools script against this CLI, so output formats and exit codes are a contract:
+//! 0 success, 1 invalid definition or bundle, 2 usage error, 3 any other failure.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::definition::{Definition, Error};
+use crate::identity::DefinitionId;
+use crate::manifest::{self, RuntimeSpec, format_size};
+use crate::{bundle, scaffold};
+
+/// Exit code: the definition or bundle is invalid.
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code: the command line is wrong (clap's own code).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: any other failure (I/O, identity mismatch).
+pub const EXIT_FAILURE: u8 = 3;
+
+/// Author and reviewer tool for pinfold task definitions.
+#[derive(Debug, Parser)]
+#[command(name = "task-defs", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a valid definition around an existing wasm module or docker image.
+    New(NewArgs),
+    /// Print the identity of a definition directory or bundle, nothing else.
+    Hash {
+        /// Definition directory or bundle file.
+        path: PathBuf,
+        /// Print the canonical document that is hashed instead of the identity.
+        #[arg(long)]
+        canonical: bool,
+    },
+    /// Validate a definition and print a summary with its capability footprint.
+    Check {
+        /// Definition directory or bundle file.
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pack a definition directory into a single deterministic bundle file.
+    Pack {
+        /// Definition directory.
+        dir: PathBuf,
+        /// Bundle file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Unpack and re-verify a bundle into a new directory.
+    Unpack {
+        /// Bundle file.
+        file: PathBuf,
+        /// Directory to create (must not exist or be empty).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Refuse the bundle unless it has this identity.
+        #[arg(long, value_name = "ID")]
+        expect: Option<DefinitionId>,
+    },
+}
+
+/// Arguments of `task-defs new`.
+#[derive(Debug, Args)]
+#[group(id = "what", required = true, multiple = false)]
+pub struct NewArgs {
+    /// Directory to create.
+    pub dir: PathBuf,
+    /// Wrap this wasm module (copied into the definition).
+    #[arg(long, group = "what", value_name = "MODULE")]
+    pub wasm: Option<PathBuf>,
+    /// Run this digest-pinned image (`name@sha256:<hex>` or `sha256:<hex>`).
+    #[arg(long, group = "what", value_name = "IMAGE")]
+    pub docker: Option<String>,
+    /// For --docker: absolute path of the program inside the image.
+    #[arg(long, default_value = "/task", requires = "docker")]
+    pub entrypoint: String,
+    /// Definition name (default: from the directory name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// What a command produced: text for stdout and the exit code.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Printed to stdout.
+    pub stdout: String,
+    /// Printed to stderr.
+    pub stderr: String,
+    /// Process exit code.
+    pub code: u8,
+}
+
+fn ok(stdout: String) -> Outcome {
+    Outcome {
+        stdout,
+        stderr: String::new(),
+        code: 0,
+    }
+}
+
+/// Turns a loading error into the CLI's output and exit code.
+pub fn error_outcome(e: &Error, json: bool) -> Outcome {
+    match e {
+        Error::Invalid(d) => {
+            if json {
+                Outcome {
+                    stdout: json!({"valid": false, "problems": d}).to_string() + "\n",
+                    stderr: String::new(),
+                    code: EXIT_INVALID,
+                }
+            } else {
+                Outcome {
+                    stdout: String::new(),
+                    stderr: format!("error: {e}\n{d}\n"),
+                    code: EXIT_INVALID,
+                }
+            }
+        }
+        other => Outcome {
+            stdout: String::new(),
+            stderr: format!("error: {other}\n"),
+            code: EXIT_FAILURE,
+        },
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Outcome {
+    let json_mode = matches!(cli.command, Command::Check { json: true, .. });
+    match execute(cli.command) {
+        Ok(o) => o,
+        Err(e) => error_outcome(&e, json_mode),
+    }
+}
+
+fn execute(cmd: Command) -> Result<Outcome, Error> {
+    match cmd {
+        Command::New(a) => {
+            let template = match (&a.wasm, &a.docker) {
+                (Some(m), _) => scaffold::Template::Wasm(m),
+                (None, Some(image)) => scaffold::Template::Docker {
+                    image,
+                    entrypoint: &a.entrypoint,
+                },
+                (None, None) => unreachable!("clap requires --wasm or --docker"),
+            };
+            let def = scaffold::create(&a.dir, template, a.name.as_deref())?;
+            Ok(ok(format!(
+                "created {} ({} {}), identity {}\nedit {}/taskdef.toml, then run: task-defs check {}\n",
+                a.dir.display(),
+                def.manifest.name,
+                def.manifest.version,
+                def.id,
+                a.dir.display(),
+                a.dir.display()
+            )))
+        }
+        Command::Hash { path, canonical } => {
+            let def = Definition::load(&path)?;
+            if canonical {
+                let mut doc =
+                    String::from_utf8(def.canonical_document()).expect("canonical JSON is UTF-8");
+                doc.push('\n');
+                Ok(ok(doc))
+            } else {
+                Ok(ok(format!("{}\n", def.id)))
+            }
+        }
+        Command::Check { path, json } => {
+            let def = Definition::load(&path)?;
+            Ok(ok(if json {
+                summary_json(&def).to_string() + "\n"
+            } else {
+                summary_text(&def)
+            }))
+        }
+        Command::Pack { dir, output } => {
+            let def = Definition::load_dir(&dir)?;
+            let bytes = bundle::pack(&def);
+            std::fs::write(&output, &bytes).map_err(|e| Error::io(&output, e))?;
+            Ok(ok(format!("{}\n", def.id)))
+        }
+        Command::Unpack {
+            file,
+            output,
+            expect,
+        } => {
+            let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+            let def = bundle::read(&bytes)?;
+            if let Some(expected) = expect {
+                def.expect_id(&expected)?;
+            }
+            def.write_to(&output)?;
+            Ok(ok(format!("{}\n", def.id)))
+        }
+    }
+}
+
+/// The machine-readable summary `check --json` prints for a valid definition.
+pub fn summary_json(def: &Definition) -> serde_json::Value {
+    let m = &def.manifest;
+    let mut v = json!({
+        "valid": true,
+        "id": def.id.to_string(),
+        "name": m.name,
+        "version": m.version.to_string(),
+        "description": m.description,
+        "license": m.license,
+        "source": m.source,
+        "manifest": crate::identity::manifest_value(m),
+        "files": def.digests,
+        "size": def.size(),
+    });
+    if let Some(fp) = &def.footprint {
+        v["footprint"] = json!(fp);
+    }
+    v
+}
+
+/// The human-readable summary `check` prints.
+pub fn summary_text(def: &Definition) -> String {
+    let m = &def.manifest;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} {}  {}", m.name, m.version, def.id);
+    let _ = writeln!(s, "  {}", m.description.lines().next().unwrap_or(""));
+    match &m.runtime.spec {
+        RuntimeSpec::Wasm { module } => {
+            let size = def.files.get(module).map(|b| b.len()).unwrap_or(0);
+            let kind = match def.footprint.as_ref().map(|f| f.kind) {
+                Some(crate::footprint::ModuleKind::Component) => "component",
+                _ => "core module",
+            };
+            let _ = writeln!(s, "  runtime     wasm: {module} ({size} bytes, {kind})");
+        }
+        RuntimeSpec::Docker {
+            image,
+            user,
+            entrypoint,
+            workdir,
+            isolation,
+        } => {
+            let _ = writeln!(s, "  runtime     docker: {image}");
+            let _ = writeln!(
+                s,
+                "              user {}:{}, entrypoint {}, workdir {workdir}, isolation at least {}",
+                user.0,
+                user.1,
+                entrypoint.join(" "),
+                isolation.as_str()
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  args        {}",
+        if m.runtime.args.is_empty() {
+            "(none)".into()
+        } else {
+            m.runtime.args.join(" ")
+        }
+    );
+    if m.params.is_empty() {
+        let _ = writeln!(s, "  params      (none)");
+    }
+    for (i, (name, p)) in m.params.iter().enumerate() {
+        let mut desc = format!("{name}: {}", p.ty.as_str());
+        if !p.allowed.is_empty() {
+            desc += &format!(" {}", p.allowed.join("|"));
+        }
+        if p.min.is_some() || p.max.is_some() {
+            desc += &format!(
+                " [{}..{}]",
+                p.min.map(|v| v.to_string()).unwrap_or_default(),
+                p.max.map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+        desc += &match &p.default {
+            Some(d) => format!(" = {d}"),
+            None => " (required)".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  {}{desc}",
+            if i == 0 {
+                "params      "
+            } else {
+                "            "
+            }
+        );
+    }
+    let l = &m.limits;
+    let mut limits = format!(
+        "memory {}, timeout {}ms, output {}",
+        format_size(l.memory),
+        l.timeout_ms,
+        format_size(l.output)
+    );
+    if let Some(f) = l.fuel {
+        limits += &format!(", fuel {f}");
+    }
+    if let Some(p) = l.pids {
+        limits += &format!(", pids {p}");
+    }
+    if let Some(c) = l.millicpus {
+        limits += &format!(", cpus {}", c as f64 / 1000.0);
+    }
+    let _ = writeln!(s, "  limits      {limits}");
+    let _ = writeln!(
+        s,
+        "  io          input {} (read-only), output {}",
+        m.io.input, m.io.output
+    );
+    let c = &m.capabilities;
+    let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(
+        s,
+        "  network     {}; deterministic {}",
+        if c.network {
+            "on (if the provider allows)"
+        } else {
+            "off"
+        },
+        if c.deterministic { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        s,
+        "  env         {}",
+        if env.is_empty() {
+            "(none)".into()
+        } else {
+            env.join(" ")
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  secrets     {}",
+        if c.secrets.is_empty() {
+            "(none)".into()
+        } else {
+            c.secrets.join(", ")
+        }
+    );
+    if let Some(fp) = &def.footprint {
+        let caps: Vec<&str> = fp.capabilities.iter().map(|c| c.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "  footprint   {}",
+            if caps.is_empty() {
+                "(nothing)".into()
+            } else {
+                caps.join(", ")
+            }
+        );
+        for imp in &fp.imports {
+            let _ = writeln!(
+                s,
+                "              {}::{} -> {}",
+                imp.module, imp.name, imp.capability
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  files       {} file{}, {} total",
+        def.files.len(),
+        if def.files.len() == 1 { "" } else { "s" },
+        manifest::format_size(def.size())
+    );
+    for d in &def.digests {
+        let _ = writeln!(
+            s,
+            "              {}  {:>9}  {}",
+            &d.blake3[..16],
+            d.size,
+            d.path
+        );
+    }
+    s.push_str("valid\n");
+    s
+}

@@ -74,15 +74,14 @@ pub enum Command {
 
 /// Arguments of `task-defs new`.
 #[derive(Debug, Args)]
-#[group(id = "what", required = true, multiple = false)]
 pub struct NewArgs {
     /// Directory to create.
     pub dir: PathBuf,
     /// Wrap this wasm module (copied into the definition).
-    #[arg(long, group = "what", value_name = "MODULE")]
+    #[arg(long, value_name = "MODULE", conflicts_with = "docker")]
     pub wasm: Option<PathBuf>,
     /// Run this digest-pinned image (`name@sha256:<hex>` or `sha256:<hex>`).
-    #[arg(long, group = "what", value_name = "IMAGE")]
+    #[arg(long, value_name = "IMAGE")]
     pub docker: Option<String>,
     /// For --docker: absolute path of the program inside the image.
     #[arg(long, default_value = "/task", requires = "docker")]
@@ -155,7 +154,13 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
                     image,
                     entrypoint: &a.entrypoint,
                 },
-                (None, None) => unreachable!("clap requires --wasm or --docker"),
+                (None, None) => {
+                    return Ok(Outcome {
+                        stdout: String::new(),
+                        stderr: "error: give --wasm MODULE or --docker IMAGE\n".into(),
+                        code: EXIT_USAGE,
+                    });
+                }
             };
             let def = scaffold::create(&a.dir, template, a.name.as_deref())?;
             Ok(ok(format!(

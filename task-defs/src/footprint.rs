@@ -129,7 +129,39 @@ pub fn classify_core(module: &str, name: &str) -> Capability {
             "random_get" => Capability::Random,
             "proc_exit" | "proc_raise" | "sched_yield" => Capability::ProcessExit,
             "sock_accept" | "sock_recv" | "sock_send" | "sock_shutdown" => Capability::Sockets,
-            n if n.starts_with("fd_") || n.starts_with("path_") => Capability::Filesystem,
+            // The exact preview-1 list: a prefix match would let an invented `fd_teleport`
+            // pass as filesystem access and only fail at link time on the provider.
+            "fd_advise"
+            | "fd_allocate"
+            | "fd_close"
+            | "fd_datasync"
+            | "fd_fdstat_get"
+            | "fd_fdstat_set_flags"
+            | "fd_fdstat_set_rights"
+            | "fd_filestat_get"
+            | "fd_filestat_set_size"
+            | "fd_filestat_set_times"
+            | "fd_pread"
+            | "fd_prestat_get"
+            | "fd_prestat_dir_name"
+            | "fd_pwrite"
+            | "fd_read"
+            | "fd_readdir"
+            | "fd_renumber"
+            | "fd_seek"
+            | "fd_sync"
+            | "fd_tell"
+            | "fd_write"
+            | "path_create_directory"
+            | "path_filestat_get"
+            | "path_filestat_set_times"
+            | "path_link"
+            | "path_open"
+            | "path_readlink"
+            | "path_remove_directory"
+            | "path_rename"
+            | "path_symlink"
+            | "path_unlink_file" => Capability::Filesystem,
             _ => Capability::Unknown,
         },
         "wasi" if name == "thread-spawn" => Capability::Threads,

@@ -491,19 +491,19 @@ impl<'a> Locator<'a> {
 
     /// The dotted key whose key or value span contains `offset`, as deep as possible.
     pub(crate) fn key_at(&self, offset: usize) -> Option<String> {
-        fn walk(t: &toml::de::DeTable<'_>, offset: usize, prefix: &mut Vec<String>) -> bool {
-            for (k, v) in t.iter() {
-                let in_key = k.span().contains(&offset);
-                let in_val = v.span().contains(&offset);
-                if in_key || in_val {
-                    prefix.push(k.get_ref().to_string());
-                    if let toml::de::DeValue::Table(inner) = v.get_ref() {
-                        walk(inner, offset, prefix);
-                    }
-                    return true;
+        // A standard table's value span covers only its header, so containment is not
+        // enough: the key that owns an offset is the last one that starts before it.
+        fn walk(t: &toml::de::DeTable<'_>, offset: usize, prefix: &mut Vec<String>) {
+            let owner = t
+                .iter()
+                .filter(|(k, _)| k.span().start <= offset)
+                .max_by_key(|(k, _)| k.span().start);
+            if let Some((k, v)) = owner {
+                prefix.push(k.get_ref().to_string());
+                if let toml::de::DeValue::Table(inner) = v.get_ref() {
+                    walk(inner, offset, prefix);
                 }
             }
-            false
         }
         let table = self.table.as_ref()?;
         let mut path = Vec::new();
@@ -611,7 +611,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// Formats a byte count the way manifests write it.
 pub fn format_size(bytes: u64) -> String {
     for (unit, m) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
-        if bytes >= m && bytes % m == 0 {
+        if bytes >= m && bytes.is_multiple_of(m) {
             return format!("{}{unit}", bytes / m);
         }
     }
@@ -940,9 +940,8 @@ fn convert(raw: RawManifest, d: &mut ManifestDiags<'_>) -> Option<Manifest> {
             d.at(Rule::Value, &["source"], "a source URL must use https://");
         }
     }
-    for (i, a) in raw.authors.iter().enumerate() {
+    for a in &raw.authors {
         check_text(d, &["authors"], a, 256, true);
-        let _ = i;
     }
 
     // Params first: the runtime's placeholders refer to them.

@@ -1,0 +1,8 @@
+//! Integration tests of task-defs: one test binary, one module per area.
+
+mod bundle;
+mod cli;
+mod harness;
+mod identity;
+mod props;
+mod validation;

@@ -1,0 +1,3 @@
+//! End-to-end tests: the real binaries, run together as processes.
+
+mod bundles;

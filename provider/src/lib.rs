@@ -1,1 +1,13 @@
-//! placeholder
+//! The pinfold provider: runs hash-pinned task definitions in sandboxes that assume the task is hostile.
+//!
+//! The library holds all the logic; the `provider` binary is a thin clap front end over
+//! [`cli`]. Executors share the [`Executor`] abstraction so that the Docker executor can
+//! later slot in next to the [`WasmExecutor`].
+
+pub mod cli;
+pub mod executor;
+pub mod fsio;
+pub mod wasm;
+
+pub use executor::{Dropped, Executor, Outcome, OutputFile, RunRequest, Status, Usage};
+pub use wasm::{WasmConfig, WasmExecutor};

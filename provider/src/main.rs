@@ -1,2 +1,5 @@
-//! placeholder
-fn main() {}
+//! The `provider` binary: a thin front end over `provider::cli`.
+
+fn main() {
+    std::process::exit(provider::cli::main());
+}

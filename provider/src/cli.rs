@@ -1,0 +1,272 @@
+//! The `provider` command line: argument parsing and the glue between staging, the executor and printing.
+//!
+//! Exit codes (documented in `provider --help` too):
+//! 0 succeeded · 1 failed (guest exit code ≠ 0) · 2 usage error · 3 trapped ·
+//! 4 timed_out · 5 memory_exceeded · 6 output_exceeded · 7 rejected ·
+//! 8 refused to run an unreviewed definition · 9 provider-side error (I/O, staging, cache).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use task_defs::{Definition, RuntimeKind};
+
+use crate::executor::{Executor, Outcome, RunRequest, Status};
+use crate::fsio::{self, TreeCaps};
+use crate::wasm::{WasmConfig, WasmExecutor};
+
+/// Exit code for a refused unreviewed definition.
+pub const EXIT_UNREVIEWED: i32 = 8;
+/// Exit code for a provider-side error.
+pub const EXIT_ERROR: i32 = 9;
+
+/// Most bytes of inputs staged for one run.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+/// Most entries of inputs staged for one run.
+pub const MAX_INPUT_ENTRIES: u64 = 100_000;
+
+/// The exit code for a run's status.
+pub fn exit_code(status: Status) -> i32 {
+    match status {
+        Status::Succeeded => 0,
+        Status::Failed => 1,
+        Status::Trapped => 3,
+        Status::TimedOut => 4,
+        Status::MemoryExceeded => 5,
+        Status::OutputExceeded => 6,
+        Status::Rejected => 7,
+    }
+}
+
+/// The pinfold provider node.
+#[derive(Debug, Parser)]
+#[command(
+    name = "provider",
+    version,
+    about,
+    after_help = "exit codes: 0 succeeded, 1 failed, 2 usage error, 3 trapped, 4 timed_out, \
+                  5 memory_exceeded, 6 output_exceeded, 7 rejected, 8 unreviewed definition refused, \
+                  9 provider error"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a task definition locally.
+    Exec(ExecArgs),
+}
+
+/// Arguments of `provider exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Definition directory or bundle file.
+    pub definition: PathBuf,
+    /// A file or directory to make available read-only as `<io.input>/<base name>`.
+    #[arg(long = "input", value_name = "PATH")]
+    pub inputs: Vec<PathBuf>,
+    /// Directory to copy the outputs into (must be absent or empty).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// A param value, `NAME=VALUE`.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print one JSON object describing the outcome on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Run even though no registry has reviewed the definition.
+    #[arg(long)]
+    pub allow_unreviewed: bool,
+    /// Artifact cache directory (default: $PINFOLD_CACHE_DIR, else ~/.cache/pinfold/artifacts).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+/// Parses the command line, runs, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Exec(args) => match exec(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_ERROR
+            }
+        },
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("PINFOLD_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("pinfold").join("artifacts"))
+}
+
+/// Runs `provider exec`; `Ok` carries the exit code.
+pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
+    if !args.allow_unreviewed {
+        eprintln!(
+            "error: refusing to run {}: no registry is configured to confirm it was reviewed \
+             (pass --allow-unreviewed to run it anyway)",
+            args.definition.display()
+        );
+        return Ok(EXIT_UNREVIEWED);
+    }
+    eprintln!(
+        "warning: running an unreviewed definition ({}); it is sandboxed but nobody vouched for it",
+        args.definition.display()
+    );
+    let definition = match Definition::load(&args.definition) {
+        Ok(d) => d,
+        Err(task_defs::Error::Invalid(diags)) => {
+            return Ok(report(
+                &Outcome::rejected(format!("invalid definition: {}", diags.to_string().trim())),
+                args.json,
+            ));
+        }
+        Err(e) => return Err(e).context("loading the definition"),
+    };
+    if definition.manifest.runtime.kind() != RuntimeKind::Wasm {
+        return Ok(report(
+            &Outcome::rejected("docker definitions need the docker executor, not available yet"),
+            args.json,
+        ));
+    }
+    if let Some(out) = &args.output {
+        check_empty_or_absent(out)?;
+    }
+
+    let work = tempfile::Builder::new()
+        .prefix("pinfold-run-")
+        .tempdir()
+        .context("creating the run directory")?;
+    let input_dir = work.path().join("input");
+    let output_dir = work.path().join("output");
+    for d in [&input_dir, &output_dir] {
+        fsio::create_private_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    fsio::stage_inputs(
+        &args.inputs,
+        &input_dir,
+        TreeCaps {
+            bytes: MAX_INPUT_BYTES,
+            entries: MAX_INPUT_ENTRIES,
+        },
+    )
+    .context("staging inputs")?;
+
+    let cfg = WasmConfig {
+        max_concurrent: 1,
+        cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        ..WasmConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = rt.block_on(async {
+        let exec = WasmExecutor::new(cfg)?;
+        let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
+        anyhow::Ok(
+            exec.run(RunRequest {
+                definition: Arc::new(definition),
+                params,
+                input_dir: input_dir.clone(),
+                output_dir: output_dir.clone(),
+            })
+            .await,
+        )
+    })?;
+
+    if let Some(out) = &args.output {
+        copy_outputs(&output_dir, out)?;
+    }
+    Ok(report(&outcome, args.json))
+}
+
+fn check_empty_or_absent(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--output {}", dir.display())),
+        Ok(m) if !m.is_dir() => bail!("--output {}: not a directory", dir.display()),
+        Ok(_) => {
+            let empty = std::fs::read_dir(dir)
+                .with_context(|| format!("--output {}", dir.display()))?
+                .next()
+                .is_none();
+            if !empty {
+                bail!("--output {}: directory is not empty", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Copies the returned outputs (regular files and directories only) into `dest`.
+fn copy_outputs(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    if !dest.exists() {
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    }
+    fsio::collect_outputs(
+        src,
+        Some(dest),
+        TreeCaps {
+            bytes: u64::MAX,
+            entries: u64::MAX,
+        },
+    )
+    .with_context(|| format!("copying outputs to {}", dest.display()))?;
+    Ok(())
+}
+
+/// Prints the outcome and returns the exit code for it.
+fn report(o: &Outcome, json: bool) -> i32 {
+    if json {
+        match serde_json::to_string(o) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: serialising the outcome: {e}");
+                return EXIT_ERROR;
+            }
+        }
+    } else {
+        print!("{}", o.stdout);
+        eprint!("{}", o.stderr);
+        let mut line = format!("status: {}", o.status);
+        if let Some(c) = o.exit_code {
+            line.push_str(&format!(" (exit code {c})"));
+        }
+        if let Some(r) = &o.reason {
+            line.push_str(&format!(": {r}"));
+        }
+        eprintln!("{line}");
+        eprintln!(
+            "outputs: {} ({} files, {} dropped), wall {} ms",
+            o.outputs,
+            o.files.len(),
+            o.dropped.len(),
+            o.usage.wall_us / 1000
+        );
+        for d in &o.dropped {
+            eprintln!("dropped {}: {}", d.path, d.reason);
+        }
+    }
+    exit_code(o.status)
+}

@@ -1,0 +1,177 @@
+//! The executor abstraction shared by every runtime, and the typed outcome of a run.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use task_defs::{Definition, RuntimeKind};
+
+/// One run of a definition, with its provider-owned directories already prepared.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The validated definition (its module bytes are still treated as hostile).
+    pub definition: Arc<Definition>,
+    /// Requestor params as text (`NAME` → `VALUE`), checked against the manifest.
+    pub params: BTreeMap<String, String>,
+    /// Host directory mounted read-only at `io.input` (staged by the provider).
+    pub input_dir: PathBuf,
+    /// Host directory mounted writable at `io.output`; must be empty.
+    pub output_dir: PathBuf,
+}
+
+/// Something that runs definitions of one runtime kind.
+///
+/// `run` never returns an error: every failure, the provider's own included, becomes an
+/// [`Outcome`] so that requestors always get a typed answer.
+pub trait Executor: Send + Sync {
+    /// Which runtime this executor serves.
+    fn kind(&self) -> RuntimeKind;
+    /// Runs one request to completion, within the definition's limits.
+    fn run(&self, req: RunRequest) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The guest exited with code 0.
+    Succeeded,
+    /// The guest exited with a non-zero code.
+    Failed,
+    /// The guest trapped (the trap message is in `reason`).
+    Trapped,
+    /// The wall-clock limit or the fuel budget ran out.
+    TimedOut,
+    /// The guest tried to use more memory (or tables or instances) than allowed.
+    MemoryExceeded,
+    /// Stdout, stderr or the output directory went over its cap.
+    OutputExceeded,
+    /// The run never started: validation or provider policy refused it.
+    Rejected,
+}
+
+impl Status {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Trapped => "trapped",
+            Status::TimedOut => "timed_out",
+            Status::MemoryExceeded => "memory_exceeded",
+            Status::OutputExceeded => "output_exceeded",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One regular file the guest left in its output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the output directory, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the content, lower-case hex.
+    pub blake3: String,
+}
+
+/// Something in the output directory that is not returned (never followed, never copied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Path relative to the output directory (lossy UTF-8).
+    pub path: String,
+    /// Why it was dropped.
+    pub reason: String,
+}
+
+/// Resources a run used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Wall-clock time of instantiation plus execution, in microseconds.
+    pub wall_us: u64,
+    /// Fuel consumed (the CPU measure), when the run was metered.
+    pub fuel: Option<u64>,
+    /// Largest linear memory the guest reached, in bytes.
+    pub peak_memory: u64,
+    /// Where the compiled module came from: `memory`, `disk` or `compiled`.
+    pub module_source: Option<String>,
+}
+
+/// The typed result of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// How the run ended.
+    pub status: Status,
+    /// Human-readable detail: trap message, limit hit, or rejection reason.
+    pub reason: Option<String>,
+    /// The guest's exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Captured stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Whether stdout hit its cap.
+    pub stdout_truncated: bool,
+    /// Captured stderr (lossy UTF-8).
+    pub stderr: String,
+    /// Whether stderr hit its cap.
+    pub stderr_truncated: bool,
+    /// The output digest, `blake3:<hex>`; see [`output_digest`] for its definition.
+    pub outputs: String,
+    /// Regular files in the output directory, sorted by path.
+    pub files: Vec<OutputFile>,
+    /// Entries of the output directory that were not returned.
+    pub dropped: Vec<Dropped>,
+    /// Resources used.
+    pub usage: Usage,
+}
+
+impl Outcome {
+    /// An outcome for a run that never started.
+    pub fn rejected(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Rejected,
+            reason: Some(reason.into()),
+            exit_code: None,
+            stdout: String::new(),
+            stdout_truncated: false,
+            stderr: String::new(),
+            stderr_truncated: false,
+            outputs: output_digest(&[], b""),
+            files: Vec::new(),
+            dropped: Vec::new(),
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// The digest of a run's whole output, `blake3:<hex>`.
+///
+/// It is the BLAKE3 of the canonical JSON (sorted keys, no whitespace, as
+/// `task_defs::identity::write_canonical` writes it) of
+/// `{"files": [{"blake3": <hex>, "path": <path>, "size": <n>}, ...], "stdout": <hex>}`,
+/// where `files` lists every returned regular file sorted by path (byte order) and
+/// `stdout` is the lower-case hex BLAKE3 of the raw captured stdout bytes. Stderr,
+/// empty directories and dropped entries are deliberately not part of it: stderr carries
+/// diagnostics that may legitimately differ, and dropped entries are never returned.
+pub fn output_digest(files: &[OutputFile], stdout: &[u8]) -> String {
+    let mut sorted: Vec<&OutputFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    let doc = serde_json::json!({
+        "files": sorted
+            .iter()
+            .map(|f| serde_json::json!({"blake3": f.blake3, "path": f.path, "size": f.size}))
+            .collect::<Vec<_>>(),
+        "stdout": blake3::hash(stdout).to_hex().to_string(),
+    });
+    let mut out = Vec::new();
+    task_defs::identity::write_canonical(&doc, &mut out);
+    format!("blake3:{}", blake3::hash(&out).to_hex())
+}

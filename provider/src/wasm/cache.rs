@@ -1,0 +1,153 @@
+//! On-disk cache of precompiled modules, keyed by the module's BLAKE3 and the engine's configuration fingerprint.
+//!
+//! Deserialising a precompiled artifact is `unsafe` in wasmtime: the bytes are trusted to
+//! be machine code that wasmtime itself produced. So the provider only loads artifacts it
+//! wrote: the cache directory is created `0700` (an existing one must be owned by us and
+//! closed to group and others), and each artifact sits next to a `.b3` file holding the
+//! BLAKE3 of the artifact bytes, which is checked before deserialising. A mismatch (a torn
+//! write, corruption, tampering) is treated as a miss and the module is recompiled.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use wasmtime::{Engine, Module};
+
+/// Errors opening the cache directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// An I/O operation failed.
+    #[error("artifact cache {}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The directory is not private to this user.
+    #[error("artifact cache {}: {reason}", path.display())]
+    Unsafe {
+        /// The path involved.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+}
+
+/// A private directory of precompiled modules.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    max_artifact_bytes: u64,
+}
+
+impl ArtifactCache {
+    /// Opens (creating `0700` if missing) the cache at `dir`.
+    pub fn open(dir: &Path, max_artifact_bytes: u64) -> Result<Self, CacheError> {
+        let err = |source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        match fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    fs::create_dir_all(parent).map_err(err)?;
+                }
+                crate::fsio::create_private_dir(dir).map_err(err)?;
+            }
+            Err(e) => return Err(err(e)),
+            Ok(_) => {}
+        }
+        let meta = fs::symlink_metadata(dir).map_err(err)?;
+        let unsafe_dir = |reason| CacheError::Unsafe {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_dir(
+                "is not a directory (symbolic links are refused)",
+            ));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(unsafe_dir(
+                "is accessible to group or others (must be 0700)",
+            ));
+        }
+        // std has no getuid: compare with the owner of a file we create right now.
+        let probe = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+        let me = probe.as_file().metadata().map_err(err)?.uid();
+        if meta.uid() != me {
+            return Err(unsafe_dir("is owned by another user"));
+        }
+        Ok(ArtifactCache {
+            dir: dir.to_path_buf(),
+            max_artifact_bytes,
+        })
+    }
+
+    /// The cache key of a module for an engine configuration.
+    pub fn key(module_hash: &blake3::Hash, engine_fingerprint: &str) -> String {
+        format!("{}-{engine_fingerprint}", module_hash.to_hex())
+    }
+
+    fn paths(&self, key: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{key}.cwasm")),
+            self.dir.join(format!("{key}.cwasm.b3")),
+        )
+    }
+
+    /// Loads the artifact for `key`, or `None` on a miss or a failed check.
+    pub fn load(&self, engine: &Engine, key: &str) -> Option<Module> {
+        let (art, sum) = self.paths(key);
+        let expected = read_small(&sum, 128)?;
+        let bytes = read_small(&art, self.max_artifact_bytes)?;
+        if blake3::hash(&bytes).to_hex().as_bytes() != expected.as_slice() {
+            return None;
+        }
+        deserialize_verified(engine, &bytes).ok()
+    }
+
+    /// Stores an artifact for `key` (atomically: temp file then rename, checksum last).
+    pub fn store(&self, key: &str, artifact: &[u8]) -> io::Result<()> {
+        if artifact.len() as u64 > self.max_artifact_bytes {
+            return Ok(());
+        }
+        let (art, sum) = self.paths(key);
+        write_atomic(&self.dir, &art, artifact)?;
+        write_atomic(&self.dir, &sum, blake3::hash(artifact).to_hex().as_bytes())
+    }
+}
+
+fn read_small(path: &Path, cap: u64) -> Option<Vec<u8>> {
+    // The directory is private, so a link in it can only be ours; refuse one anyway.
+    if !fs::symlink_metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let f = fs::File::open(path).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(cap + 1).read_to_end(&mut buf).ok()?;
+    (buf.len() as u64 <= cap).then_some(buf)
+}
+
+fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Deserialises an artifact whose BLAKE3 matched the checksum this provider wrote.
+#[allow(unsafe_code)]
+fn deserialize_verified(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+    // SAFETY: the bytes come from the provider's private (0700, owner-checked) cache
+    // directory and match the BLAKE3 recorded when this provider wrote them from
+    // `Engine::precompile_module`; the key includes the engine's compatibility hash, and
+    // wasmtime itself rejects artifacts from an incompatible engine or version.
+    unsafe { Module::deserialize(engine, bytes) }
+}

@@ -1,0 +1,799 @@
+//! The wasm executor: WASI preview-1 command modules run by wasmtime under hard limits.
+//!
+//! # Sandbox
+//! A run sees exactly two preopened directories (`io.input` read-only, `io.output`
+//! writable and empty at start), the manifest's `env` and nothing inherited, argv made of
+//! the definition name and the manifest's args with params substituted, an empty stdin,
+//! and stdout/stderr captured in memory. No sockets, no other files.
+//!
+//! # Limits and how each one stops a run
+//! * memory, tables, instances: a [`wasmtime::ResourceLimiter`] that refuses growth past
+//!   `limits.memory` with an error (so `memory.grow` traps instead of returning -1) →
+//!   `memory_exceeded`.
+//! * wall time: epoch interruption. One background thread per executor bumps every
+//!   engine's epoch each millisecond; each store's epoch callback checks its deadline and
+//!   interrupts → `timed_out`. Epochs do not fire inside host calls (a blocking read, a
+//!   sleep), so the whole run is also wrapped in a tokio timeout of `timeout + grace`.
+//! * fuel: when `limits.fuel` is set, or in deterministic mode, the run uses a metered
+//!   engine; running out of fuel → `timed_out` (it is the deterministic CPU budget). Fuel
+//!   consumed is reported as CPU used.
+//! * stack: `max_wasm_stack`; overflowing traps → `trapped`.
+//! * stdout/stderr: [`stdio::CappedPipe`] keeps what fits and traps the guest on the
+//!   first byte past the cap → `output_exceeded`.
+//! * output directory: the same background thread measures (by `lstat`, never following
+//!   links) every running task's output directory every [`WasmConfig::watch_every`] ticks
+//!   and flags the run when its bytes plus captured stdio exceed `limits.output` or its
+//!   entries exceed [`WasmConfig::max_output_entries`]; the epoch callback then interrupts
+//!   it → `output_exceeded`. **Overshoot bound:** the guest can write past the cap for at
+//!   most one watch interval plus the rest of the host call in progress, and a single
+//!   `fd_write` writes at most one guest buffer, which lives in guest memory, so at most
+//!   `limits.memory` bytes. In numbers: `cap + limits.memory + (disk write rate ×
+//!   watch interval)`; the integration test checks `cap + limits.memory + 16 MiB`.
+//! * module size and compile time: [`WasmConfig::max_module_bytes`] and
+//!   [`WasmConfig::compile_timeout`]; both → `rejected`. Cranelift cannot be cancelled,
+//!   so a compile that times out keeps its blocking thread until it finishes.
+//!
+//! # Deterministic mode
+//! `capabilities.deterministic` runs use the metered engine (fuel instead of epochs for
+//! the CPU budget, NaN canonicalisation, deterministic relaxed SIMD; wasmtime is built
+//! without the threads proposal), fixed clocks and randomness seeded from BLAKE3(definition
+//! id ‖ input digest); see [`determinism`]. Epochs stay on only as the wall-clock backstop:
+//! they can only ever end a run as `timed_out`, never change what a finished run computed.
+//!
+//! # Speed
+//! Compiled modules are cached on disk ([`ArtifactCache`]) and in memory as
+//! `InstancePre`s per engine, keyed by the module's BLAKE3. Instances come from the
+//! pooling allocator (slots sized to [`WasmConfig::max_memory`]) and a semaphore with as
+//! many permits as there are pool slots sits in front of it.
+
+mod cache;
+pub mod determinism;
+pub mod stdio;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use task_defs::footprint::ModuleKind;
+use task_defs::{RuntimeKind, RuntimeSpec};
+use tokio::sync::Semaphore;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+pub use cache::{ArtifactCache, CacheError};
+
+use crate::executor::{Executor, Outcome, RunRequest, Status, Usage, output_digest};
+use crate::fsio::{self, TreeCaps};
+use stdio::CappedPipe;
+
+/// Provider-side policy and sizing of the wasm executor.
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Runs at once (semaphore permits and pooling-allocator slots per engine).
+    pub max_concurrent: u32,
+    /// Largest `limits.memory` accepted; also the size of each pool memory slot.
+    pub max_memory: u64,
+    /// Largest module accepted, in bytes.
+    pub max_module_bytes: u64,
+    /// Longest a module may take to compile.
+    pub compile_timeout: Duration,
+    /// Most native stack wasm may use, in bytes.
+    pub max_wasm_stack: usize,
+    /// Cap on each of stdout and stderr held in memory (further capped by `limits.output`).
+    pub max_stdio_bytes: u64,
+    /// Most entries (files and directories) a run may create in its output directory.
+    pub max_output_entries: u64,
+    /// Extra time after `limits.timeout` before the outer wall-clock backstop fires.
+    pub timeout_grace: Duration,
+    /// Epoch tick of the background thread.
+    pub tick: Duration,
+    /// The output directories are measured every this many ticks.
+    pub watch_every: u32,
+    /// Where compiled modules are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator (otherwise on-demand).
+    pub pooling: bool,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            max_concurrent: 4,
+            max_memory: 1 << 30,
+            max_module_bytes: 64 << 20,
+            compile_timeout: Duration::from_secs(30),
+            max_wasm_stack: 512 << 10,
+            max_stdio_bytes: 4 << 20,
+            max_output_entries: 10_000,
+            timeout_grace: Duration::from_millis(1000),
+            tick: Duration::from_millis(1),
+            watch_every: 2,
+            cache_dir: None,
+            pooling: true,
+        }
+    }
+}
+
+/// Errors creating an executor.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// Wasmtime refused the engine configuration.
+    #[error("creating the wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The artifact cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The background thread could not start.
+    #[error("starting the epoch thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Most table elements a guest may grow a table to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most tables per module.
+const MAX_TABLES: u32 = 4;
+/// Most `InstancePre`s kept in memory per engine.
+const MAX_CACHED_PRES: usize = 256;
+/// The epoch callback yields to the async runtime every this many ticks, so that other
+/// tasks on the same worker thread (and the outer timeout) get to run.
+const YIELD_EVERY: u64 = 10;
+
+const CAUSE_NONE: u8 = 0;
+const CAUSE_TIMEOUT: u8 = 1;
+const CAUSE_MEMORY: u8 = 2;
+const CAUSE_OUTPUT: u8 = 3;
+
+/// Why a run was stopped by the host; the first cause wins.
+#[derive(Debug, Default)]
+struct Flags(AtomicU8);
+
+impl Flags {
+    fn set(&self, cause: u8) {
+        let _ = self
+            .0
+            .compare_exchange(CAUSE_NONE, cause, Ordering::AcqRel, Ordering::Acquire);
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Store data of one run.
+struct Host {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+struct Limiter {
+    memory: usize,
+    peak: usize,
+    flags: Arc<Flags>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.flags.set(CAUSE_MEMORY);
+            // An error (not `Ok(false)`) traps the guest: a hostile loop that ignores a
+            // failed `memory.grow` would otherwise spin until its timeout.
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded",
+                self.memory
+            ));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.flags.set(CAUSE_MEMORY);
+            return Err(wasmtime::format_err!(
+                "table limit of {MAX_TABLE_ELEMENTS} elements exceeded"
+            ));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+    fn tables(&self) -> usize {
+        MAX_TABLES as usize
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// One engine configuration with its linker and compiled modules.
+struct Flavor {
+    engine: Engine,
+    linker: Linker<Host>,
+    fingerprint: String,
+    pres: Mutex<HashMap<[u8; 32], InstancePre<Host>>>,
+}
+
+impl Flavor {
+    fn new(cfg: &WasmConfig, metered: bool) -> Result<Flavor, WasmError> {
+        let mut c = Config::new();
+        c.epoch_interruption(true)
+            .consume_fuel(metered)
+            .cranelift_nan_canonicalization(metered)
+            .relaxed_simd_deterministic(metered)
+            .max_wasm_stack(cfg.max_wasm_stack)
+            // Fibres need the wasm stack plus room for host calls made from it.
+            .async_stack_size(cfg.max_wasm_stack + (1 << 20));
+        if cfg.pooling {
+            let n = cfg.max_concurrent;
+            let mut p = PoolingAllocationConfig::default();
+            p.total_core_instances(n)
+                .total_memories(n)
+                .total_tables(n * MAX_TABLES)
+                .total_stacks(n)
+                .total_component_instances(0)
+                .max_tables_per_module(MAX_TABLES)
+                .max_memories_per_module(1)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX));
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        }
+        let engine = Engine::new(&c).map_err(WasmError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
+            .map_err(WasmError::Engine)?;
+        // DefaultHasher::new() has fixed keys, so this is stable for one provider build;
+        // wasmtime's own artifact check covers anything that changes across builds.
+        let mut h = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Ok(Flavor {
+            engine,
+            linker,
+            fingerprint: format!("{:016x}", h.finish()),
+            pres: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// What the background thread checks for one running task.
+struct Watch {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_entries: u64,
+    stdout: CappedPipe,
+    stderr: CappedPipe,
+    flags: Arc<Flags>,
+}
+
+impl Watch {
+    fn check(&self) {
+        let stdio = (self.stdout.len() + self.stderr.len()) as u64;
+        let cap = TreeCaps {
+            bytes: self.max_bytes.saturating_sub(stdio),
+            entries: self.max_entries,
+        };
+        let (bytes, entries) = fsio::tree_usage(&self.dir, cap);
+        if bytes > cap.bytes || entries > cap.entries {
+            self.flags.set(CAUSE_OUTPUT);
+        }
+    }
+}
+
+type WatchList = Arc<Mutex<Vec<Arc<Watch>>>>;
+
+/// Removes a watch from the list when the run ends, however it ends.
+struct WatchGuard {
+    list: WatchList,
+    watch: Arc<Watch>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut l = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        l.retain(|w| !Arc::ptr_eq(w, &self.watch));
+    }
+}
+
+struct Inner {
+    cfg: WasmConfig,
+    standard: Flavor,
+    metered: Flavor,
+    cache: Option<ArtifactCache>,
+    permits: Semaphore,
+    watches: WatchList,
+    stop: Arc<AtomicBool>,
+}
+
+/// Runs wasm definitions; cheap to clone, all clones share engines, caches and limits.
+#[derive(Clone)]
+pub struct WasmExecutor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WasmExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmExecutor")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl WasmExecutor {
+    /// Creates the engines, opens the artifact cache and starts the epoch thread.
+    pub fn new(cfg: WasmConfig) -> Result<Self, WasmError> {
+        let standard = Flavor::new(&cfg, false)?;
+        let metered = Flavor::new(&cfg, true)?;
+        let cache = match &cfg.cache_dir {
+            Some(d) => Some(ArtifactCache::open(
+                d,
+                cfg.max_module_bytes.saturating_mul(16),
+            )?),
+            None => None,
+        };
+        let watches: WatchList = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let engines = [standard.engine.clone(), metered.engine.clone()];
+        let (thread_watches, thread_stop) = (watches.clone(), stop.clone());
+        let (tick, every) = (cfg.tick, u64::from(cfg.watch_every.max(1)));
+        std::thread::Builder::new()
+            .name("pinfold-epoch".into())
+            .spawn(move || {
+                let mut n = 0u64;
+                while !thread_stop.load(Ordering::Acquire) {
+                    std::thread::sleep(tick);
+                    for e in &engines {
+                        e.increment_epoch();
+                    }
+                    n += 1;
+                    if n.is_multiple_of(every) {
+                        let list: Vec<Arc<Watch>> = thread_watches
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone();
+                        for w in list {
+                            w.check();
+                        }
+                    }
+                }
+            })
+            .map_err(WasmError::Thread)?;
+        Ok(WasmExecutor {
+            inner: Arc::new(Inner {
+                permits: Semaphore::new(cfg.max_concurrent as usize),
+                cfg,
+                standard,
+                metered,
+                cache,
+                watches,
+                stop,
+            }),
+        })
+    }
+
+    /// The configuration this executor was created with.
+    pub fn config(&self) -> &WasmConfig {
+        &self.inner.cfg
+    }
+
+    /// Forgets the in-memory `InstancePre`s (the disk cache stays), e.g. to measure cold starts.
+    pub fn forget_compiled(&self) {
+        lock(&self.inner.standard.pres).clear();
+        lock(&self.inner.metered.pres).clear();
+    }
+
+    /// Finds or builds the `InstancePre` of a module; the error is a rejection reason.
+    async fn instance_pre(
+        &self,
+        metered: bool,
+        bytes: &[u8],
+    ) -> Result<(InstancePre<Host>, &'static str), String> {
+        let flavor = self.flavor(metered);
+        let hash = blake3::hash(bytes);
+        if let Some(p) = lock(&flavor.pres).get(hash.as_bytes()) {
+            return Ok((p.clone(), "memory"));
+        }
+        let engine = flavor.engine.clone();
+        let cache = self.inner.cache.clone();
+        let key = ArtifactCache::key(&hash, &flavor.fingerprint);
+        let owned = bytes.to_vec();
+        let job = tokio::task::spawn_blocking(move || -> Result<(Module, &'static str), String> {
+            if let Some(m) = cache.as_ref().and_then(|c| c.load(&engine, &key)) {
+                return Ok((m, "disk"));
+            }
+            let m = Module::new(&engine, &owned).map_err(|e| format!("invalid module: {e:#}"))?;
+            if let Some(c) = &cache {
+                // A failed cache write only costs a recompile next time.
+                if let Ok(art) = m.serialize() {
+                    let _ = c.store(&key, &art);
+                }
+            }
+            Ok((m, "compiled"))
+        });
+        let limit = self.inner.cfg.compile_timeout;
+        let (module, source) = match tokio::time::timeout(limit, job).await {
+            Err(_) => {
+                return Err(format!(
+                    "compiling the module took longer than {} ms",
+                    limit.as_millis()
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("compiling the module failed: {e}")),
+            Ok(Ok(r)) => r?,
+        };
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(_)) => {}
+            _ => return Err("the module exports no _start function".into()),
+        }
+        let pre = flavor
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| format!("cannot link the module: {e:#}"))?;
+        let mut pres = lock(&flavor.pres);
+        if pres.len() >= MAX_CACHED_PRES {
+            pres.clear();
+        }
+        pres.insert(*hash.as_bytes(), pre.clone());
+        Ok((pre, source))
+    }
+
+    fn flavor(&self, metered: bool) -> &Flavor {
+        if metered {
+            &self.inner.metered
+        } else {
+            &self.inner.standard
+        }
+    }
+
+    async fn run_inner(&self, req: RunRequest) -> Outcome {
+        let def = &req.definition;
+        let m = &def.manifest;
+        let cfg = &self.inner.cfg;
+        let RuntimeSpec::Wasm { module } = &m.runtime.spec else {
+            return Outcome::rejected("not a wasm definition");
+        };
+        if def.footprint.as_ref().map(|f| f.kind) == Some(ModuleKind::Component) {
+            return Outcome::rejected("wasi 0.2 components are not supported yet");
+        }
+        let Some(bytes) = def.files.get(module) else {
+            return Outcome::rejected(format!("module {module:?} is not in the definition"));
+        };
+        if bytes.len() as u64 > cfg.max_module_bytes {
+            return Outcome::rejected(format!(
+                "module is {} bytes, more than this provider's maximum {}",
+                bytes.len(),
+                cfg.max_module_bytes
+            ));
+        }
+        if m.limits.memory > cfg.max_memory {
+            return Outcome::rejected(format!(
+                "limits.memory {} exceeds this provider's maximum {}",
+                m.limits.memory, cfg.max_memory
+            ));
+        }
+        if m.capabilities.network {
+            return Outcome::rejected("this provider does not offer network access");
+        }
+        if !m.capabilities.secrets.is_empty() {
+            return Outcome::rejected("secrets are not supported by this provider yet");
+        }
+        let args = match m
+            .resolve_params(&req.params)
+            .and_then(|v| m.render_args(&v))
+        {
+            Ok(a) => a,
+            Err(e) => return Outcome::rejected(e),
+        };
+        match std::fs::read_dir(&req.output_dir).map(|mut it| it.next().is_none()) {
+            Ok(true) => {}
+            Ok(false) => return Outcome::rejected("the output directory is not empty"),
+            Err(e) => {
+                return Outcome::rejected(format!(
+                    "output directory {}: {e}",
+                    req.output_dir.display()
+                ));
+            }
+        }
+        let deterministic = m.capabilities.deterministic;
+        let metered = deterministic || m.limits.fuel.is_some();
+
+        let Ok(_permit) = self.inner.permits.acquire().await else {
+            return Outcome::rejected("the executor is shutting down");
+        };
+        let (pre, source) = match self.instance_pre(metered, bytes).await {
+            Ok(p) => p,
+            Err(reason) => return Outcome::rejected(reason),
+        };
+
+        let stdio_cap = m.limits.output.min(cfg.max_stdio_bytes) as usize;
+        let stdout = CappedPipe::new(stdio_cap);
+        let stderr = CappedPipe::new(stdio_cap);
+        let mut b = WasiCtxBuilder::new();
+        let mut argv = vec![m.name.clone()];
+        argv.extend(args);
+        b.args(&argv)
+            .stdin(MemoryInputPipe::new(Bytes::new()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        for (k, v) in &m.capabilities.env {
+            b.env(k, v);
+        }
+        if let Err(e) = b.preopened_dir(&req.input_dir, &m.io.input, FsPerms::ReadOnly) {
+            return Outcome::rejected(format!("opening the input directory: {e:#}"));
+        }
+        if let Err(e) = b.preopened_dir(&req.output_dir, &m.io.output, FsPerms::ReadWrite) {
+            return Outcome::rejected(format!("opening the output directory: {e:#}"));
+        }
+        b.max_random_size(1 << 20);
+        if deterministic {
+            let input = match fsio::collect_outputs(
+                &req.input_dir,
+                None,
+                TreeCaps {
+                    bytes: u64::MAX,
+                    entries: u64::MAX,
+                },
+            ) {
+                Ok(c) => output_digest(&c.files, b""),
+                Err(e) => return Outcome::rejected(format!("hashing the inputs: {e}")),
+            };
+            let seed = determinism::seed(&def.id.to_string(), &input);
+            b.wall_clock(determinism::FixedWallClock::default())
+                .monotonic_clock(determinism::FixedMonotonicClock::default())
+                .secure_random(determinism::SeededRng::new("pinfold secure_random", &seed))
+                .insecure_random(determinism::SeededRng::new(
+                    "pinfold insecure_random",
+                    &seed,
+                ))
+                .insecure_random_seed(u128::from_le_bytes(
+                    seed[..16].try_into().unwrap_or_default(),
+                ));
+        }
+
+        let flags = Arc::new(Flags::default());
+        let mut store = Store::new(
+            &self.flavor(metered).engine,
+            Host {
+                wasi: b.build_p1(),
+                limiter: Limiter {
+                    memory: usize::try_from(m.limits.memory).unwrap_or(usize::MAX),
+                    peak: 0,
+                    flags: flags.clone(),
+                },
+            },
+        );
+        store.limiter(|h| &mut h.limiter);
+        let fuel_budget = m.limits.fuel.unwrap_or(u64::MAX);
+        if metered && let Err(e) = store.set_fuel(fuel_budget) {
+            return Outcome::rejected(format!("setting fuel: {e:#}"));
+        }
+        let timeout = Duration::from_millis(m.limits.timeout_ms);
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let cb_flags = flags.clone();
+        let mut ticks = 0u64;
+        store.epoch_deadline_callback(move |_| {
+            if cb_flags.get() != CAUSE_NONE {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if Instant::now() >= deadline {
+                cb_flags.set(CAUSE_TIMEOUT);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            ticks += 1;
+            Ok(if ticks.is_multiple_of(YIELD_EVERY) {
+                UpdateDeadline::Yield(1)
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+
+        let _watch = {
+            let watch = Arc::new(Watch {
+                dir: req.output_dir.clone(),
+                max_bytes: m.limits.output,
+                max_entries: cfg.max_output_entries,
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+                flags: flags.clone(),
+            });
+            lock(&self.inner.watches).push(watch.clone());
+            WatchGuard {
+                list: self.inner.watches.clone(),
+                watch,
+            }
+        };
+
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        };
+        let result = tokio::time::timeout(timeout + cfg.timeout_grace, run).await;
+        let wall = started.elapsed();
+        drop(_watch);
+
+        let (mut status, mut reason, mut exit_code) = match result {
+            Err(_) => {
+                flags.set(CAUSE_TIMEOUT);
+                (
+                    Status::TimedOut,
+                    Some(format!(
+                        "wall-clock limit of {} ms reached inside a host call",
+                        m.limits.timeout_ms
+                    )),
+                    None,
+                )
+            }
+            Ok(r) => classify(r, &flags, m, fuel_budget),
+        };
+        if status != Status::TimedOut
+            && status != Status::MemoryExceeded
+            && (stdout.truncated() || stderr.truncated())
+        {
+            status = Status::OutputExceeded;
+            reason = Some(format!("stdout or stderr exceeded {stdio_cap} bytes"));
+            exit_code = None;
+        }
+
+        let fuel = if metered {
+            store.get_fuel().ok().map(|left| fuel_budget - left)
+        } else {
+            None
+        };
+        let peak_memory = store.data().limiter.peak as u64;
+        drop(store);
+
+        let out = stdout.contents();
+        let err = stderr.contents();
+        let caps = TreeCaps {
+            bytes: m
+                .limits
+                .output
+                .saturating_sub((out.len() + err.len()) as u64),
+            entries: cfg.max_output_entries,
+        };
+        let collected = match fsio::collect_outputs(&req.output_dir, None, caps) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut o = Outcome::rejected(format!("collecting outputs failed: {e}"));
+                o.status = Status::OutputExceeded;
+                return o;
+            }
+        };
+        if collected.exceeded && matches!(status, Status::Succeeded | Status::Failed) {
+            status = Status::OutputExceeded;
+            reason = Some(format!(
+                "output directory exceeded {} bytes or {} entries",
+                m.limits.output, cfg.max_output_entries
+            ));
+            exit_code = None;
+        }
+        Outcome {
+            status,
+            reason,
+            exit_code,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stdout_truncated: stdout.truncated(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            stderr_truncated: stderr.truncated(),
+            outputs: output_digest(&collected.files, &out),
+            files: collected.files,
+            dropped: collected.dropped,
+            usage: Usage {
+                wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+                fuel,
+                peak_memory,
+                module_source: Some(source.to_string()),
+            },
+        }
+    }
+}
+
+/// Maps the result of `_start` to a status, trusting the host's flags over the error.
+fn classify(
+    r: wasmtime::Result<()>,
+    flags: &Flags,
+    m: &task_defs::Manifest,
+    fuel_budget: u64,
+) -> (Status, Option<String>, Option<i32>) {
+    match flags.get() {
+        CAUSE_TIMEOUT => {
+            return (
+                Status::TimedOut,
+                Some(format!(
+                    "wall-clock limit of {} ms reached",
+                    m.limits.timeout_ms
+                )),
+                None,
+            );
+        }
+        CAUSE_MEMORY => {
+            return (
+                Status::MemoryExceeded,
+                Some(format!(
+                    "memory limit of {} bytes exceeded",
+                    m.limits.memory
+                )),
+                None,
+            );
+        }
+        CAUSE_OUTPUT => {
+            return (
+                Status::OutputExceeded,
+                Some(format!(
+                    "output exceeded limits.output of {} bytes (or the entry limit)",
+                    m.limits.output
+                )),
+                None,
+            );
+        }
+        _ => {}
+    }
+    let e = match r {
+        Ok(()) => return (Status::Succeeded, None, Some(0)),
+        Err(e) => e,
+    };
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return if exit.0 == 0 {
+            (Status::Succeeded, None, Some(0))
+        } else {
+            (
+                Status::Failed,
+                Some(format!("exited with code {}", exit.0)),
+                Some(exit.0),
+            )
+        };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        if *trap == Trap::OutOfFuel {
+            return (
+                Status::TimedOut,
+                Some(format!("fuel budget of {fuel_budget} exhausted")),
+                None,
+            );
+        }
+        return (Status::Trapped, Some(trap.to_string()), None);
+    }
+    // Host errors carry wasm backtraces in their context; the root cause is the message.
+    (Status::Trapped, Some(e.root_cause().to_string()), None)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Executor for WasmExecutor {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Wasm
+    }
+
+    fn run(&self, req: RunRequest) -> impl std::future::Future<Output = Outcome> + Send {
+        self.run_inner(req)
+    }
+}

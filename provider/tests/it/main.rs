@@ -1,0 +1,9 @@
+//! Integration tests of the provider: one binary, one module per area.
+
+mod cli;
+mod concurrency;
+mod determinism;
+mod harness;
+mod limits;
+mod rejection;
+mod sandbox;

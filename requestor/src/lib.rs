@@ -4,4 +4,5 @@
 //! with a distinct code rather than pretending to work.
 
 /// What the binary prints while the requestor does not exist yet.
-pub const NOT_YET: &str = "requestor: not implemented yet; run definitions locally with `provider exec`";
+pub const NOT_YET: &str =
+    "requestor: not implemented yet; run definitions locally with `provider exec`";

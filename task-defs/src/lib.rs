@@ -19,6 +19,7 @@ pub mod identity;
 pub mod manifest;
 pub mod scaffold;
 pub mod secrets;
+pub mod tlog;
 
 pub use definition::{Definition, Error};
 pub use diag::{Diagnostic, Diagnostics, Rule};

@@ -5,4 +5,5 @@ mod cli;
 mod harness;
 mod identity;
 mod props;
+mod tlog;
 mod validation;

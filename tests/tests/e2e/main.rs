@@ -1,3 +1,4 @@
 //! End-to-end tests: the real binaries, run together as processes.
 
 mod bundles;
+mod exec;

@@ -1,0 +1,102 @@
+//! Benchmarks of the transparency log's hot paths against their goals: status lookup
+//! (≤ 10 µs), inclusion-proof verification (≤ 100 µs), syncing 100,000 entries (≤ 2 s).
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use task_defs::DefinitionId;
+use task_defs::tlog::*;
+
+const ORIGIN: &str = "registry.pinfold.example/log";
+const T0: u64 = 1_800_000_000;
+const ENTRIES: u64 = 100_000;
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
+}
+
+fn def(i: u64) -> DefinitionId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&i.to_be_bytes());
+    DefinitionId(b)
+}
+
+/// 100,000 leaves: 60,000 publications, 40,000 approvals by three trusted reviewers.
+fn log() -> (Vec<Vec<u8>>, MemoryTree, Vec<u8>) {
+    let author = key(100);
+    let reviewers = [key(1), key(2), key(3)];
+    let mut leaves = Vec::with_capacity(ENTRIES as usize);
+    for i in 0..ENTRIES {
+        let e = if i % 5 < 3 {
+            Entry::Published(Published::sign(&author, def(i), "bench", "1.0.0", T0))
+        } else {
+            let r = &reviewers[(i % 3) as usize];
+            Entry::Review(Review::sign(r, ReviewAction::Approve, def(i - 3), "", T0))
+        };
+        leaves.push(e.to_leaf());
+    }
+    let tree = MemoryTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
+    let signer = NoteSigner::new(ORIGIN, key(200)).unwrap();
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size: ENTRIES,
+        root: tree.root(),
+        time: T0,
+    }
+    .sign(&signer)
+    .unwrap();
+    (leaves, tree, cp)
+}
+
+fn config() -> VerifierConfig {
+    VerifierConfig {
+        origin: ORIGIN.into(),
+        log_key: NoteSigner::new(ORIGIN, key(200)).unwrap().verifier(),
+        reviewers: (1..=3).map(|n| key(n).public_key()).collect(),
+        threshold: 1,
+        max_age_secs: 3600,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let (leaves, tree, cp) = log();
+
+    let mut v = Verifier::new(config()).unwrap();
+    v.update(&cp, &leaves, &[], T0).unwrap();
+    assert_eq!(v.status(&def(0), T0).unwrap(), Status::Approved);
+    c.bench_function("status lookup", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 7919) % ENTRIES;
+            black_box(v.status(black_box(&def(i)), T0).unwrap())
+        })
+    });
+
+    let root = tree.root();
+    let index = 54_321;
+    let proof = inclusion_proof(&tree, index, ENTRIES).unwrap();
+    let lh = leaf_hash(&leaves[index as usize]);
+    c.bench_function("inclusion proof verification (100k tree)", |b| {
+        b.iter(|| verify_inclusion(black_box(&lh), index, ENTRIES, &proof, &root).unwrap())
+    });
+    c.bench_function("inclusion proof generation (100k memory tree)", |b| {
+        b.iter(|| inclusion_proof(&tree, black_box(index), ENTRIES).unwrap())
+    });
+
+    let mut g = c.benchmark_group("sync");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("sync 100k entries from empty", |b| {
+        b.iter(|| {
+            let mut v = Verifier::new(config()).unwrap();
+            v.update(&cp, &leaves, &[], T0).unwrap();
+            v
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(tlog, benches);
+criterion_main!(tlog);

@@ -709,78 +709,79 @@ pub fn parse_image(s: &str) -> Result<ImageRef, String> {
     }
 }
 
-/// Splits an argument template into literal text and `{param}` names.
+/// One piece of an argument template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token<'a> {
+    /// Literal text (with `{{`/`}}` already unescaped to a single brace).
+    Text(&'a str),
+    /// A `{param}` reference.
+    Param(&'a str),
+}
+
+/// Splits an argument template into literal text and `{param}` references.
 ///
-/// `{{` and `}}` stand for literal braces. Returns the names referenced, or an error
-/// for an unbalanced brace.
-pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    let mut chars = template.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().map(|p| p.1) == Some('{') => {
-                chars.next();
-            }
-            '{' => {
-                let rest = &template[i + 1..];
-                let end = rest
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
-                let name = &rest[..end];
-                if !valid_param_name(name) {
-                    return Err(format!(
-                        "{{{name}}} in {template:?} is not a valid param name"
-                    ));
-                }
-                names.push(name.to_string());
-                for _ in 0..=end {
-                    chars.next();
-                }
-            }
-            '}' if chars.peek().map(|p| p.1) == Some('}') => {
-                chars.next();
-            }
-            '}' => {
-                return Err(format!(
-                    "unmatched '}}' in {template:?} (write '}}}}' for a literal brace)"
-                ));
-            }
-            _ => {}
+/// `{{` and `}}` stand for literal braces; any other brace must form `{name}` with a valid
+/// param name. Both [`placeholders`] and [`substitute`] use this, so checking a template and
+/// filling it can never disagree about what it means.
+fn tokenize(template: &str) -> Result<Vec<Token<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        if i > 0 {
+            out.push(Token::Text(&rest[..i]));
         }
+        let (brace, after) = (&rest[i..i + 1], &rest[i + 1..]);
+        if after.starts_with(brace) {
+            out.push(Token::Text(brace));
+            rest = &after[1..];
+            continue;
+        }
+        if brace == "}" {
+            return Err(format!(
+                "unmatched '}}' in {template:?} (write '}}}}' for a literal brace)"
+            ));
+        }
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
+        let name = &after[..end];
+        if !valid_param_name(name) {
+            return Err(format!(
+                "{{{name}}} in {template:?} is not a valid param name"
+            ));
+        }
+        out.push(Token::Param(name));
+        rest = &after[end + 1..];
     }
-    Ok(names)
+    if !rest.is_empty() {
+        out.push(Token::Text(rest));
+    }
+    Ok(out)
+}
+
+/// The `{param}` names an argument template references, or an error for a malformed brace.
+pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
+    Ok(tokenize(template)?
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Param(n) => Some(n.to_string()),
+            Token::Text(_) => None,
+        })
+        .collect())
 }
 
 /// Fills `{param}` placeholders in `template` from `values` (all names must be present).
 pub fn substitute(template: &str, values: &BTreeMap<String, ParamValue>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
-    let mut chars = template.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().map(|p| p.1) == Some('{') => {
-                chars.next();
-                out.push('{');
-            }
-            '{' => {
-                let rest = &template[i + 1..];
-                let end = rest
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
-                let name = &rest[..end];
+    for t in tokenize(template)? {
+        match t {
+            Token::Text(s) => out.push_str(s),
+            Token::Param(n) => {
                 let v = values
-                    .get(name)
-                    .ok_or_else(|| format!("no value for param {name:?}"))?;
+                    .get(n)
+                    .ok_or_else(|| format!("no value for param {n:?}"))?;
                 out.push_str(&v.to_string());
-                for _ in 0..=end {
-                    chars.next();
-                }
             }
-            '}' if chars.peek().map(|p| p.1) == Some('}') => {
-                chars.next();
-                out.push('}');
-            }
-            '}' => return Err(format!("unmatched '}}' in {template:?}")),
-            c => out.push(c),
         }
     }
     Ok(out)

@@ -727,6 +727,10 @@ fn params_resolve_and_render() {
     let none = Default::default();
     let v = m.resolve_params(&none).unwrap();
     assert_eq!(m.render_args(&v).unwrap(), ["3", "{literal}"]);
+    // Escaped braces next to a placeholder, and text around it.
+    let sub = task_defs::manifest::substitute("a{{{count}}}b-{count}", &v).unwrap();
+    assert_eq!(sub, "a{3}b-3");
+    assert_eq!(task_defs::manifest::placeholders("{{x}} {count} {count}").unwrap(), ["count", "count"]);
     let given = [("count".to_string(), "7".to_string())].into();
     assert_eq!(
         m.render_args(&m.resolve_params(&given).unwrap()).unwrap(),

@@ -730,7 +730,10 @@ fn params_resolve_and_render() {
     // Escaped braces next to a placeholder, and text around it.
     let sub = task_defs::manifest::substitute("a{{{count}}}b-{count}", &v).unwrap();
     assert_eq!(sub, "a{3}b-3");
-    assert_eq!(task_defs::manifest::placeholders("{{x}} {count} {count}").unwrap(), ["count", "count"]);
+    assert_eq!(
+        task_defs::manifest::placeholders("{{x}} {count} {count}").unwrap(),
+        ["count", "count"]
+    );
     let given = [("count".to_string(), "7".to_string())].into();
     assert_eq!(
         m.render_args(&m.resolve_params(&given).unwrap()).unwrap(),
@@ -745,4 +748,63 @@ fn params_resolve_and_render() {
         let e = m.resolve_params(&given).unwrap_err();
         assert!(e.contains(err), "{e}");
     }
+}
+
+#[test]
+fn caps_on_files_depth_and_paths_are_enforced() {
+    use task_defs::definition::{MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, MAX_PATH_BYTES};
+    // A sparse file just over the per-file cap: refused from its size, without reading it.
+    let d = Dir::wasm();
+    let f = std::fs::File::create(d.path("src/huge.bin")).unwrap();
+    f.set_len(MAX_FILE_BYTES + 1).unwrap();
+    assert_problem(&d.problems(), Rule::TooLarge, None, "larger than");
+    // More files than allowed.
+    let d = Dir::wasm();
+    for i in 0..=MAX_FILES {
+        d.write(&format!("src/many/{i}.txt"), b"");
+    }
+    assert_problem(
+        &d.problems(),
+        Rule::TooLarge,
+        None,
+        &format!("more than {MAX_FILES} files"),
+    );
+    // Nested deeper than allowed.
+    let d = Dir::wasm();
+    let deep: Vec<String> = (0..MAX_DEPTH + 1).map(|i| format!("d{i}")).collect();
+    d.write(&format!("{}/f.txt", deep.join("/")), b"x");
+    assert_problem(&d.problems(), Rule::TooLarge, None, "nested deeper");
+    // A path longer than allowed.
+    let d = Dir::wasm();
+    let long = format!(
+        "src/{}/{}",
+        "a".repeat(100),
+        "b".repeat(MAX_PATH_BYTES - 100)
+    );
+    d.write(&long, b"x");
+    assert_problem(&d.problems(), Rule::Path, None, "longer than");
+}
+
+#[test]
+fn non_utf8_names_and_oversized_manifests_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Dir::wasm();
+    std::fs::write(
+        d.path("src")
+            .join(std::ffi::OsStr::from_bytes(b"bad\xffname")),
+        b"x",
+    )
+    .unwrap();
+    assert_problem(&d.problems(), Rule::Path, None, "not UTF-8");
+    let d = Dir::wasm();
+    let mut m = d.manifest();
+    m.push_str(&format!(
+        "# {}\n",
+        "x".repeat(task_defs::manifest::MAX_MANIFEST_BYTES)
+    ));
+    d.set_manifest(&m);
+    assert_problem(&d.problems(), Rule::TooLarge, None, "manifest is");
+    let d = Dir::wasm();
+    std::fs::write(d.path("taskdef.toml"), b"format = 1\nname = \"\xff\"\n").unwrap();
+    assert_problem(&d.problems(), Rule::Syntax, None, "not UTF-8");
 }

@@ -316,7 +316,7 @@ impl Verifier {
     /// up to the checkpoint's size, in order; `consistency_proof` proves the checkpoint
     /// extends the verified one; `now` is local Unix time. On any error the verifier is
     /// unchanged.
-    pub fn update<L: AsRef<[u8]>>(
+    pub fn update<L: AsRef<[u8]> + Sync>(
         &mut self,
         checkpoint: &[u8],
         entries: &[L],
@@ -430,9 +430,10 @@ impl Verifier {
 
         // Everything checks out: index the entries, then commit.
         let mut ignored = 0;
-        for (i, leaf) in entries.iter().enumerate() {
-            if !self.index_entry(old_size + i as u64, leaf.as_ref()) {
-                ignored += 1;
+        for (i, entry) in self.check_entries(entries).into_iter().enumerate() {
+            match entry {
+                Some(e) => self.index_entry(old_size + i as u64, e),
+                None => ignored += 1,
             }
         }
         self.state.frontier = frontier;
@@ -450,10 +451,44 @@ impl Verifier {
     }
 
     /// Adds one verified leaf to the index; false when it counts for nothing.
-    fn index_entry(&mut self, index: u64, leaf: &[u8]) -> bool {
-        let Ok(entry) = Entry::from_leaf(leaf) else {
-            return false;
+    /// Parses every leaf and verifies every roster review's signature, on all cores.
+    ///
+    /// Returns, per leaf, the entry to index or `None` for one that can never count
+    /// (malformed, off-roster, bad signature). Parsing and Ed25519 verification dominate a
+    /// sync and are independent per leaf, so they run in parallel; indexing stays sequential
+    /// because log order decides which vote of a reviewer is the latest.
+    fn check_entries<L: AsRef<[u8]> + Sync>(&self, entries: &[L]) -> Vec<Option<Entry>> {
+        let check = |leaf: &L| -> Option<Entry> {
+            let entry = Entry::from_leaf(leaf.as_ref()).ok()?;
+            match &entry {
+                Entry::Published(_) => Some(entry),
+                // Only roster keys are checked (and recorded): others can never count.
+                Entry::Review(r) => {
+                    (self.roster.contains(&r.reviewer) && r.verify().is_ok()).then_some(entry)
+                }
+            }
         };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16);
+        if threads == 1 || entries.len() < 512 {
+            return entries.iter().map(check).collect();
+        }
+        let chunk = entries.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = entries
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// Records one checked entry in the verified index.
+    fn index_entry(&mut self, index: u64, entry: Entry) {
         match entry {
             Entry::Published(p) => {
                 let rec = self.state.definitions.entry(p.definition).or_default();
@@ -465,13 +500,8 @@ impl Verifier {
                         author: p.author,
                     });
                 }
-                true
             }
             Entry::Review(r) => {
-                // Only roster keys are checked (and recorded): others can never count.
-                if !self.roster.contains(&r.reviewer) || r.verify().is_err() {
-                    return false;
-                }
                 let rec = self.state.definitions.entry(r.definition).or_default();
                 match r.action {
                     ReviewAction::Revoke => {
@@ -481,7 +511,6 @@ impl Verifier {
                         rec.votes.insert(r.reviewer, vote);
                     }
                 }
-                true
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the wasm executor: start-up cold vs cached, throughput, nbody vs native, and the cost of epochs and fuel.
+//! Criterion benchmarks of the wasm executor: start-up cold vs cached, throughput, nbody vs native, and the cost of epochs, fuel and NaN canonicalisation.
 //!
 //! Run with `cargo bench -p provider --bench executor`. Ratios (nbody wasm/native,
 //! epoch and fuel overhead) are read off the printed times of the paired benchmarks.
@@ -182,10 +182,27 @@ fn nbody(c: &mut Criterion) {
     std::fs::write(&input_file, "x").unwrap();
     let params: BTreeMap<String, String> = [("steps".into(), NBODY_STEPS.into())].into();
 
+    // The same definition with `deterministic = false`: the standard engine (epochs only,
+    // no fuel, no NaN canonicalisation), to split the executor's cost from the mode's.
+    let nondet_dir = tmp.path().join("nbody-nondeterministic");
+    copy_dir(&examples().join("nbody"), &nondet_dir);
+    let manifest = std::fs::read_to_string(nondet_dir.join("taskdef.toml")).unwrap();
+    let flipped = manifest.replace("deterministic = true", "deterministic = false");
+    assert_ne!(
+        manifest, flipped,
+        "the nbody example declares deterministic = true"
+    );
+    std::fs::write(nondet_dir.join("taskdef.toml"), flipped).unwrap();
+    let nondet = Arc::new(Definition::load(&nondet_dir).unwrap());
+    assert!(!nondet.manifest.capabilities.deterministic);
+
     let mut g = c.benchmark_group("nbody");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.bench_function("wasm_executor_deterministic", |b| {
         b.iter(|| rt.block_on(end_to_end(&exec, &def, tmp.path(), &input_file, &params)))
+    });
+    g.bench_function("wasm_executor_nondeterministic", |b| {
+        b.iter(|| rt.block_on(end_to_end(&exec, &nondet, tmp.path(), &input_file, &params)))
     });
 
     // The same C compiled natively, run as a subprocess with the same step count.
@@ -215,13 +232,21 @@ fn nbody(c: &mut Criterion) {
 
     // Interruption cost: the same module under bare wasmtime with neither, epochs, fuel.
     let wasm = std::fs::read(examples().join("nbody/nbody.wasm")).unwrap();
-    for (name, epoch, fuel) in [
-        ("bare_neither", false, false),
-        ("bare_epoch", true, false),
-        ("bare_fuel", false, true),
+    // `bare_nan_canonicalization` isolates the one deterministic-mode setting that changes
+    // the generated float code; `bare_metered` is the executor's metered engine settings
+    // (epochs, fuel, NaN canonicalisation, deterministic relaxed SIMD) with a sync call.
+    for (name, epoch, fuel, nan) in [
+        ("bare_neither", false, false, false),
+        ("bare_epoch", true, false, false),
+        ("bare_fuel", false, true, false),
+        ("bare_nan_canonicalization", false, false, true),
+        ("bare_metered", true, true, true),
     ] {
         let mut cfg = Config::new();
-        cfg.epoch_interruption(epoch).consume_fuel(fuel);
+        cfg.epoch_interruption(epoch)
+            .consume_fuel(fuel)
+            .cranelift_nan_canonicalization(nan)
+            .relaxed_simd_deterministic(nan);
         let engine = Engine::new(&cfg).unwrap();
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).unwrap();
@@ -262,6 +287,20 @@ fn nbody(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Copies a definition directory (files and subdirectories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
 }
 
 criterion_group!(benches, startup, nbody);

@@ -40,6 +40,14 @@
 //! id ‖ input digest); see [`determinism`]. Epochs stay on only as the wall-clock backstop:
 //! they can only ever end a run as `timed_out`, never change what a finished run computed.
 //!
+//! Its cost is NaN canonicalisation, not the executor: on the nbody example (200k steps,
+//! `provider/benches/executor.rs`, two runs) bare wasmtime takes 19–29 ms, with only NaN
+//! canonicalisation 106–107 ms, and the executor 24–33 ms non-deterministic vs 117–123 ms
+//! deterministic. On x86-64 Cranelift wraps every scalar float op in a vector compare and
+//! bitselect, lengthening the dependency chains. Canonicalising is what makes float results
+//! bit-identical across CPU architectures (x86 and Arm produce NaNs with different sign
+//! bits), so it stays on.
+//!
 //! # Speed
 //! Compiled modules are cached on disk ([`ArtifactCache`]) and in memory as
 //! `InstancePre`s per engine, keyed by the module's BLAKE3. Instances come from the

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use provider::Status;
+use provider::{Status, WasmConfig, WasmExecutor};
 
 use crate::harness::{Case, Spec, WASI_IMPORTS, exit_wat};
 
@@ -186,4 +186,78 @@ async fn filling_the_disk_is_stopped_near_the_cap() {
         "an over-cap file is not returned: {:?}",
         o.files
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_many_files_is_stopped_near_the_entry_cap() {
+    const CAP: u64 = 50;
+    let case = Case::new();
+    let exec = WasmExecutor::new(WasmConfig {
+        cache_dir: Some(case.path().join("cache")),
+        max_output_entries: CAP,
+        ..WasmConfig::default()
+    })
+    .expect("executor");
+    // Creates empty files /output/<8 letters spelling $i> (O_CREAT|O_EXCL, fd 4 is the output
+    // preopen) for $i = 0..20000, closing each, then spins. The files are empty so only the
+    // entry cap can trip (limits.output stays far away), and the spin means a broken watcher
+    // shows up as `timed_out` rather than being rescued by the post-run collection check.
+    let many = format!(
+        r#"(module {WASI_IMPORTS}
+      (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (local $i i32) (local $k i32) (local $e i32)
+        (loop $files
+          (local.set $k (i32.const 0))
+          (loop $name
+            (i32.store8 (i32.add (i32.const 1024) (local.get $k))
+              (i32.add (i32.const 97)
+                (i32.and (i32.shr_u (local.get $i) (i32.shl (local.get $k) (i32.const 2)))
+                  (i32.const 15))))
+            (local.set $k (i32.add (local.get $k) (i32.const 1)))
+            (br_if $name (i32.lt_u (local.get $k) (i32.const 8))))
+          (local.set $e (call $path_open (i32.const 4) (i32.const 0) (i32.const 1024) (i32.const 8)
+            (i32.const 5) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 12)))
+          (if (local.get $e) (then (call $proc_exit (i32.add (local.get $e) (i32.const 100)))))
+          (drop (call $fd_close (i32.load (i32.const 12))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $files (i32.lt_u (local.get $i) (i32.const 20000))))
+        (loop $spin (br $spin))))"#
+    );
+    let def = case.wat_def(
+        "many",
+        &many,
+        &Spec {
+            output: "1MiB",
+            timeout: "30s",
+            ..Spec::default()
+        },
+    );
+    let t = Instant::now();
+    let (o, out) = case.run(&exec, &def).await;
+    let took = t.elapsed();
+    // Only the status and reason: the full outcome lists thousands of dropped files when broken.
+    assert_eq!(o.status, Status::OutputExceeded, "{:?}", o.reason);
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped by the watcher, not the 30 s timeout: {took:?}"
+    );
+    let on_disk = std::fs::read_dir(&out).unwrap().count() as u64;
+    // The watcher looks every 2 ms (watch_every = 2 ticks of 1 ms), so the overshoot is the
+    // files created in about one interval plus the scan and the wait for the next epoch; one
+    // file costs tens of µs here, so that is a few hundred at most. 1000 leaves room for a
+    // loaded machine yet is 20× below what the guest would create unchecked (20000).
+    let bound = CAP + 1000;
+    assert!(
+        on_disk > CAP,
+        "the guest really went past the cap ({on_disk})"
+    );
+    assert!(on_disk <= bound, "overshoot too large: {on_disk} > {bound}");
+    assert_eq!(o.files.len() as u64, CAP, "exactly the cap is returned");
+    assert_eq!(
+        o.dropped.len() as u64,
+        on_disk - CAP,
+        "every entry past the cap is reported as dropped"
+    );
+    eprintln!("entry cap {CAP}: {on_disk} entries on disk, stopped after {took:?}");
 }

@@ -85,13 +85,18 @@ async fn end_to_end(
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
 }
 
-fn startup(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A runtime with one worker per core of this 2-core machine, as the provider node uses.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn startup(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
     let def = Arc::new(hello_def(tmp.path()));
     let input_file = tmp.path().join("input.txt");
     std::fs::write(&input_file, "some input\n").unwrap();
@@ -171,11 +176,7 @@ fn startup(c: &mut Criterion) {
 
 fn nbody(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let def = Arc::new(Definition::load(&examples().join("nbody")).unwrap());
     let exec = WasmExecutor::new(WasmConfig::default()).unwrap();
     let input_file = tmp.path().join("input.txt");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::manifest::{Manifest, ParamValue, RuntimeSpec};
@@ -71,18 +71,7 @@ impl FromStr for DefinitionId {
     }
 }
 
-impl Serialize for DefinitionId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for DefinitionId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(DefinitionId);
 
 /// A file of a definition as the identity sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

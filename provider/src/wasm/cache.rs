@@ -1,4 +1,4 @@
-//! On-disk cache of precompiled modules, keyed by the module's BLAKE3 and the engine's configuration fingerprint.
+//! On-disk cache of precompiled modules and components, keyed by the bytes' BLAKE3, the artifact kind and the engine's configuration fingerprint.
 //!
 //! Deserialising a precompiled artifact is `unsafe` in wasmtime: the bytes are trusted to
 //! be machine code that wasmtime itself produced. So the provider only loads artifacts it
@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 /// Errors opening the cache directory.
@@ -35,7 +36,46 @@ pub enum CacheError {
     },
 }
 
-/// A private directory of precompiled modules.
+/// Whether an artifact is a core module or a component.
+///
+/// Part of the cache key, so that a lookup for one kind never finds the other's artifact
+/// (wasmtime would refuse it anyway, but a key that cannot collide keeps the miss cheap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    /// A core WebAssembly module (WASI preview 1).
+    Module,
+    /// A WebAssembly component (WASI 0.2).
+    Component,
+}
+
+impl ArtifactKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Module => "module",
+            ArtifactKind::Component => "component",
+        }
+    }
+}
+
+/// A loaded artifact of either kind.
+#[derive(Clone)]
+pub enum Artifact {
+    /// A precompiled core module.
+    Module(Module),
+    /// A precompiled component.
+    Component(Component),
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Artifact::Module(_) => "Artifact::Module",
+            Artifact::Component(_) => "Artifact::Component",
+        })
+    }
+}
+
+/// A private directory of precompiled modules and components.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
@@ -86,9 +126,9 @@ impl ArtifactCache {
         })
     }
 
-    /// The cache key of a module for an engine configuration.
-    pub fn key(module_hash: &blake3::Hash, engine_fingerprint: &str) -> String {
-        format!("{}-{engine_fingerprint}", module_hash.to_hex())
+    /// The cache key of a module or component for an engine configuration.
+    pub fn key(hash: &blake3::Hash, kind: ArtifactKind, engine_fingerprint: &str) -> String {
+        format!("{}-{}-{engine_fingerprint}", hash.to_hex(), kind.as_str())
     }
 
     fn paths(&self, key: &str) -> (PathBuf, PathBuf) {
@@ -98,15 +138,15 @@ impl ArtifactCache {
         )
     }
 
-    /// Loads the artifact for `key`, or `None` on a miss or a failed check.
-    pub fn load(&self, engine: &Engine, key: &str) -> Option<Module> {
+    /// Loads the artifact of `kind` for `key`, or `None` on a miss or a failed check.
+    pub fn load(&self, engine: &Engine, key: &str, kind: ArtifactKind) -> Option<Artifact> {
         let (art, sum) = self.paths(key);
         let expected = read_small(&sum, 128)?;
         let bytes = read_small(&art, self.max_artifact_bytes)?;
         if blake3::hash(&bytes).to_hex().as_bytes() != expected.as_slice() {
             return None;
         }
-        deserialize_verified(engine, &bytes).ok()
+        deserialize_verified(engine, &bytes, kind).ok()
     }
 
     /// Stores an artifact for `key` (atomically: temp file then rename, checksum last).
@@ -144,10 +184,21 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Deserialises an artifact whose BLAKE3 matched the checksum this provider wrote.
 #[allow(unsafe_code)]
-fn deserialize_verified(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+fn deserialize_verified(
+    engine: &Engine,
+    bytes: &[u8],
+    kind: ArtifactKind,
+) -> wasmtime::Result<Artifact> {
     // SAFETY: the bytes come from the provider's private (0700, owner-checked) cache
     // directory and match the BLAKE3 recorded when this provider wrote them from
-    // `Engine::precompile_module`; the key includes the engine's compatibility hash, and
-    // wasmtime itself rejects artifacts from an incompatible engine or version.
-    unsafe { Module::deserialize(engine, bytes) }
+    // `Module::serialize` / `Component::serialize` (the same bytes as
+    // `Engine::precompile_module` / `precompile_component`); the key includes the artifact
+    // kind and the engine's compatibility hash, and wasmtime itself rejects artifacts of
+    // the other kind or from an incompatible engine or version.
+    match kind {
+        ArtifactKind::Module => unsafe { Module::deserialize(engine, bytes) }.map(Artifact::Module),
+        ArtifactKind::Component => {
+            unsafe { Component::deserialize(engine, bytes) }.map(Artifact::Component)
+        }
+    }
 }

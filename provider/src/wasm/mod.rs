@@ -1,4 +1,10 @@
-//! The wasm executor: WASI preview-1 command modules run by wasmtime under hard limits.
+//! The wasm executor: WASI preview-1 command modules and WASI 0.2 command components run
+//! by wasmtime under hard limits.
+//!
+//! Both kinds share everything below (engines, stores, limiter, epoch callback, fuel,
+//! stdio pipes, output watch, caches); they differ only in the linker (`wasmtime_wasi::p1`
+//! or `p2`) and the entry point (`_start` or `wasi:cli/run`). The kind is read from the
+//! bytes' header, not taken from the definition. `component.rs` holds what components add.
 //!
 //! # Sandbox
 //! A run sees exactly two preopened directories (`io.input` read-only, `io.output`
@@ -9,7 +15,8 @@
 //! # Limits and how each one stops a run
 //! * memory, tables, instances: a [`wasmtime::ResourceLimiter`] that refuses growth past
 //!   `limits.memory` with an error (so `memory.grow` traps instead of returning -1) →
-//!   `memory_exceeded`.
+//!   `memory_exceeded`. `limits.memory` bounds the sum of all of a run's memories (a
+//!   component may hold several core instances, each with its own).
 //! * wall time: epoch interruption. One background thread per executor bumps every
 //!   engine's epoch each millisecond; each store's epoch callback checks its deadline and
 //!   interrupts → `timed_out`. Epochs do not fire inside host calls (a blocking read, a
@@ -49,16 +56,19 @@
 //! bits), so it stays on.
 //!
 //! # Speed
-//! Compiled modules are cached on disk ([`ArtifactCache`]) and in memory as
-//! `InstancePre`s per engine, keyed by the module's BLAKE3. Instances come from the
-//! pooling allocator (slots sized to [`WasmConfig::max_memory`]) and a semaphore with as
-//! many permits as there are pool slots sits in front of it.
+//! Compiled modules and components are cached on disk ([`ArtifactCache`], keyed by BLAKE3,
+//! kind and engine) and in memory as `InstancePre`s / `CommandPre`s per engine, keyed by
+//! the bytes' BLAKE3. Instances come from the pooling allocator (memory slots sized to
+//! [`WasmConfig::max_memory`], enough core instances, memories and tables for every run to
+//! be a component at its per-component maxima) and a semaphore with as many permits as
+//! there are runs the pool can hold sits in front of it.
 
 mod cache;
+mod component;
 pub mod determinism;
 pub mod stdio;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -66,9 +76,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use task_defs::footprint::ModuleKind;
+use task_defs::footprint::{self, Capability};
 use task_defs::{RuntimeKind, RuntimeSpec};
 use tokio::sync::Semaphore;
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
@@ -77,7 +88,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-pub use cache::{ArtifactCache, CacheError};
+pub use cache::{Artifact, ArtifactCache, ArtifactKind, CacheError};
 
 use crate::executor::{Executor, Outcome, RunRequest, Status, Usage, output_digest};
 use crate::fsio::{self, TreeCaps};
@@ -149,7 +160,21 @@ pub enum WasmError {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Most tables per module.
 const MAX_TABLES: u32 = 4;
-/// Most `InstancePre`s kept in memory per engine.
+/// Most core instances per component. Toolchain output has a handful (the program, the
+/// preview-1 adapter, shim and fixup modules); 16 leaves room without letting a component
+/// fan out.
+const MAX_COMPONENT_CORE_INSTANCES: u32 = 16;
+/// Most memories per component (the program's and the adapter's, with room to spare).
+const MAX_COMPONENT_MEMORIES: u32 = 4;
+/// Most tables per component (shim modules each bring one).
+const MAX_COMPONENT_TABLES: u32 = 8;
+/// Most live resources and handles a component run may hold, both in the host's WASI
+/// resource table (files, streams, pollables) and in wasmtime's component handle tables.
+/// Both live in host memory, outside `limits.memory`, and wasmtime's defaults (1,000,000
+/// and 100,000) let a guest that never drops a handle use hundreds of MiB of it; real
+/// programs hold a few hundred at most. Past the cap the guest traps.
+const MAX_COMPONENT_HANDLES: usize = 16_384;
+/// Most `InstancePre`s and `CommandPre`s kept in memory per engine.
 const MAX_CACHED_PRES: usize = 256;
 /// The epoch callback yields to the async runtime every this many ticks, so that other
 /// tasks on the same worker thread (and the outer timeout) get to run.
@@ -175,26 +200,62 @@ impl Flags {
     }
 }
 
-/// Store data of one run.
-struct Host {
-    wasi: WasiP1Ctx,
+/// Store data of one run: the WASI state (`WasiP1Ctx` for modules, [`component::P2`] for
+/// components) and the limiter.
+struct Host<W> {
+    wasi: W,
     limiter: Limiter,
 }
 
 struct Limiter {
+    /// `limits.memory`: the most all of the run's memories may hold together.
     memory: usize,
+    /// Bytes held by all memories now; wasmtime reports each memory's creation as growth
+    /// from 0, so this is the exact sum.
+    used: usize,
     peak: usize,
+    instances: usize,
+    tables: usize,
+    memories: usize,
     flags: Arc<Flags>,
+}
+
+impl Limiter {
+    fn new(memory: u64, kind: ArtifactKind, flags: Arc<Flags>) -> Limiter {
+        let (instances, tables, memories) = match kind {
+            ArtifactKind::Module => (1, MAX_TABLES, 1),
+            ArtifactKind::Component => (
+                MAX_COMPONENT_CORE_INSTANCES,
+                MAX_COMPONENT_TABLES,
+                MAX_COMPONENT_MEMORIES,
+            ),
+        };
+        Limiter {
+            memory: usize::try_from(memory).unwrap_or(usize::MAX),
+            used: 0,
+            peak: 0,
+            instances: instances as usize,
+            tables: tables as usize,
+            memories: memories as usize,
+            flags,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        // Past the memory's own maximum wasmtime fails the growth after asking us; refuse
+        // it here so that `used` never counts bytes that were not granted.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory {
             self.flags.set(CAUSE_MEMORY);
             // An error (not `Ok(false)`) traps the guest: a hostile loop that ignores a
             // failed `memory.grow` would otherwise spin until its timeout.
@@ -203,7 +264,8 @@ impl ResourceLimiter for Limiter {
                 self.memory
             ));
         }
-        self.peak = self.peak.max(desired);
+        self.used = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -223,22 +285,30 @@ impl ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        1
+        self.instances
     }
     fn tables(&self) -> usize {
-        MAX_TABLES as usize
+        self.tables
     }
     fn memories(&self) -> usize {
-        1
+        self.memories
     }
 }
 
-/// One engine configuration with its linker and compiled modules.
+/// A module or component compiled, linked and ready to instantiate.
+#[derive(Clone)]
+enum Prepared {
+    Module(InstancePre<Host<WasiP1Ctx>>),
+    Component(component::Prepared),
+}
+
+/// One engine configuration with its linkers and compiled modules and components.
 struct Flavor {
     engine: Engine,
-    linker: Linker<Host>,
+    linker: Linker<Host<WasiP1Ctx>>,
+    component_linker: wasmtime::component::Linker<Host<component::P2>>,
     fingerprint: String,
-    pres: Mutex<HashMap<[u8; 32], InstancePre<Host>>>,
+    pres: Mutex<HashMap<[u8; 32], Prepared>>,
 }
 
 impl Flavor {
@@ -252,13 +322,18 @@ impl Flavor {
             // Fibres need the wasm stack plus room for host calls made from it.
             .async_stack_size(cfg.max_wasm_stack + (1 << 20));
         if cfg.pooling {
+            // Sized so that every permitted run can be a component at its maxima: the
+            // semaphore then guarantees that instantiation never waits on or fails for a slot.
             let n = cfg.max_concurrent;
             let mut p = PoolingAllocationConfig::default();
-            p.total_core_instances(n)
-                .total_memories(n)
-                .total_tables(n * MAX_TABLES)
+            p.total_core_instances(n * MAX_COMPONENT_CORE_INSTANCES)
+                .total_memories(n * MAX_COMPONENT_MEMORIES)
+                .total_tables(n * MAX_COMPONENT_TABLES)
                 .total_stacks(n)
-                .total_component_instances(0)
+                .total_component_instances(n)
+                .max_core_instances_per_component(MAX_COMPONENT_CORE_INSTANCES)
+                .max_memories_per_component(MAX_COMPONENT_MEMORIES)
+                .max_tables_per_component(MAX_COMPONENT_TABLES)
                 .max_tables_per_module(MAX_TABLES)
                 .max_memories_per_module(1)
                 .table_elements(MAX_TABLE_ELEMENTS)
@@ -267,8 +342,10 @@ impl Flavor {
         }
         let engine = Engine::new(&c).map_err(WasmError::Engine)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host<WasiP1Ctx>| &mut h.wasi)
             .map_err(WasmError::Engine)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(WasmError::Engine)?;
         // DefaultHasher::new() has fixed keys, so this is stable for one provider build;
         // wasmtime's own artifact check covers anything that changes across builds.
         let mut h = std::hash::DefaultHasher::new();
@@ -276,6 +353,7 @@ impl Flavor {
         Ok(Flavor {
             engine,
             linker,
+            component_linker,
             fingerprint: format!("{:016x}", h.finish()),
             pres: Mutex::new(HashMap::new()),
         })
@@ -414,12 +492,14 @@ impl WasmExecutor {
         lock(&self.inner.metered.pres).clear();
     }
 
-    /// Finds or builds the `InstancePre` of a module; the error is a rejection reason.
-    async fn instance_pre(
+    /// Finds or builds the `InstancePre` of a module or the `CommandPre` of a component;
+    /// the error is a rejection reason.
+    async fn prepare(
         &self,
         metered: bool,
+        kind: ArtifactKind,
         bytes: &[u8],
-    ) -> Result<(InstancePre<Host>, &'static str), String> {
+    ) -> Result<(Prepared, &'static str), String> {
         let flavor = self.flavor(metered);
         let hash = blake3::hash(bytes);
         if let Some(p) = lock(&flavor.pres).get(hash.as_bytes()) {
@@ -427,23 +507,35 @@ impl WasmExecutor {
         }
         let engine = flavor.engine.clone();
         let cache = self.inner.cache.clone();
-        let key = ArtifactCache::key(&hash, &flavor.fingerprint);
+        let key = ArtifactCache::key(&hash, kind, &flavor.fingerprint);
         let owned = bytes.to_vec();
-        let job = tokio::task::spawn_blocking(move || -> Result<(Module, &'static str), String> {
-            if let Some(m) = cache.as_ref().and_then(|c| c.load(&engine, &key)) {
-                return Ok((m, "disk"));
-            }
-            let m = Module::new(&engine, &owned).map_err(|e| format!("invalid module: {e:#}"))?;
-            if let Some(c) = &cache {
-                // A failed cache write only costs a recompile next time.
-                if let Ok(art) = m.serialize() {
+        let job =
+            tokio::task::spawn_blocking(move || -> Result<(Artifact, &'static str), String> {
+                if let Some(a) = cache.as_ref().and_then(|c| c.load(&engine, &key, kind)) {
+                    return Ok((a, "disk"));
+                }
+                let (artifact, serialized) = match kind {
+                    ArtifactKind::Module => {
+                        let m = Module::new(&engine, &owned)
+                            .map_err(|e| format!("invalid module: {e:#}"))?;
+                        let s = m.serialize();
+                        (Artifact::Module(m), s)
+                    }
+                    ArtifactKind::Component => {
+                        let c = Component::new(&engine, &owned)
+                            .map_err(|e| format!("invalid component: {e:#}"))?;
+                        let s = c.serialize();
+                        (Artifact::Component(c), s)
+                    }
+                };
+                if let (Some(c), Ok(art)) = (&cache, serialized) {
+                    // A failed cache write only costs a recompile next time.
                     let _ = c.store(&key, &art);
                 }
-            }
-            Ok((m, "compiled"))
-        });
+                Ok((artifact, "compiled"))
+            });
         let limit = self.inner.cfg.compile_timeout;
-        let (module, source) = match tokio::time::timeout(limit, job).await {
+        let (artifact, source) = match tokio::time::timeout(limit, job).await {
             Err(_) => {
                 return Err(format!(
                     "compiling the module took longer than {} ms",
@@ -453,20 +545,31 @@ impl WasmExecutor {
             Ok(Err(e)) => return Err(format!("compiling the module failed: {e}")),
             Ok(Ok(r)) => r?,
         };
-        match module.get_export("_start") {
-            Some(wasmtime::ExternType::Func(_)) => {}
-            _ => return Err("the module exports no _start function".into()),
-        }
-        let pre = flavor
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| format!("cannot link the module: {e:#}"))?;
+        let prepared = match artifact {
+            Artifact::Module(module) => {
+                match module.get_export("_start") {
+                    Some(wasmtime::ExternType::Func(_)) => {}
+                    _ => return Err("the module exports no _start function".into()),
+                }
+                Prepared::Module(
+                    flavor
+                        .linker
+                        .instantiate_pre(&module)
+                        .map_err(|e| format!("cannot link the module: {e:#}"))?,
+                )
+            }
+            Artifact::Component(c) => Prepared::Component(component::Prepared::new(
+                &flavor.engine,
+                &flavor.component_linker,
+                &c,
+            )?),
+        };
         let mut pres = lock(&flavor.pres);
         if pres.len() >= MAX_CACHED_PRES {
             pres.clear();
         }
-        pres.insert(*hash.as_bytes(), pre.clone());
-        Ok((pre, source))
+        pres.insert(*hash.as_bytes(), prepared.clone());
+        Ok((prepared, source))
     }
 
     fn flavor(&self, metered: bool) -> &Flavor {
@@ -484,12 +587,11 @@ impl WasmExecutor {
         let RuntimeSpec::Wasm { module } = &m.runtime.spec else {
             return Outcome::rejected("not a wasm definition");
         };
-        if def.footprint.as_ref().map(|f| f.kind) == Some(ModuleKind::Component) {
-            return Outcome::rejected("wasi 0.2 components are not supported yet");
-        }
         let Some(bytes) = def.files.get(module) else {
             return Outcome::rejected(format!("module {module:?} is not in the definition"));
         };
+        // From the bytes, not `def.footprint`: what runs decides how it runs.
+        let kind = artifact_kind(bytes);
         if bytes.len() as u64 > cfg.max_module_bytes {
             return Outcome::rejected(format!(
                 "module is {} bytes, more than this provider's maximum {}",
@@ -532,10 +634,15 @@ impl WasmExecutor {
         let Ok(_permit) = self.inner.permits.acquire().await else {
             return Outcome::rejected("the executor is shutting down");
         };
-        let (pre, source) = match self.instance_pre(metered, bytes).await {
+        let (prepared, source) = match self.prepare(metered, kind, bytes).await {
             Ok(p) => p,
             Err(reason) => return Outcome::rejected(reason),
         };
+        if let Prepared::Component(c) = &prepared
+            && let Err(reason) = c.check_imports(&allowed_capabilities(m))
+        {
+            return Outcome::rejected(reason);
+        }
 
         let stdio_cap = m.limits.output.min(cfg.max_stdio_bytes) as usize;
         let stdout = CappedPipe::new(stdio_cap);
@@ -583,43 +690,19 @@ impl WasmExecutor {
         }
 
         let flags = Arc::new(Flags::default());
-        let mut store = Store::new(
-            &self.flavor(metered).engine,
-            Host {
-                wasi: b.build_p1(),
-                limiter: Limiter {
-                    memory: usize::try_from(m.limits.memory).unwrap_or(usize::MAX),
-                    peak: 0,
-                    flags: flags.clone(),
-                },
-            },
-        );
-        store.limiter(|h| &mut h.limiter);
+        let limiter = Limiter::new(m.limits.memory, kind, flags.clone());
         let fuel_budget = m.limits.fuel.unwrap_or(u64::MAX);
-        if metered && let Err(e) = store.set_fuel(fuel_budget) {
-            return Outcome::rejected(format!("setting fuel: {e:#}"));
-        }
         let timeout = Duration::from_millis(m.limits.timeout_ms);
+        let backstop = timeout + cfg.timeout_grace;
         let started = Instant::now();
         let deadline = started + timeout;
-        let cb_flags = flags.clone();
-        let mut ticks = 0u64;
-        store.epoch_deadline_callback(move |_| {
-            if cb_flags.get() != CAUSE_NONE {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            if Instant::now() >= deadline {
-                cb_flags.set(CAUSE_TIMEOUT);
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            ticks += 1;
-            Ok(if ticks.is_multiple_of(YIELD_EVERY) {
-                UpdateDeadline::Yield(1)
-            } else {
-                UpdateDeadline::Continue(1)
-            })
-        });
-        store.set_epoch_deadline(1);
+        let engine = &self.flavor(metered).engine;
+        let meter = Meter {
+            metered,
+            fuel_budget,
+            deadline,
+            flags: flags.clone(),
+        };
 
         let _watch = {
             let watch = Arc::new(Watch {
@@ -637,12 +720,41 @@ impl WasmExecutor {
             }
         };
 
-        let run = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
+        // The two arms differ only in the WASI state and the entry point; the store
+        // (limiter, fuel, epoch deadline) and the backstop are the same.
+        let (result, fuel, peak_memory) = match prepared {
+            Prepared::Module(pre) => {
+                let mut store = match meter.store(engine, b.build_p1(), limiter) {
+                    Ok(s) => s,
+                    Err(reason) => return Outcome::rejected(reason),
+                };
+                let run = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call_async(&mut store, ()).await
+                };
+                let result = tokio::time::timeout(backstop, run).await;
+                let (fuel, peak) = meter.usage(&store);
+                (result, fuel, peak)
+            }
+            Prepared::Component(c) => {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_COMPONENT_HANDLES);
+                let wasi = component::P2 {
+                    ctx: b.build(),
+                    table,
+                };
+                let mut store = match meter.store(engine, wasi, limiter) {
+                    Ok(s) => s,
+                    Err(reason) => return Outcome::rejected(reason),
+                };
+                store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+                let result =
+                    tokio::time::timeout(backstop, component::run(&c.pre, &mut store)).await;
+                let (fuel, peak) = meter.usage(&store);
+                (result, fuel, peak)
+            }
         };
-        let result = tokio::time::timeout(timeout + cfg.timeout_grace, run).await;
         let wall = started.elapsed();
         drop(_watch);
 
@@ -668,14 +780,6 @@ impl WasmExecutor {
             reason = Some(format!("stdout or stderr exceeded {stdio_cap} bytes"));
             exit_code = None;
         }
-
-        let fuel = if metered {
-            store.get_fuel().ok().map(|left| fuel_budget - left)
-        } else {
-            None
-        };
-        let peak_memory = store.data().limiter.peak as u64;
-        drop(store);
 
         let out = stdout.contents();
         let err = stderr.contents();
@@ -723,7 +827,85 @@ impl WasmExecutor {
     }
 }
 
-/// Maps the result of `_start` to a status, trusting the host's flags over the error.
+/// What every store of a run is set up with, and how its usage is read back.
+struct Meter {
+    metered: bool,
+    fuel_budget: u64,
+    deadline: Instant,
+    flags: Arc<Flags>,
+}
+
+impl Meter {
+    /// A store holding `wasi`, limited by `limiter`, fuelled when metered, and interrupted
+    /// by the epoch callback at the deadline or when the host flags the run.
+    fn store<W: Send + 'static>(
+        &self,
+        engine: &Engine,
+        wasi: W,
+        limiter: Limiter,
+    ) -> Result<Store<Host<W>>, String> {
+        let mut store = Store::new(engine, Host { wasi, limiter });
+        store.limiter(|h| &mut h.limiter);
+        if self.metered {
+            store
+                .set_fuel(self.fuel_budget)
+                .map_err(|e| format!("setting fuel: {e:#}"))?;
+        }
+        let (flags, deadline) = (self.flags.clone(), self.deadline);
+        let mut ticks = 0u64;
+        store.epoch_deadline_callback(move |_| {
+            if flags.get() != CAUSE_NONE {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if Instant::now() >= deadline {
+                flags.set(CAUSE_TIMEOUT);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            ticks += 1;
+            Ok(if ticks.is_multiple_of(YIELD_EVERY) {
+                UpdateDeadline::Yield(1)
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        Ok(store)
+    }
+
+    /// Fuel consumed (when metered) and the peak of all memories together.
+    fn usage<W>(&self, store: &Store<Host<W>>) -> (Option<u64>, u64) {
+        let fuel = if self.metered {
+            store.get_fuel().ok().map(|left| self.fuel_budget - left)
+        } else {
+            None
+        };
+        (fuel, store.data().limiter.peak as u64)
+    }
+}
+
+/// Whether `bytes` claim to be a component: the binary header's layer field (bytes 6–7)
+/// is 1 for components and 0 for core modules. Anything else compiles as a module and is
+/// refused by wasmtime with a message.
+fn artifact_kind(bytes: &[u8]) -> ArtifactKind {
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0] {
+        ArtifactKind::Component
+    } else {
+        ArtifactKind::Module
+    }
+}
+
+/// The capabilities the manifest allows a guest's imports to use on this provider (which
+/// offers no network, so never sockets); the same rule the loader applies.
+fn allowed_capabilities(m: &task_defs::Manifest) -> BTreeSet<Capability> {
+    let mut allowed = match &m.capabilities.wasi {
+        Some(declared) => declared.clone(),
+        None => footprint::default_allowed(false),
+    };
+    allowed.remove(&Capability::Sockets);
+    allowed
+}
+
+/// Maps the result of `_start` or `wasi:cli/run` to a status, trusting the host's flags over the error.
 fn classify(
     r: wasmtime::Result<()>,
     flags: &Flags,

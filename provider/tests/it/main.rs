@@ -1,6 +1,7 @@
 //! Integration tests of the provider: one binary, one module per area.
 
 mod cli;
+mod component;
 mod concurrency;
 mod determinism;
 mod harness;

@@ -81,8 +81,24 @@ pub struct ExecArgs {
     #[arg(long)]
     pub json: bool,
     /// Run even though no registry has reviewed the definition.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "registry")]
     pub allow_unreviewed: bool,
+    /// Run only if this registry's verified log shows the definition approved by
+    /// --threshold of the --reviewer keys (anything else exits 7, rejected).
+    #[arg(long, value_name = "URL", requires_all = ["log_key", "threshold"])]
+    pub registry: Option<String>,
+    /// The registry log's public key (the registry's DIR/log.pub).
+    #[arg(long, value_name = "PUBKEY", requires = "registry")]
+    pub log_key: Option<task_defs::tlog::PublicKey>,
+    /// A trusted reviewer's public key; repeat for each.
+    #[arg(long = "reviewer", value_name = "PUBKEY", requires = "registry")]
+    pub reviewers: Vec<task_defs::tlog::PublicKey>,
+    /// Distinct trusted approvals required.
+    #[arg(long, value_name = "K", requires = "registry")]
+    pub threshold: Option<usize>,
+    /// Oldest registry checkpoint, in seconds, to trust.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub max_age: u64,
     /// Artifact cache directory (default: $PINFOLD_CACHE_DIR, else ~/.cache/pinfold/artifacts).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -120,18 +136,21 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 /// Runs `provider exec`; `Ok` carries the exit code.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
-    if !args.allow_unreviewed {
+    if !args.allow_unreviewed && args.registry.is_none() {
         eprintln!(
             "error: refusing to run {}: no registry is configured to confirm it was reviewed \
-             (pass --allow-unreviewed to run it anyway)",
+             (pass --registry URL --log-key KEY --reviewer KEY --threshold K, or \
+             --allow-unreviewed to run it anyway)",
             args.definition.display()
         );
         return Ok(EXIT_UNREVIEWED);
     }
-    eprintln!(
-        "warning: running an unreviewed definition ({}); it is sandboxed but nobody vouched for it",
-        args.definition.display()
-    );
+    if args.registry.is_none() {
+        eprintln!(
+            "warning: running an unreviewed definition ({}); it is sandboxed but nobody vouched for it",
+            args.definition.display()
+        );
+    }
     let definition = match Definition::load(&args.definition) {
         Ok(d) => d,
         Err(task_defs::Error::Invalid(diags)) => {
@@ -142,6 +161,12 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e).context("loading the definition"),
     };
+    let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
+    if let Some(gate) = crate::gate::GateConfig::from_exec_args(args, cache_dir.as_deref())
+        && let Err(reason) = crate::gate::check(&gate, &definition.id)
+    {
+        return Ok(report(&Outcome::rejected(reason), args.json));
+    }
     if definition.manifest.runtime.kind() != RuntimeKind::Wasm {
         return Ok(report(
             &Outcome::rejected("docker definitions need the docker executor, not available yet"),
@@ -173,7 +198,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
 
     let cfg = WasmConfig {
         max_concurrent: 1,
-        cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        cache_dir,
         ..WasmConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

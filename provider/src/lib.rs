@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod executor;
 pub mod fsio;
+pub mod gate;
 pub mod wasm;
 
 pub use executor::{Dropped, Executor, Outcome, OutputFile, RunRequest, Status, Usage};

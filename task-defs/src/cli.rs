@@ -1,7 +1,10 @@
 //! The `task-defs` command line: argument definitions and what each command does.
 //!
 //! Other tools script against this CLI, so output formats and exit codes are a contract:
-//! 0 success, 1 invalid definition or bundle, 2 usage error, 3 any other failure.
+//! 0 success, 1 invalid definition or bundle (locally or as the registry judged it),
+//! 2 usage error, 3 any other failure (I/O, registry unreachable), 4 the registry refused
+//! the request (bad signature, not on the roster, unknown identity, ...), 5 the registry's
+//! log failed verification (fork, rollback, altered entries, stale checkpoint).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,16 +17,29 @@ use crate::identity::DefinitionId;
 use crate::manifest::{self, RuntimeSpec, format_size};
 use crate::{bundle, scaffold};
 
+mod registry_cli;
+
 /// Exit code: the definition or bundle is invalid.
 pub const EXIT_INVALID: u8 = 1;
 /// Exit code: the command line is wrong (clap's own code).
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: any other failure (I/O, identity mismatch).
+/// Exit code: any other failure (I/O, identity mismatch, registry unreachable).
 pub const EXIT_FAILURE: u8 = 3;
+/// Exit code: the registry refused the request (a 4xx answer other than "invalid").
+pub const EXIT_REFUSED: u8 = 4;
+/// Exit code: the registry's log failed verification (fork, rollback, tampering, stale view).
+pub const EXIT_UNVERIFIED: u8 = 5;
 
 /// Author and reviewer tool for pinfold task definitions.
 #[derive(Debug, Parser)]
-#[command(name = "task-defs", version, about)]
+#[command(
+    name = "task-defs",
+    version,
+    about,
+    after_help = "exit codes: 0 ok, 1 invalid definition or bundle, 2 usage error, 3 other failure \
+                  (I/O, registry unreachable), 4 registry refused the request, 5 registry log \
+                  failed verification (fork, rollback, tampering, stale checkpoint)"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -70,6 +86,162 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         expect: Option<DefinitionId>,
     },
+    /// Generate an Ed25519 key (author, reviewer) into a new file and print its public key.
+    Keygen {
+        /// Secret key file to create (mode 0600; never overwritten).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Run a registry server (prints `listening on http://ADDR` first).
+    Serve(ServeArgs),
+    /// Sign and publish a definition to a registry, where it waits for review.
+    Publish {
+        /// Definition directory or bundle file.
+        path: PathBuf,
+        /// Registry base URL.
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// The author's secret key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, inspect, approve, reject or revoke definitions on a registry.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+    /// Print the verified status of a definition (pending, approved, rejected, revoked, unknown).
+    ///
+    /// With --log-key, --reviewer and --threshold the status is verified locally: the client
+    /// syncs the log, checks the checkpoint signature, consistency and every entry, and
+    /// counts only the given reviewers. Without --log-key it prints the registry's own,
+    /// unverified claim and says so.
+    Status(StatusArgs),
+}
+
+/// Arguments of `task-defs serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (database, log key, log.pub, optional registry.toml).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8417")]
+    pub listen: String,
+    /// A reviewer on the roster, `PUBKEY` or `NAME=PUBKEY` (replaces registry.toml's roster).
+    #[arg(long = "reviewer", value_name = "[NAME=]PUBKEY", value_parser = parse_roster_entry)]
+    pub reviewers: Vec<crate::registry::api::RosterEntry>,
+    /// Distinct reviewer approvals the server's own view requires (default 1).
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// The log's origin (fixed at the first start; default pinfold-registry).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Seconds between checkpoint re-signatures when idle (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub checkpoint_interval: Option<u64>,
+    /// Largest bundle accepted, in bytes (default 32 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bundle_bytes: Option<u64>,
+}
+
+/// `task-defs review` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// List definitions awaiting review (the registry's view).
+    List {
+        /// Registry base URL.
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// List every definition, not only pending ones.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a definition, verify its identity locally, and print it with its statements.
+    Show {
+        /// Definition identity.
+        id: DefinitionId,
+        /// Registry base URL.
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign and submit an approval.
+    Approve(VerdictArgs),
+    /// Sign and submit a rejection (needs --reason).
+    Reject(VerdictArgs),
+    /// Sign and submit a revocation, which outranks every approval (needs --reason).
+    Revoke(VerdictArgs),
+}
+
+/// Arguments of `review approve|reject|revoke`.
+#[derive(Debug, Args)]
+pub struct VerdictArgs {
+    /// Definition identity.
+    pub id: DefinitionId,
+    /// Registry base URL.
+    #[arg(long, value_name = "URL")]
+    pub registry: String,
+    /// The reviewer's secret key file.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Why (required to reject or revoke).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Arguments of `task-defs status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Definition identity.
+    pub id: DefinitionId,
+    /// Registry base URL.
+    #[arg(long, value_name = "URL")]
+    pub registry: String,
+    /// The log's public key (the registry's DIR/log.pub); enables verification.
+    #[arg(long, value_name = "PUBKEY", requires_all = ["reviewers", "threshold"])]
+    pub log_key: Option<crate::tlog::PublicKey>,
+    /// A trusted reviewer key (`PUBKEY` or `NAME=PUBKEY`); repeat for each.
+    #[arg(long = "reviewer", value_name = "PUBKEY", value_parser = parse_roster_entry)]
+    pub reviewers: Vec<crate::registry::api::RosterEntry>,
+    /// Distinct trusted approvals required.
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// The log's origin (default: the one the log-key-signed checkpoint names).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Oldest checkpoint, in seconds, to vouch from.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub max_age: u64,
+    /// Verifier state file: loaded before and saved after syncing, so a later run detects
+    /// a rolled-back or forked registry.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `PUBKEY` or `NAME=PUBKEY`.
+pub fn parse_roster_entry(s: &str) -> Result<crate::registry::api::RosterEntry, String> {
+    let (name, key) = match s.split_once('=') {
+        Some((n, k)) if !n.starts_with(crate::tlog::keys::PUBLIC_KEY_PREFIX) => {
+            (Some(n.to_string()), k)
+        }
+        _ => (None, s),
+    };
+    Ok(crate::registry::api::RosterEntry {
+        key: key
+            .parse()
+            .map_err(|e: crate::tlog::KeyError| e.to_string())?,
+        name,
+    })
 }
 
 /// Arguments of `task-defs new`.
@@ -138,6 +310,10 @@ pub fn error_outcome(e: &Error, json: bool) -> Outcome {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Outcome {
+    let cli = match registry_cli::dispatch(cli.command) {
+        Ok(outcome) => return outcome,
+        Err(command) => Cli { command: *command },
+    };
     let json_mode = matches!(cli.command, Command::Check { json: true, .. });
     match execute(cli.command) {
         Ok(o) => o,
@@ -211,6 +387,11 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
             def.write_to(&output)?;
             Ok(ok(format!("{}\n", def.id)))
         }
+        Command::Keygen { .. }
+        | Command::Serve(_)
+        | Command::Publish { .. }
+        | Command::Review(_)
+        | Command::Status(_) => unreachable!("registry commands are dispatched in run"),
     }
 }
 

@@ -36,6 +36,7 @@ pub mod diag;
 pub mod footprint;
 pub mod identity;
 pub mod manifest;
+pub mod registry;
 pub mod scaffold;
 pub mod secrets;
 pub mod tlog;

@@ -5,5 +5,6 @@ mod cli;
 mod harness;
 mod identity;
 mod props;
+mod registry;
 mod tlog;
 mod validation;

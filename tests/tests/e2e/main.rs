@@ -2,3 +2,5 @@
 
 mod bundles;
 mod exec;
+mod registry;
+mod web;

@@ -1,0 +1,115 @@
+//! The registry gate of `provider exec`: only definitions approved in a verified log run.
+//!
+//! The provider's own configuration names the registry's log key, the trusted reviewers and
+//! the threshold; the registry supplies nothing but the log. The gate syncs a
+//! [`task_defs::tlog::Verifier`] (state persisted per log, next to the artifact cache, so a
+//! registry that later rolls back or forks is caught) and lets a definition through only when
+//! its verified status is `approved` and the view is fresh. Everything else, including an
+//! unreachable registry, is a refusal with a reason: the gate fails closed.
+
+use std::path::{Path, PathBuf};
+
+use task_defs::DefinitionId;
+use task_defs::registry::client::{self, Client, status_name};
+use task_defs::registry::unix_now;
+use task_defs::tlog::{NoteVerifier, PublicKey, Status, VerifierConfig};
+
+/// Where and whom the gate trusts.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Registry base URL.
+    pub registry: String,
+    /// The log's public key.
+    pub log_key: PublicKey,
+    /// The log's origin; read from the (key-verified) checkpoint when absent.
+    pub origin: Option<String>,
+    /// Trusted reviewer keys.
+    pub reviewers: Vec<PublicKey>,
+    /// Distinct trusted approvals required.
+    pub threshold: usize,
+    /// Oldest checkpoint to vouch from, in seconds.
+    pub max_age_secs: u64,
+    /// Directory for the verifier's state files (no persistence when absent).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl GateConfig {
+    /// The gate `provider exec` was asked for, if `--registry` was given. State lives in
+    /// `registry-state/` next to the artifact cache directory.
+    pub fn from_exec_args(
+        args: &crate::cli::ExecArgs,
+        cache_dir: Option<&Path>,
+    ) -> Option<GateConfig> {
+        Some(GateConfig {
+            registry: args.registry.clone()?,
+            log_key: args.log_key?,
+            origin: None,
+            reviewers: args.reviewers.clone(),
+            threshold: args.threshold?,
+            max_age_secs: args.max_age,
+            state_dir: cache_dir
+                .and_then(Path::parent)
+                .map(|p| p.join("registry-state")),
+        })
+    }
+}
+
+/// The state file of one log: named by origin and key, so two registries never share state.
+pub fn state_file(dir: &Path, origin: &str, log_key: &PublicKey) -> PathBuf {
+    let safe: String = origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let tag = blake3::hash(log_key.to_string().as_bytes()).to_hex();
+    dir.join(format!("{safe}-{}.json", &tag[..16]))
+}
+
+/// Checks `id` against the registry: `Ok(())` to run, `Err(reason)` to refuse.
+pub fn check(cfg: &GateConfig, id: &DefinitionId) -> Result<(), String> {
+    let client = Client::new(&cfg.registry);
+    let origin = match &cfg.origin {
+        Some(o) => o.clone(),
+        None => client
+            .checkpoint()
+            .ok()
+            .and_then(|n| client::checkpoint_origin(&n))
+            .ok_or_else(|| {
+                format!(
+                    "registry {} is unreachable or has no checkpoint",
+                    cfg.registry
+                )
+            })?,
+    };
+    let config = VerifierConfig {
+        log_key: NoteVerifier::new(&origin, cfg.log_key)
+            .map_err(|e| format!("registry origin {origin:?}: {e}"))?,
+        origin: origin.clone(),
+        reviewers: cfg.reviewers.clone(),
+        threshold: cfg.threshold,
+        max_age_secs: cfg.max_age_secs,
+    };
+    let state = cfg
+        .state_dir
+        .as_ref()
+        .map(|d| state_file(d, &origin, &cfg.log_key));
+    let v = client::verified_status(&client, config, state.as_deref(), id, unix_now())
+        .map_err(|e| format!("registry {}: {e}", cfg.registry))?;
+    match v.status {
+        Status::Approved => Ok(()),
+        Status::Pending => Err(format!(
+            "{id} is pending review: fewer than {} of the trusted reviewers approved it",
+            cfg.threshold
+        )),
+        s => Err(format!(
+            "{id} is {} in the registry's verified log",
+            status_name(s)
+        )),
+    }
+}

@@ -1,0 +1,343 @@
+//! The registry commands of the CLI: keygen, serve, publish, review, status.
+//!
+//! These talk to the network and the key files, so they report with `anyhow` chains
+//! (`error: {e:#}`) and map the typed cause at the root of the chain to an exit code.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::json;
+
+use super::{
+    Command, EXIT_FAILURE, EXIT_INVALID, EXIT_REFUSED, EXIT_UNVERIFIED, Outcome, ReviewCommand,
+    ServeArgs, StatusArgs, VerdictArgs, ok,
+};
+use crate::definition::{Definition, Error as DefError};
+use crate::registry::client::{self, Client, ClientError, SyncFailure, status_name};
+use crate::registry::{self as reg, Registry, RegistryConfig, unix_now};
+use crate::tlog::{NoteVerifier, Published, Review, ReviewAction, VerifierConfig};
+
+/// Runs a registry command, or hands the command back when it is not one.
+pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
+    let result = match command {
+        Command::Keygen { output } => keygen(&output),
+        Command::Serve(a) => serve(&a),
+        Command::Publish {
+            path,
+            registry,
+            key,
+            json,
+        } => publish(&path, &registry, &key, json),
+        Command::Review(r) => review(r),
+        Command::Status(a) => status(&a),
+        other => return Err(Box::new(other)),
+    };
+    Ok(result.unwrap_or_else(|e| Outcome {
+        stdout: String::new(),
+        stderr: format!("error: {e:#}\n"),
+        code: exit_code(&e),
+    }))
+}
+
+/// The exit code for an error, from the typed cause in its chain.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(ClientError::Status { status, .. }) = cause.downcast_ref::<ClientError>() {
+            return if *status == 422 {
+                EXIT_INVALID
+            } else if (400..500).contains(status) {
+                EXIT_REFUSED
+            } else {
+                EXIT_FAILURE
+            };
+        }
+        if let Some(f) = cause.downcast_ref::<SyncFailure>()
+            && f.is_verification_failure()
+        {
+            return EXIT_UNVERIFIED;
+        }
+        if let Some(DefError::Invalid(_)) = cause.downcast_ref::<DefError>() {
+            return EXIT_INVALID;
+        }
+    }
+    EXIT_FAILURE
+}
+
+fn keygen(path: &std::path::Path) -> anyhow::Result<Outcome> {
+    let key = reg::create_secret_key_file(path)?;
+    Ok(ok(format!("{}\n", key.public_key())))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
+    let config = RegistryConfig {
+        data_dir: a.data.clone(),
+        origin: a.origin.clone(),
+        reviewers: a.reviewers.clone(),
+        threshold: a.threshold,
+        checkpoint_interval: a.checkpoint_interval.map(std::time::Duration::from_secs),
+        max_bundle_bytes: a.max_bundle_bytes,
+    };
+    let registry =
+        Arc::new(Registry::open(&config).with_context(|| format!("opening {}", a.data.display()))?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // Printed and flushed before serving: scripts and tests read the address from here.
+        let s = registry.settings();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "origin {}", s.origin)?;
+        writeln!(out, "log key {}", registry.log_key())?;
+        writeln!(
+            out,
+            "reviewers {}, threshold {}, checkpoint every {}s",
+            s.roster.len(),
+            s.threshold,
+            s.checkpoint_interval.as_secs()
+        )?;
+        out.flush()?;
+        drop(out);
+        reg::serve(listener, registry.clone(), shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    Ok(ok(String::new()))
+}
+
+fn publish(
+    path: &std::path::Path,
+    registry: &str,
+    key: &std::path::Path,
+    json_out: bool,
+) -> anyhow::Result<Outcome> {
+    let def = Definition::load(path)?;
+    let key = reg::read_secret_key_file(key)?;
+    let bundle = crate::bundle::pack(&def);
+    let publication = Published::sign(
+        &key,
+        def.id,
+        &def.manifest.name,
+        &def.manifest.version.to_string(),
+        unix_now(),
+    );
+    let client = Client::new(registry);
+    let r = client
+        .publish(&publication, &bundle)
+        .with_context(|| format!("publishing {} to {registry}", def.id))?;
+    Ok(ok(if json_out {
+        json!({
+            "id": r.id,
+            "index": r.index,
+            "created": r.created,
+            "tree_size": r.tree_size,
+        })
+        .to_string()
+            + "\n"
+    } else {
+        format!(
+            "{} {} {}\n{} as log entry {}; it is pending until reviewers approve it\n",
+            def.manifest.name,
+            def.manifest.version,
+            r.id,
+            if r.created {
+                "published"
+            } else {
+                "already published"
+            },
+            r.index
+        )
+    }))
+}
+
+fn review(cmd: ReviewCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        ReviewCommand::List {
+            registry,
+            all,
+            json,
+        } => {
+            let client = Client::new(&registry);
+            let filter = (!all).then_some(crate::tlog::Status::Pending);
+            let defs = client.definitions(filter)?;
+            if json {
+                return Ok(ok(json!({ "definitions": defs }).to_string() + "\n"));
+            }
+            let now = unix_now();
+            let mut s = String::new();
+            if defs.is_empty() {
+                s.push_str(if all {
+                    "no definitions\n"
+                } else {
+                    "nothing awaits review\n"
+                });
+            }
+            for d in defs {
+                let _ = writeln!(
+                    s,
+                    "{}  {:<9} {} {}  {} approval{}, waiting {}",
+                    d.id,
+                    status_name(d.status),
+                    d.name,
+                    d.version,
+                    d.approvals,
+                    if d.approvals == 1 { "" } else { "s" },
+                    reg::web::age(now.saturating_sub(d.published_at))
+                );
+            }
+            Ok(ok(s))
+        }
+        ReviewCommand::Show { id, registry, json } => {
+            let client = Client::new(&registry);
+            let detail = client.definition(&id)?;
+            // Review what you sign: the bundle is downloaded and its identity recomputed here.
+            let (_, def) = client.bundle(&id)?;
+            if json {
+                return Ok(ok(serde_json::to_string(&detail)? + "\n"));
+            }
+            let mut s = super::summary_text(&def);
+            let _ = writeln!(
+                s,
+                "status (registry's view): {}, {} approval{}",
+                status_name(detail.summary.status),
+                detail.summary.approvals,
+                if detail.summary.approvals == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
+            if let Some(p) = &detail.previous_approved {
+                let _ = writeln!(
+                    s,
+                    "previous approved version: {} {} {}",
+                    p.name, p.version, p.id
+                );
+            }
+            for r in &detail.reviews {
+                let _ = writeln!(
+                    s,
+                    "  entry {}: {} {} {}{}",
+                    r.index,
+                    r.reviewer_name.as_deref().unwrap_or(""),
+                    r.reviewer,
+                    r.action.as_str(),
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", r.reason)
+                    }
+                );
+            }
+            Ok(ok(s))
+        }
+        ReviewCommand::Approve(a) => verdict(ReviewAction::Approve, &a),
+        ReviewCommand::Reject(a) => verdict(ReviewAction::Reject, &a),
+        ReviewCommand::Revoke(a) => verdict(ReviewAction::Revoke, &a),
+    }
+}
+
+fn verdict(action: ReviewAction, a: &VerdictArgs) -> anyhow::Result<Outcome> {
+    let reason = a.reason.clone().unwrap_or_default();
+    if action != ReviewAction::Approve && reason.trim().is_empty() {
+        return Ok(Outcome {
+            stdout: String::new(),
+            stderr: format!("error: `review {}` needs --reason TEXT\n", action.as_str()),
+            code: super::EXIT_USAGE,
+        });
+    }
+    let key = reg::read_secret_key_file(&a.key)?;
+    let review = Review::sign(&key, action, a.id, &reason, unix_now());
+    let r = Client::new(&a.registry)
+        .review(&review)
+        .with_context(|| format!("submitting the {} of {}", action.as_str(), a.id))?;
+    Ok(ok(format!(
+        "{} {} by {}: {} log entry {}\n",
+        action.as_str(),
+        a.id,
+        key.public_key(),
+        if r.created { "logged as" } else { "already" },
+        r.index
+    )))
+}
+
+fn status(a: &StatusArgs) -> anyhow::Result<Outcome> {
+    let client = Client::new(&a.registry);
+    let Some(log_key) = a.log_key else {
+        let d = client.definition(&a.id);
+        let status = match d {
+            Ok(d) => status_name(d.summary.status),
+            Err(ClientError::Status { status: 404, .. }) => "unknown",
+            Err(e) => return Err(e.into()),
+        };
+        return Ok(Outcome {
+            stdout: if a.json {
+                json!({"id": a.id, "status": status, "verified": false}).to_string() + "\n"
+            } else {
+                format!("{status} (unverified: the registry's claim)\n")
+            },
+            stderr: "warning: unverified status; pass --log-key, --reviewer and --threshold to verify the log\n"
+                .into(),
+            code: 0,
+        });
+    };
+    let origin = match &a.origin {
+        Some(o) => o.clone(),
+        None => client::checkpoint_origin(&client.checkpoint()?)
+            .ok_or_else(|| anyhow!("the registry's checkpoint names no origin"))?,
+    };
+    let Some(threshold) = a.threshold else {
+        bail!("--threshold is required with --log-key");
+    };
+    let config = VerifierConfig {
+        log_key: NoteVerifier::new(&origin, log_key)
+            .with_context(|| format!("origin {origin:?}"))?,
+        origin,
+        reviewers: a.reviewers.iter().map(|r| r.key).collect(),
+        threshold,
+        max_age_secs: a.max_age,
+    };
+    let now = unix_now();
+    let v = client::verified_status(&client, config, a.state.as_deref(), &a.id, now)
+        .with_context(|| format!("verifying {}", a.registry))?;
+    let name = status_name(v.status);
+    Ok(ok(if a.json {
+        json!({
+            "id": a.id,
+            "status": name,
+            "verified": true,
+            "tree_size": v.checkpoint.size,
+            "checkpoint_time": v.checkpoint.time,
+        })
+        .to_string()
+            + "\n"
+    } else {
+        format!(
+            "{name} (verified against checkpoint of size {}, signed {} ago)\n",
+            v.checkpoint.size,
+            reg::web::age(now.saturating_sub(v.checkpoint.time))
+        )
+    }))
+}

@@ -1,0 +1,205 @@
+//! The registry's JSON API: paths, request and response bodies, shared by server and client.
+//!
+//! Everything the server says here except checkpoints, entries and proofs is a
+//! *convenience view* (lists, statuses, reviewer names): a client that must decide whether
+//! to trust a definition verifies the log itself (see [`super::client::sync`]) and never
+//! takes a status from these bodies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DefinitionId;
+use crate::tlog::{Hash, PublicKey, Published, ReviewAction, Status};
+
+/// Prefix of every API path.
+pub const API_PREFIX: &str = "/api/v1";
+/// Most entries one `entries` request returns; clients page through bigger ranges.
+pub const MAX_ENTRIES_PER_PAGE: u64 = 4096;
+
+/// The body of every error response: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
+/// `POST /api/v1/definitions`: an author's signed publication and the bundle it names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The author's signed statement.
+    pub publication: Published,
+    /// The bundle (`task-defs pack` bytes), standard base64.
+    pub bundle: String,
+}
+
+/// The answer to a publication or review: where the entry sits in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResponse {
+    /// The definition the entry is about.
+    pub id: DefinitionId,
+    /// The leaf index of the entry (of the earlier identical entry when `created` is false).
+    pub index: u64,
+    /// False when the same publication or statement was already logged (idempotent retry).
+    pub created: bool,
+    /// The tree size of the checkpoint signed after the write (includes the entry).
+    pub tree_size: u64,
+}
+
+/// `GET /api/v1/entries?start=&end=`: leaves `[start, start + entries.len())`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntriesResponse {
+    /// Index of the first leaf.
+    pub start: u64,
+    /// The leaves, standard base64 of their exact bytes.
+    pub entries: Vec<String>,
+}
+
+/// `GET /api/v1/proof/inclusion?index=&size=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionResponse {
+    /// The leaf index.
+    pub index: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// The proof, deepest sibling first.
+    pub proof: Vec<Hash>,
+}
+
+/// `GET /api/v1/proof/consistency?old=&new=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyResponse {
+    /// The older tree size.
+    pub old: u64,
+    /// The newer tree size.
+    pub new: u64,
+    /// The proof.
+    pub proof: Vec<Hash>,
+}
+
+/// A reviewer on the server's roster (informational: clients bring their own roster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// The reviewer's key.
+    pub key: PublicKey,
+    /// A display name, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `GET /api/v1/info`: what the server says about itself (informational only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoResponse {
+    /// The log's origin line.
+    pub origin: String,
+    /// The log's checkpoint key.
+    pub log_key: PublicKey,
+    /// The server's reviewer roster.
+    pub reviewers: Vec<RosterEntry>,
+    /// The server's threshold.
+    pub threshold: usize,
+    /// The current tree size.
+    pub tree_size: u64,
+}
+
+/// One definition in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionSummary {
+    /// The identity.
+    pub id: DefinitionId,
+    /// The manifest's name.
+    pub name: String,
+    /// The manifest's version.
+    pub version: String,
+    /// The author's key.
+    pub author: PublicKey,
+    /// Leaf index of the publication.
+    pub index: u64,
+    /// When the server logged it, Unix seconds.
+    pub published_at: u64,
+    /// Bundle size in bytes.
+    pub size: u64,
+    /// The server's view of the status under its own roster and threshold (unverified).
+    pub status: Status,
+    /// Distinct roster keys whose latest vote is approve.
+    pub approvals: usize,
+}
+
+/// One logged reviewer statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewRecord {
+    /// Leaf index.
+    pub index: u64,
+    /// The reviewer's key.
+    pub reviewer: PublicKey,
+    /// The roster's display name for the key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_name: Option<String>,
+    /// Whether the key is on the server's current roster.
+    pub on_roster: bool,
+    /// What the reviewer said.
+    pub action: ReviewAction,
+    /// The definition the statement is about.
+    pub definition: DefinitionId,
+    /// The reviewer's reason.
+    pub reason: String,
+    /// When the reviewer signed, Unix seconds (the reviewer's clock).
+    pub time: u64,
+    /// When the server logged it, Unix seconds.
+    pub logged_at: u64,
+}
+
+/// `GET /api/v1/definitions/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionDetail {
+    /// The list view of the definition.
+    pub summary: DefinitionSummary,
+    /// What `task-defs check --json` prints for it (manifest, files, footprint).
+    pub check: serde_json::Value,
+    /// Every reviewer statement about it, in log order.
+    pub reviews: Vec<ReviewRecord>,
+    /// The last approved version of the same name published before it, for diffing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_approved: Option<DefinitionSummary>,
+}
+
+/// `GET /api/v1/definitions?status=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionList {
+    /// The definitions, newest publication first.
+    pub definitions: Vec<DefinitionSummary>,
+}
+
+/// The query of `GET /api/v1/definitions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// Only definitions with this (server-view) status.
+    #[serde(default)]
+    pub status: Option<Status>,
+}
+
+/// The query of `GET /api/v1/entries`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RangeQuery {
+    /// First leaf.
+    pub start: u64,
+    /// One past the last leaf.
+    pub end: u64,
+}
+
+/// The query of `GET /api/v1/proof/inclusion`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct InclusionQuery {
+    /// The leaf index.
+    pub index: u64,
+    /// The tree size.
+    pub size: u64,
+}
+
+/// The query of `GET /api/v1/proof/consistency`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    pub old: u64,
+    /// The newer tree size.
+    pub new: u64,
+}

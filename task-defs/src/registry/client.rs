@@ -1,0 +1,464 @@
+//! The registry client: blocking HTTP calls, and the verified sync every trust decision uses.
+//!
+//! [`Client`] speaks the JSON API with timeouts and a size cap on every response, so a
+//! hostile or broken server can cost a client neither unbounded time nor memory.
+//! [`sync`] brings a [`Verifier`] up to the server's latest checkpoint: it fetches the
+//! signed checkpoint, every entry since the verified size (paged) and a consistency proof,
+//! and hands them to [`Verifier::update`], which hashes the entries itself and refuses forks,
+//! rollbacks and altered entries. [`verified_status`] adds persistence: the verifier's state
+//! is loaded from and saved to a file, so a server rolled back or forked between two runs is
+//! caught too; a failed sync never overwrites the stored state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::DeserializeOwned;
+
+use super::api::{
+    AppendResponse, ConsistencyResponse, DefinitionDetail, DefinitionList, DefinitionSummary,
+    EntriesResponse, ErrorBody, InclusionResponse, InfoResponse, MAX_ENTRIES_PER_PAGE,
+    PublishRequest, ReviewRecord,
+};
+use crate::definition::Definition;
+use crate::identity::DefinitionId;
+use crate::tlog::entry::MAX_LEAF_BYTES;
+use crate::tlog::note::MAX_NOTE_BYTES;
+use crate::tlog::{
+    Checkpoint, ConfigError, Hash, Published, Review, Status, StatusError, SyncError, UpdateReport,
+    Verifier, VerifierConfig, VerifierState,
+};
+
+/// Default timeout of one whole request, body included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cap on a JSON response other than an entries page.
+pub const MAX_JSON_BYTES: u64 = 16 * 1024 * 1024;
+/// Cap on an entries page: the most leaves per page at the largest leaf size, base64.
+pub const MAX_ENTRIES_BYTES: u64 =
+    MAX_ENTRIES_PER_PAGE * ((MAX_LEAF_BYTES as u64).div_ceil(3) * 4 + 8) + 4096;
+/// Most entries one sync accepts, so a checkpoint claiming an absurd size cannot make the
+/// client page forever.
+pub const MAX_SYNC_ENTRIES: u64 = 50_000_000;
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The request did not complete (connection, timeout, size cap).
+    #[error("{url}: {message}")]
+    Transport {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server answered with an error status.
+    #[error("registry refused ({status}): {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer is not what the API promises.
+    #[error("{url}: malformed response: {message}")]
+    Malformed {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A registry client over HTTP.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the registry at `base` (`http://host:port`), with [`DEFAULT_TIMEOUT`].
+    pub fn new(base: &str) -> Client {
+        Client::with_timeout(base, DEFAULT_TIMEOUT)
+    }
+
+    /// A client whose every request must complete within `timeout`.
+    pub fn with_timeout(base: &str, timeout: Duration) -> Client {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
+            // Error statuses carry a JSON message worth reading.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent: config.into(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn transport(url: &str, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn read(
+        url: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut resp = resp.map_err(|e| Self::transport(url, e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| Self::transport(url, e))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(500).collect());
+            return Err(ClientError::Status { status, message });
+        }
+        Ok(body)
+    }
+
+    fn get_bytes(&self, path: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(path);
+        Self::read(&url, self.agent.get(&url).call(), limit)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str, limit: u64) -> Result<T, ClientError> {
+        let body = self.get_bytes(path, limit)?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Malformed {
+            url: self.url(path),
+            message: e.to_string(),
+        })
+    }
+
+    fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(value).map_err(|e| Self::transport(&url, e))?;
+        let resp = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..]);
+        let bytes = Self::read(&url, resp, MAX_JSON_BYTES)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// What the server says about itself (informational, never a trust input).
+    pub fn info(&self) -> Result<InfoResponse, ClientError> {
+        self.get_json("/api/v1/info", MAX_JSON_BYTES)
+    }
+
+    /// The latest signed checkpoint note (unverified bytes).
+    pub fn checkpoint(&self) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes("/api/v1/checkpoint", MAX_NOTE_BYTES as u64)
+    }
+
+    /// One page of leaves starting at `start` (at most up to `end`).
+    pub fn entries_page(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+        let path = format!("/api/v1/entries?start={start}&end={end}");
+        let page: EntriesResponse = self.get_json(&path, MAX_ENTRIES_BYTES)?;
+        let malformed = |message: String| ClientError::Malformed {
+            url: self.url(&path),
+            message,
+        };
+        if page.start != start {
+            return Err(malformed(format!("page starts at {}", page.start)));
+        }
+        if page.entries.len() as u64 > end - start {
+            return Err(malformed("page holds more entries than asked for".into()));
+        }
+        page.entries
+            .iter()
+            .map(|e| {
+                B64.decode(e)
+                    .map_err(|e| malformed(format!("entry is not base64: {e}")))
+            })
+            .collect()
+    }
+
+    /// Leaves `[start, end)`, paging as the server requires.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start).min(1 << 20) as usize);
+        let mut next = start;
+        while next < end {
+            let page = self.entries_page(next, end)?;
+            if page.is_empty() {
+                return Err(ClientError::Malformed {
+                    url: self.url("/api/v1/entries"),
+                    message: format!("empty page at {next} before {end}"),
+                });
+            }
+            next += page.len() as u64;
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    /// A consistency proof between two tree sizes.
+    pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, ClientError> {
+        let r: ConsistencyResponse = self.get_json(
+            &format!("/api/v1/proof/consistency?old={old}&new={new}"),
+            MAX_JSON_BYTES,
+        )?;
+        Ok(r.proof)
+    }
+
+    /// An inclusion proof of a leaf in a tree size.
+    pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, ClientError> {
+        let r: InclusionResponse = self.get_json(
+            &format!("/api/v1/proof/inclusion?index={index}&size={size}"),
+            MAX_JSON_BYTES,
+        )?;
+        Ok(r.proof)
+    }
+
+    /// Definitions, optionally only those with a server-view status.
+    pub fn definitions(
+        &self,
+        status: Option<Status>,
+    ) -> Result<Vec<DefinitionSummary>, ClientError> {
+        let path = match status {
+            Some(s) => format!("/api/v1/definitions?status={}", status_name(s)),
+            None => "/api/v1/definitions".to_string(),
+        };
+        let l: DefinitionList = self.get_json(&path, MAX_JSON_BYTES)?;
+        Ok(l.definitions)
+    }
+
+    /// Everything the server says about one definition.
+    pub fn definition(&self, id: &DefinitionId) -> Result<DefinitionDetail, ClientError> {
+        self.get_json(&format!("/api/v1/definitions/{id}"), MAX_JSON_BYTES)
+    }
+
+    /// Every revocation, newest first.
+    pub fn revocations(&self) -> Result<Vec<ReviewRecord>, ClientError> {
+        self.get_json("/api/v1/revocations", MAX_JSON_BYTES)
+    }
+
+    /// Downloads a bundle and validates it locally; fails unless it has identity `id`.
+    pub fn bundle(&self, id: &DefinitionId) -> Result<(Vec<u8>, Definition), ClientError> {
+        let path = format!("/api/v1/definitions/{id}/bundle");
+        let bytes = self.get_bytes(&path, crate::bundle::MAX_BUNDLE_BYTES)?;
+        let malformed = |message: String| ClientError::Malformed {
+            url: self.url(&path),
+            message,
+        };
+        let def = crate::bundle::read(&bytes).map_err(|e| malformed(e.to_string()))?;
+        if def.id != *id {
+            return Err(malformed(format!("the bundle's identity is {}", def.id)));
+        }
+        Ok((bytes, def))
+    }
+
+    /// Publishes a signed publication with its bundle.
+    pub fn publish(
+        &self,
+        publication: &Published,
+        bundle: &[u8],
+    ) -> Result<AppendResponse, ClientError> {
+        self.post_json(
+            "/api/v1/definitions",
+            &PublishRequest {
+                publication: publication.clone(),
+                bundle: B64.encode(bundle),
+            },
+        )
+    }
+
+    /// Submits a signed reviewer statement.
+    pub fn review(&self, review: &Review) -> Result<AppendResponse, ClientError> {
+        self.post_json("/api/v1/reviews", review)
+    }
+}
+
+/// The wire name of a status.
+pub fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Unknown => "unknown",
+        Status::Pending => "pending",
+        Status::Approved => "approved",
+        Status::Rejected => "rejected",
+        Status::Revoked => "revoked",
+    }
+}
+
+/// Why a verified sync or status failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncFailure {
+    /// The registry could not be asked.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The registry's log does not verify: fork, rollback, altered or hidden entries,
+    /// bad signature. Treat the registry as compromised.
+    #[error("registry log does not verify: {0}")]
+    Verify(#[from] SyncError),
+    /// The verifier's configuration or stored state is unusable.
+    #[error("verifier: {0}")]
+    Config(#[from] ConfigError),
+    /// The verified view is older than the configured maximum age.
+    #[error(transparent)]
+    Stale(#[from] StatusError),
+    /// The state file could not be read or written.
+    #[error("verifier state {path}: {message}")]
+    State {
+        /// The state file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SyncFailure {
+    /// True when the log itself failed verification (as opposed to being unreachable).
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(self, SyncFailure::Verify(_) | SyncFailure::Stale(_))
+    }
+}
+
+/// Brings `verifier` up to the registry's latest checkpoint. On error the verifier is
+/// unchanged.
+pub fn sync(
+    client: &Client,
+    verifier: &mut Verifier,
+    now: u64,
+) -> Result<UpdateReport, SyncFailure> {
+    let note = client.checkpoint()?;
+    let cp = Checkpoint::open(&note, &verifier.config().log_key).map_err(SyncError::from)?;
+    let old = verifier.size();
+    let empty: [&[u8]; 0] = [];
+    if cp.size <= old {
+        // Same size (fresher time) or a rollback: the verifier decides which.
+        return Ok(verifier.update(&note, &empty, &[], now)?);
+    }
+    if cp.size - old > MAX_SYNC_ENTRIES {
+        return Err(ClientError::Malformed {
+            url: client.url("/api/v1/checkpoint"),
+            message: format!(
+                "checkpoint claims {} new entries, more than {MAX_SYNC_ENTRIES} in one sync",
+                cp.size - old
+            ),
+        }
+        .into());
+    }
+    let entries = client.entries(old, cp.size)?;
+    let proof = if old == 0 {
+        Vec::new()
+    } else {
+        client.consistency(old, cp.size)?
+    };
+    Ok(verifier.update(&note, &entries, &proof, now)?)
+}
+
+/// The outcome of [`verified_status`].
+#[derive(Debug, Clone)]
+pub struct VerifiedStatus {
+    /// The verified status.
+    pub status: Status,
+    /// The checkpoint it was verified against.
+    pub checkpoint: Checkpoint,
+    /// What the sync did.
+    pub report: UpdateReport,
+}
+
+fn state_err(path: &Path, e: impl std::fmt::Display) -> SyncFailure {
+    SyncFailure::State {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Loads a verifier from `state` (if the file exists) or starts a fresh one.
+pub fn load_verifier(
+    config: VerifierConfig,
+    state: Option<&Path>,
+) -> Result<Verifier, SyncFailure> {
+    let Some(path) = state else {
+        return Ok(Verifier::new(config)?);
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verifier::new(config)?),
+        Err(e) => return Err(state_err(path, e)),
+    };
+    let stored: VerifierState = serde_json::from_slice(&bytes).map_err(|e| state_err(path, e))?;
+    match Verifier::restore(config.clone(), stored.clone()) {
+        Err(ConfigError::RosterGrew) => Ok(Verifier::resync(config, &stored)?),
+        other => Ok(other?),
+    }
+}
+
+/// Writes the verifier's state atomically (temporary file, fsync, rename).
+pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure> {
+    let json = serde_json::to_vec(verifier.state()).map_err(|e| state_err(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| state_err(path, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| state_err(path, e))
+}
+
+/// Syncs a verifier (restored from `state` if given, saved back after a successful sync)
+/// from the registry and returns the verified status of `id` at local time `now`.
+///
+/// The trust roots come from `config` alone. A fork, rollback or altered entry fails with
+/// [`SyncFailure::Verify`] and leaves the state file as it was, so the evidence stays.
+pub fn verified_status(
+    client: &Client,
+    config: VerifierConfig,
+    state: Option<&Path>,
+    id: &DefinitionId,
+    now: u64,
+) -> Result<VerifiedStatus, SyncFailure> {
+    let mut v = load_verifier(config, state)?;
+    let report = sync(client, &mut v, now)?;
+    if let Some(path) = state {
+        save_verifier(&v, path)?;
+    }
+    let status = v.status(id, now)?;
+    let checkpoint = v.checkpoint().cloned().ok_or(StatusError::NoCheckpoint)?;
+    Ok(VerifiedStatus {
+        status,
+        checkpoint,
+        report,
+    })
+}
+
+/// The origin a checkpoint names, read without verification: for clients configured with
+/// a log key but no origin. The origin is still authenticated afterwards, because the log
+/// key's signature covers it and the note key id binds the name.
+pub fn checkpoint_origin(note: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(note).ok()?;
+    let line = text.split('\n').next()?;
+    (!line.is_empty()).then(|| line.to_string())
+}

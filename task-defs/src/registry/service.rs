@@ -1,0 +1,849 @@
+//! The registry itself, without HTTP: data directory, validation, logging, checkpoints, views.
+//!
+//! One [`Registry`] owns one data directory:
+//!
+//! - `registry.sqlite` (+ WAL files): leaves, derived tables, the latest signed checkpoint;
+//! - `log.key` (mode 0600): the log's Ed25519 checkpoint key, created on first start;
+//! - `log.pub`: its public key, one line, the text `task-defs keygen` prints;
+//! - `registry.toml` (optional): `origin`, `threshold`, `checkpoint_interval_secs`,
+//!   `max_bundle_bytes` and `[[reviewers]]` tables with `key` and optional `name`.
+//!   Command-line flags override the file (a `--reviewer` flag replaces the file's roster).
+//!
+//! Writes are serialised by one mutex: the leaf, its derived rows and the checkpoint over
+//! the new tree commit in one SQLite transaction before the call returns, so whatever the
+//! server acknowledged is on disk. Leaf hashes live in a [`MemoryTree`] rebuilt at start
+//! (one SHA-256 per leaf), so proofs never rehash the log. At start the rebuilt tree must
+//! reproduce the stored checkpoint's root: a database edited behind the server's back is
+//! refused rather than signed over.
+//!
+//! The server's own statuses come from a [`Verifier`] fed with every entry it logs, under
+//! the server's roster and threshold: the same rule clients apply, but only a convenience
+//! view; clients decide with their own configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use super::api::{
+    AppendResponse, ConsistencyResponse, DefinitionDetail, DefinitionSummary, EntriesResponse,
+    InclusionResponse, InfoResponse, MAX_ENTRIES_PER_PAGE, PublishRequest, ReviewRecord,
+    RosterEntry,
+};
+use super::store::{DefinitionRow, Derived, ReviewRow, Store, StoreError};
+use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now};
+use crate::definition::{Definition, Error as DefError};
+use crate::identity::DefinitionId;
+use crate::tlog::entry::MAX_LEAF_BYTES;
+use crate::tlog::{
+    Checkpoint, Entry, MemoryTree, NoteSigner, NoteVerifier, PublicKey, Review, ReviewAction,
+    Status, Verifier, VerifierConfig, consistency_proof, inclusion_proof, leaf_hash, root,
+    verify_inclusion,
+};
+use crate::{bundle, cli};
+
+/// The origin used when neither a flag nor the config file names one.
+pub const DEFAULT_ORIGIN: &str = "pinfold-registry";
+/// Default interval between checkpoint re-signatures.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Default cap on a bundle's size.
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 32 * 1024 * 1024;
+/// Longest reviewer reason accepted.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "registry.sqlite";
+/// The log's secret key file inside the data directory.
+pub const KEY_FILE: &str = "log.key";
+/// The log's public key file inside the data directory.
+pub const PUB_FILE: &str = "log.pub";
+/// The optional configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "registry.toml";
+
+/// Why the registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A file in the data directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The log key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configuration (flags or `registry.toml`) is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The stored log does not match its own signed checkpoint.
+    #[error("integrity: {0}")]
+    Integrity(String),
+}
+
+/// A refused or failed request, with the HTTP status it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Malformed input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The signer may not do this here (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such thing (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Too big (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The definition is invalid (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The server failed (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::BadRequest(_) => 400,
+            RequestError::Forbidden(_) => 403,
+            RequestError::NotFound(_) => 404,
+            RequestError::TooLarge(_) => 413,
+            RequestError::Invalid(_) => 422,
+            RequestError::Internal(_) => 500,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> RequestError {
+    RequestError::Internal(e.to_string())
+}
+
+/// Settings given on the command line (or by a test); `None` and empty mean "from
+/// `registry.toml`, else the default".
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// The log's origin line.
+    pub origin: Option<String>,
+    /// The reviewer roster; non-empty replaces the file's.
+    pub reviewers: Vec<RosterEntry>,
+    /// How many distinct roster keys approve a definition (server view).
+    pub threshold: Option<usize>,
+    /// How often to re-sign the checkpoint when nothing is written.
+    pub checkpoint_interval: Option<Duration>,
+    /// The largest bundle accepted, in bytes.
+    pub max_bundle_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    origin: Option<String>,
+    threshold: Option<usize>,
+    checkpoint_interval_secs: Option<u64>,
+    max_bundle_bytes: Option<u64>,
+    #[serde(default)]
+    reviewers: Vec<RosterEntry>,
+}
+
+/// The settings in force after merging flags, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The log's origin line.
+    pub origin: String,
+    /// The reviewer roster.
+    pub roster: Vec<RosterEntry>,
+    /// The server-view threshold.
+    pub threshold: usize,
+    /// Checkpoint re-signing interval.
+    pub checkpoint_interval: Duration,
+    /// The largest bundle accepted.
+    pub max_bundle_bytes: u64,
+}
+
+struct Inner {
+    store: Store,
+    tree: MemoryTree,
+    checkpoint: Checkpoint,
+    note: Vec<u8>,
+    view: Verifier,
+}
+
+/// A running registry over one data directory.
+pub struct Registry {
+    settings: Settings,
+    signer: NoteSigner,
+    log_key: PublicKey,
+    data_dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("data_dir", &self.data_dir)
+            .field("origin", &self.settings.origin)
+            .field("log_key", &self.log_key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |source| RegistryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
+    let path = config.data_dir.join(CONFIG_FILE);
+    let file: FileConfig = match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| RegistryError::Config(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let roster = if config.reviewers.is_empty() {
+        file.reviewers
+    } else {
+        config.reviewers.clone()
+    };
+    if roster.is_empty() {
+        return Err(RegistryError::Config(format!(
+            "no reviewers: pass --reviewer PUBKEY or list [[reviewers]] in {}",
+            path.display()
+        )));
+    }
+    let distinct: std::collections::BTreeSet<_> = roster.iter().map(|r| r.key).collect();
+    let threshold = config.threshold.or(file.threshold).unwrap_or(1);
+    if threshold == 0 || threshold > distinct.len() {
+        return Err(RegistryError::Config(format!(
+            "threshold {threshold} must be between 1 and the number of reviewers ({})",
+            distinct.len()
+        )));
+    }
+    let interval = config
+        .checkpoint_interval
+        .or(file.checkpoint_interval_secs.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+    if interval.is_zero() {
+        return Err(RegistryError::Config(
+            "checkpoint interval must be positive".into(),
+        ));
+    }
+    Ok(Settings {
+        origin: config
+            .origin
+            .clone()
+            .or(file.origin)
+            .unwrap_or_else(|| DEFAULT_ORIGIN.into()),
+        roster,
+        threshold,
+        checkpoint_interval: interval,
+        max_bundle_bytes: config
+            .max_bundle_bytes
+            .or(file.max_bundle_bytes)
+            .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES)
+            .min(bundle::MAX_BUNDLE_BYTES),
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RegistryError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(io_err(dir))
+}
+
+/// Loads the log key, creating it (and `log.pub`) on first start.
+fn log_key(dir: &Path) -> Result<crate::tlog::SecretKey, RegistryError> {
+    let key_path = dir.join(KEY_FILE);
+    let key = if key_path.exists() {
+        read_secret_key_file(&key_path)?
+    } else {
+        create_secret_key_file(&key_path)?
+    };
+    let pub_path = dir.join(PUB_FILE);
+    let text = format!("{}\n", key.public_key());
+    if std::fs::read_to_string(&pub_path).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&pub_path, text).map_err(io_err(&pub_path))?;
+    }
+    Ok(key)
+}
+
+impl Registry {
+    /// Opens the data directory: creates what is missing, checks the stored log against
+    /// its last signed checkpoint, and signs a fresh checkpoint.
+    pub fn open(config: &RegistryConfig) -> Result<Registry, RegistryError> {
+        let dir = &config.data_dir;
+        create_private_dir(dir)?;
+        let mut settings = resolve(config)?;
+        let key = log_key(dir)?;
+        // Validate a flag's or file's origin before it can be recorded.
+        NoteSigner::new(&settings.origin, key.clone())
+            .map_err(|e| RegistryError::Config(format!("origin {:?}: {e}", settings.origin)))?;
+        let store = Store::open(&dir.join(DB_FILE))?;
+
+        // The origin is part of every checkpoint clients verified: it may never change.
+        match store.meta("origin")? {
+            Some(o) if config.origin.is_some() && o != settings.origin => {
+                return Err(RegistryError::Config(format!(
+                    "this log's origin is {o:?}; it cannot become {:?}",
+                    settings.origin
+                )));
+            }
+            Some(o) => settings.origin = o,
+            None => store.set_meta("origin", &settings.origin)?,
+        }
+        let signer = NoteSigner::new(&settings.origin, key.clone())
+            .map_err(|e| RegistryError::Config(format!("origin {:?}: {e}", settings.origin)))?;
+        let verifier = signer.verifier();
+
+        let count = store.leaf_count()?;
+        let leaves = store.leaves(0, count)?;
+        let tree = MemoryTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
+        let now = unix_now();
+        let mut time = now;
+        if let Some(note) = store.meta("checkpoint")? {
+            let cp = Checkpoint::open(note.as_bytes(), &verifier).map_err(|e| {
+                RegistryError::Integrity(format!(
+                    "the stored checkpoint does not verify under {}: {e}",
+                    dir.join(KEY_FILE).display()
+                ))
+            })?;
+            // Leaves and the checkpoint over them commit together, so any other count means
+            // rows were added or removed behind the server's back.
+            if cp.size != tree.size() {
+                return Err(RegistryError::Integrity(format!(
+                    "the last checkpoint covers {} entries but the database holds {}",
+                    cp.size,
+                    tree.size()
+                )));
+            }
+            let r = root(&tree, cp.size).map_err(|e| RegistryError::Integrity(e.to_string()))?;
+            if r != cp.root {
+                return Err(RegistryError::Integrity(format!(
+                    "the stored entries do not hash to the last signed root (size {}): the database was altered",
+                    cp.size
+                )));
+            }
+            time = time.max(cp.time);
+        } else if tree.size() > 0 {
+            return Err(RegistryError::Integrity(format!(
+                "the database holds {} entries but no signed checkpoint",
+                tree.size()
+            )));
+        }
+        let checkpoint = Checkpoint {
+            origin: settings.origin.clone(),
+            size: tree.size(),
+            root: tree.root(),
+            time,
+        };
+        let note = checkpoint
+            .sign(&signer)
+            .map_err(|e| RegistryError::Config(e.to_string()))?;
+        store.set_meta("checkpoint", &String::from_utf8_lossy(&note))?;
+
+        let mut view = Verifier::new(VerifierConfig {
+            origin: settings.origin.clone(),
+            log_key: verifier,
+            reviewers: settings.roster.iter().map(|r| r.key).collect(),
+            threshold: settings.threshold,
+            max_age_secs: u64::MAX,
+        })
+        .map_err(|e| RegistryError::Config(e.to_string()))?;
+        view.update(&note, &leaves, &[], time.max(now))
+            .map_err(|e| RegistryError::Integrity(e.to_string()))?;
+
+        Ok(Registry {
+            settings,
+            signer,
+            log_key: key.public_key(),
+            data_dir: dir.clone(),
+            inner: Mutex::new(Inner {
+                store,
+                tree,
+                checkpoint,
+                note,
+                view,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock happens before any commit or after a full one, and
+        // the tree is restored on failed commits, so the state behind a poisoned lock is sound.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The log's public key.
+    pub fn log_key(&self) -> PublicKey {
+        self.log_key
+    }
+
+    /// The verifier key of the log (origin and public key).
+    pub fn note_verifier(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The latest signed checkpoint note.
+    pub fn checkpoint_note(&self) -> Vec<u8> {
+        self.lock().note.clone()
+    }
+
+    /// The latest checkpoint.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.lock().checkpoint.clone()
+    }
+
+    /// Signs the current tree again with the current time, so clients can tell a live log
+    /// from a frozen one.
+    pub fn resign(&self) -> Result<(), RequestError> {
+        let mut inner = self.lock();
+        let now = unix_now();
+        let cp = Checkpoint {
+            time: now.max(inner.checkpoint.time),
+            ..inner.checkpoint.clone()
+        };
+        let note = cp.sign(&self.signer).map_err(internal)?;
+        inner
+            .store
+            .set_meta("checkpoint", &String::from_utf8_lossy(&note))
+            .map_err(internal)?;
+        let empty: [&[u8]; 0] = [];
+        inner
+            .view
+            .update(&note, &empty, &[], cp.time)
+            .map_err(internal)?;
+        inner.checkpoint = cp;
+        inner.note = note;
+        Ok(())
+    }
+
+    /// Logs one entry with its derived rows; commits before returning its leaf index.
+    fn append(
+        &self,
+        inner: &mut Inner,
+        entry: &Entry,
+        derived: Derived<'_>,
+    ) -> Result<u64, RequestError> {
+        let leaf = entry.to_leaf();
+        if leaf.len() > MAX_LEAF_BYTES {
+            return Err(RequestError::TooLarge(format!(
+                "the log entry would be {} bytes, over the {MAX_LEAF_BYTES}-byte limit",
+                leaf.len()
+            )));
+        }
+        let index = inner.tree.size();
+        let now = unix_now();
+        inner.tree.push(&leaf);
+        let cp = Checkpoint {
+            origin: self.settings.origin.clone(),
+            size: index + 1,
+            root: inner.tree.root(),
+            time: now.max(inner.checkpoint.time),
+        };
+        let signed = cp.sign(&self.signer).map_err(internal);
+        let result = signed.and_then(|note| {
+            inner
+                .store
+                .append(index, &leaf, derived, now, &String::from_utf8_lossy(&note))
+                .map_err(internal)
+                .map(|()| note)
+        });
+        let note = match result {
+            Ok(n) => n,
+            Err(e) => {
+                // Not committed: forget the leaf so the tree matches the database again.
+                inner.tree = MemoryTree::from_leaf_hashes(
+                    inner.tree.leaf_hashes()[..index as usize].to_vec(),
+                );
+                return Err(e);
+            }
+        };
+        let proof = consistency_proof(&inner.tree, index, index + 1).unwrap_or_default();
+        if let Err(e) = inner.view.update(&note, &[&leaf], &proof, cp.time) {
+            // Committed and signed, so the log is right; only the server's view lags.
+            eprintln!("warning: the registry's own view refused entry {index}: {e}");
+        }
+        inner.checkpoint = cp;
+        inner.note = note;
+        Ok(index)
+    }
+
+    /// Validates and logs a publication; publishing a logged identity again is a no-op.
+    pub fn publish(&self, req: &PublishRequest) -> Result<AppendResponse, RequestError> {
+        let max = self.settings.max_bundle_bytes;
+        if req.bundle.len() as u64 > max.div_ceil(3) * 4 + 4 {
+            return Err(RequestError::TooLarge(format!(
+                "bundle exceeds the registry's {max}-byte limit"
+            )));
+        }
+        let bytes = B64
+            .decode(req.bundle.as_bytes())
+            .map_err(|e| RequestError::BadRequest(format!("bundle is not base64: {e}")))?;
+        if bytes.len() as u64 > max {
+            return Err(RequestError::TooLarge(format!(
+                "bundle of {} bytes exceeds the registry's {max}-byte limit",
+                bytes.len()
+            )));
+        }
+        let p = &req.publication;
+        p.verify().map_err(|_| {
+            RequestError::BadRequest(format!(
+                "the publication's signature does not verify under author key {}",
+                p.author
+            ))
+        })?;
+        // The same checks as `task-defs check`: a bundle becomes a Definition only through
+        // `Definition::from_parts`.
+        let def = bundle::read(&bytes).map_err(|e| match e {
+            DefError::Invalid(ref d) => RequestError::Invalid(format!("{e}:\n{d}")),
+            other => RequestError::BadRequest(format!("unreadable bundle: {other}")),
+        })?;
+        if def.id != p.definition {
+            return Err(RequestError::BadRequest(format!(
+                "the bundle's identity is {} but the publication names {}",
+                def.id, p.definition
+            )));
+        }
+        if def.manifest.name != p.name || def.manifest.version.to_string() != p.version {
+            return Err(RequestError::BadRequest(format!(
+                "the publication names {} {} but the manifest says {} {}",
+                p.name, p.version, def.manifest.name, def.manifest.version
+            )));
+        }
+        // Store the canonical packing, so the stored bytes depend on the identity alone.
+        let canonical = bundle::pack(&def);
+        let mut inner = self.lock();
+        if let Some(row) = inner.store.definition(&def.id).map_err(internal)? {
+            return Ok(AppendResponse {
+                id: def.id,
+                index: row.index,
+                created: false,
+                tree_size: inner.checkpoint.size,
+            });
+        }
+        let entry = Entry::Published(p.clone());
+        let index = self.append(&mut inner, &entry, Derived::Published(p, &canonical))?;
+        Ok(AppendResponse {
+            id: def.id,
+            index,
+            created: true,
+            tree_size: inner.checkpoint.size,
+        })
+    }
+
+    /// Validates and logs a reviewer statement; logging the same statement again is a no-op.
+    pub fn review(&self, r: &Review) -> Result<AppendResponse, RequestError> {
+        r.verify().map_err(|_| {
+            RequestError::BadRequest(format!(
+                "the statement's signature does not verify under reviewer key {}",
+                r.reviewer
+            ))
+        })?;
+        if !self.settings.roster.iter().any(|e| e.key == r.reviewer) {
+            return Err(RequestError::Forbidden(format!(
+                "{} is not on this registry's reviewer roster",
+                r.reviewer
+            )));
+        }
+        if r.reason.len() > MAX_REASON_BYTES {
+            return Err(RequestError::TooLarge(format!(
+                "reason exceeds {MAX_REASON_BYTES} bytes"
+            )));
+        }
+        if r.action != ReviewAction::Approve && r.reason.trim().is_empty() {
+            return Err(RequestError::BadRequest(format!(
+                "a {} needs a reason",
+                match r.action {
+                    ReviewAction::Reject => "rejection",
+                    _ => "revocation",
+                }
+            )));
+        }
+        let mut inner = self.lock();
+        // Revocations of identities never published here are logged too: a reviewer may
+        // block a definition known to be bad before anyone publishes it (clients fail closed).
+        if r.action != ReviewAction::Revoke
+            && inner
+                .store
+                .definition(&r.definition)
+                .map_err(internal)?
+                .is_none()
+        {
+            return Err(RequestError::NotFound(format!(
+                "{} was never published to this registry",
+                r.definition
+            )));
+        }
+        if let Some(index) = inner.store.find_review(r).map_err(internal)? {
+            return Ok(AppendResponse {
+                id: r.definition,
+                index,
+                created: false,
+                tree_size: inner.checkpoint.size,
+            });
+        }
+        let entry = Entry::Review(r.clone());
+        let index = self.append(&mut inner, &entry, Derived::Review(r))?;
+        Ok(AppendResponse {
+            id: r.definition,
+            index,
+            created: true,
+            tree_size: inner.checkpoint.size,
+        })
+    }
+
+    /// What the server says about itself.
+    pub fn info(&self) -> InfoResponse {
+        InfoResponse {
+            origin: self.settings.origin.clone(),
+            log_key: self.log_key,
+            reviewers: self.settings.roster.clone(),
+            threshold: self.settings.threshold,
+            tree_size: self.lock().checkpoint.size,
+        }
+    }
+
+    /// Leaves from `start`, at most [`MAX_ENTRIES_PER_PAGE`], ending before `end`.
+    pub fn entries(&self, start: u64, end: u64) -> Result<EntriesResponse, RequestError> {
+        let inner = self.lock();
+        let size = inner.checkpoint.size;
+        if start > end || end > size {
+            return Err(RequestError::BadRequest(format!(
+                "entry range {start}..{end} is not within the tree of size {size}"
+            )));
+        }
+        let end = end.min(start + MAX_ENTRIES_PER_PAGE);
+        let leaves = inner.store.leaves(start, end).map_err(internal)?;
+        Ok(EntriesResponse {
+            start,
+            entries: leaves.iter().map(|l| B64.encode(l)).collect(),
+        })
+    }
+
+    /// An inclusion proof from the in-memory tree.
+    pub fn inclusion(&self, index: u64, size: u64) -> Result<InclusionResponse, RequestError> {
+        let inner = self.lock();
+        if size > inner.checkpoint.size || index >= size {
+            return Err(RequestError::BadRequest(format!(
+                "no leaf {index} in a tree of size {size} (current size {})",
+                inner.checkpoint.size
+            )));
+        }
+        let proof = inclusion_proof(&inner.tree, index, size).map_err(internal)?;
+        Ok(InclusionResponse { index, size, proof })
+    }
+
+    /// A consistency proof from the in-memory tree.
+    pub fn consistency(&self, old: u64, new: u64) -> Result<ConsistencyResponse, RequestError> {
+        let inner = self.lock();
+        if old > new || new > inner.checkpoint.size {
+            return Err(RequestError::BadRequest(format!(
+                "no consistency proof from size {old} to {new} (current size {})",
+                inner.checkpoint.size
+            )));
+        }
+        let proof = consistency_proof(&inner.tree, old, new).map_err(internal)?;
+        Ok(ConsistencyResponse { old, new, proof })
+    }
+
+    fn summary(&self, inner: &Inner, row: &DefinitionRow) -> DefinitionSummary {
+        let roster = |k: &PublicKey| self.settings.roster.iter().any(|e| e.key == *k);
+        let approvals = inner.view.record(&row.id).map_or(0, |rec| {
+            rec.votes
+                .iter()
+                .filter(|(k, v)| **v == ReviewAction::Approve && roster(k))
+                .count()
+        });
+        DefinitionSummary {
+            id: row.id,
+            name: row.name.clone(),
+            version: row.version.clone(),
+            author: row.author,
+            index: row.index,
+            published_at: row.received,
+            size: row.size,
+            status: inner.view.status_unchecked(&row.id),
+            approvals,
+        }
+    }
+
+    /// Every definition (newest first), optionally only those with a server-view status.
+    pub fn list(&self, status: Option<Status>) -> Result<Vec<DefinitionSummary>, RequestError> {
+        let inner = self.lock();
+        let rows = inner.store.definitions().map_err(internal)?;
+        Ok(rows
+            .iter()
+            .map(|r| self.summary(&inner, r))
+            .filter(|s| status.is_none_or(|st| s.status == st))
+            .collect())
+    }
+
+    /// The server-view summary of one definition.
+    pub fn summary_of(&self, id: &DefinitionId) -> Result<DefinitionSummary, RequestError> {
+        let inner = self.lock();
+        let row = inner
+            .store
+            .definition(id)
+            .map_err(internal)?
+            .ok_or_else(|| not_published(id))?;
+        Ok(self.summary(&inner, &row))
+    }
+
+    fn review_record(&self, r: ReviewRow) -> ReviewRecord {
+        let entry = self.settings.roster.iter().find(|e| e.key == r.reviewer);
+        ReviewRecord {
+            index: r.index,
+            reviewer: r.reviewer,
+            reviewer_name: entry.and_then(|e| e.name.clone()),
+            on_roster: entry.is_some(),
+            action: r.action,
+            definition: r.definition,
+            reason: r.reason,
+            time: r.time,
+            logged_at: r.received,
+        }
+    }
+
+    /// Every statement about `id`, in log order.
+    pub fn reviews_of(&self, id: &DefinitionId) -> Result<Vec<ReviewRecord>, RequestError> {
+        let rows = self.lock().store.reviews_of(id).map_err(internal)?;
+        Ok(rows.into_iter().map(|r| self.review_record(r)).collect())
+    }
+
+    /// Every revocation, newest first.
+    pub fn revocations(&self) -> Result<Vec<ReviewRecord>, RequestError> {
+        let rows = self
+            .lock()
+            .store
+            .reviews_with(ReviewAction::Revoke)
+            .map_err(internal)?;
+        Ok(rows.into_iter().map(|r| self.review_record(r)).collect())
+    }
+
+    /// The last approved (server view) version of the same name published before `id`.
+    pub fn previous_approved(
+        &self,
+        summary: &DefinitionSummary,
+    ) -> Result<Option<DefinitionSummary>, RequestError> {
+        let inner = self.lock();
+        let rows = inner
+            .store
+            .versions_before(&summary.name, summary.index)
+            .map_err(internal)?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.id != summary.id)
+            .map(|r| self.summary(&inner, r))
+            .find(|s| s.status == Status::Approved))
+    }
+
+    /// The stored bundle of `id`, re-read and re-validated: bytes and definition.
+    pub fn bundle(&self, id: &DefinitionId) -> Result<(Vec<u8>, Definition), RequestError> {
+        let bytes = self
+            .lock()
+            .store
+            .bundle(id)
+            .map_err(internal)?
+            .ok_or_else(|| not_published(id))?;
+        let def = bundle::read(&bytes).map_err(|e| {
+            RequestError::Internal(format!("the stored bundle of {id} fails validation: {e}"))
+        })?;
+        if def.id != *id {
+            return Err(RequestError::Internal(format!(
+                "the stored bundle of {id} hashes to {}: storage was altered",
+                def.id
+            )));
+        }
+        Ok((bytes, def))
+    }
+
+    /// Everything about one definition.
+    pub fn detail(&self, id: &DefinitionId) -> Result<DefinitionDetail, RequestError> {
+        let summary = self.summary_of(id)?;
+        let (_, def) = self.bundle(id)?;
+        Ok(DefinitionDetail {
+            previous_approved: self.previous_approved(&summary)?,
+            check: cli::summary_json(&def),
+            reviews: self.reviews_of(id)?,
+            summary,
+        })
+    }
+
+    /// Whether leaf `index` is in the current tree: its stored bytes hash to the leaf the
+    /// tree holds and the inclusion proof verifies against the current checkpoint's root.
+    pub fn inclusion_status(&self, index: u64) -> Result<InclusionStatus, RequestError> {
+        let inner = self.lock();
+        let cp = inner.checkpoint.clone();
+        if index >= cp.size {
+            return Err(RequestError::NotFound(format!(
+                "no leaf {index} in the tree of size {}",
+                cp.size
+            )));
+        }
+        let leaf = inner
+            .store
+            .leaves(index, index + 1)
+            .map_err(internal)?
+            .pop()
+            .unwrap_or_default();
+        let proof = inclusion_proof(&inner.tree, index, cp.size).map_err(internal)?;
+        let verified =
+            verify_inclusion(&leaf_hash(&leaf), index, cp.size, &proof, &cp.root).is_ok();
+        Ok(InclusionStatus {
+            index,
+            checkpoint: cp,
+            proof,
+            verified,
+        })
+    }
+}
+
+/// The web page's view of one leaf's inclusion.
+#[derive(Debug, Clone)]
+pub struct InclusionStatus {
+    /// The leaf index.
+    pub index: u64,
+    /// The checkpoint the proof is against.
+    pub checkpoint: Checkpoint,
+    /// The proof.
+    pub proof: Vec<crate::tlog::Hash>,
+    /// Whether the stored leaf's proof verifies against the checkpoint's root.
+    pub verified: bool,
+}
+
+fn not_published(id: &DefinitionId) -> RequestError {
+    RequestError::NotFound(format!("{id} was never published to this registry"))
+}

@@ -1,0 +1,567 @@
+//! The review web pages: server-rendered HTML that works without JavaScript.
+//!
+//! Everything that came from an author or reviewer (names, manifest text, file contents,
+//! reasons, paths) goes through [`esc`] before it reaches the page; nothing else is
+//! interpolated except numbers, identities, keys and hashes, which are escaped too for
+//! uniformity. Approving is a signed act, so pages show the exact CLI command instead of a
+//! button: the server never holds a reviewer's key.
+
+use std::fmt::Write as _;
+
+use super::api::{DefinitionSummary, ReviewRecord};
+use super::client::status_name;
+use super::diff::{self, FileChange, Line};
+use super::service::{Registry, RequestError};
+use super::unix_now;
+use crate::cli::summary_text;
+use crate::definition::Definition;
+use crate::identity::DefinitionId;
+use crate::manifest::{MANIFEST_FILE, RuntimeSpec};
+use crate::tlog::{ReviewAction, Status};
+
+/// Largest file whose text a page shows inline.
+pub const MAX_INLINE_TEXT: usize = 256 * 1024;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+body{font-family:system-ui,sans-serif;max-width:72rem;margin:1rem auto;padding:0 1rem;color:#222;line-height:1.4}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.8rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #eee;vertical-align:top}
+code,pre{font-family:ui-monospace,monospace;font-size:.85rem}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;white-space:pre}
+.id{word-break:break-all}.muted{color:#777}nav a{margin-right:1rem}
+.pending{color:#a60}.approved{color:#070}.rejected{color:#b00}.revoked{color:#b00;font-weight:bold}.unknown{color:#777}
+.old{background:#fff4e0}.older{background:#ffe0e0}
+.add{background:#e6ffed;display:block}.del{background:#ffeef0;display:block}.ctx{display:block}.hunk{color:#555;display:block;background:#eef}
+.cmd{background:#222;color:#eee}
+";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · pinfold registry</title><style>{STYLE}</style></head><body>\
+         <nav><a href=\"/\">Review queue</a><a href=\"/revocations\">Revocations</a></nav>\n{body}\n</body></html>\n",
+        esc(title)
+    )
+}
+
+/// A page for an error.
+pub fn error_page(status: u16, message: &str) -> String {
+    page(
+        "error",
+        &format!("<h1>Error {status}</h1><p>{}</p>", esc(message)),
+    )
+}
+
+/// "3 min", "2 h", ... for an age in seconds.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s if s < 2 * 86400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86400),
+    }
+}
+
+fn status_span(s: Status) -> String {
+    let n = status_name(s);
+    format!("<span class=\"{n}\">{n}</span>")
+}
+
+fn def_link(id: &DefinitionId, text: &str) -> String {
+    format!(
+        "<a href=\"/definitions/{}\">{}</a>",
+        esc(&id.to_string()),
+        esc(text)
+    )
+}
+
+fn short(id: &DefinitionId) -> String {
+    let s = id.to_string();
+    format!("{}…", &s[..s.len().min(7 + 12)])
+}
+
+fn reviewer(r: &ReviewRecord) -> String {
+    let key = esc(&r.reviewer.to_string());
+    let mut s = match &r.reviewer_name {
+        Some(n) => format!("{} <code class=\"id\">{key}</code>", esc(n)),
+        None => format!("<code class=\"id\">{key}</code>"),
+    };
+    if !r.on_roster {
+        s.push_str(" <span class=\"muted\">(not on this registry's roster)</span>");
+    }
+    s
+}
+
+/// The queue: pending definitions, oldest first, with their age; then recent decisions.
+pub fn queue_page(registry: &Registry) -> Result<String, RequestError> {
+    let all = registry.list(None)?;
+    let cp = registry.checkpoint();
+    let now = unix_now();
+    let threshold = registry.settings().threshold;
+    let mut pending: Vec<&DefinitionSummary> =
+        all.iter().filter(|d| d.status == Status::Pending).collect();
+    pending.sort_by_key(|d| d.index);
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>Review queue</h1><p class=\"muted\">Log <code>{}</code>: {} entries, checkpoint signed {} ago. \
+         Statuses here are this server's view (roster of {}, threshold {threshold}); \
+         providers verify the log with their own roster.</p>",
+        esc(&cp.origin),
+        cp.size,
+        age(now.saturating_sub(cp.time)),
+        registry.settings().roster.len()
+    );
+    let _ = write!(b, "<h2>Pending ({})</h2>", pending.len());
+    if pending.is_empty() {
+        b.push_str("<p id=\"queue-empty\">Nothing awaits review.</p>");
+    } else {
+        b.push_str(
+            "<table id=\"queue\"><thead><tr><th>Definition</th><th>Version</th><th>Identity</th>\
+             <th>Approvals</th><th>Waiting</th></tr></thead><tbody>",
+        );
+        for d in pending {
+            let waiting = now.saturating_sub(d.published_at);
+            let class = match waiting {
+                w if w > 7 * 86400 => " class=\"older\"",
+                w if w > 86400 => " class=\"old\"",
+                _ => "",
+            };
+            let _ = write!(
+                b,
+                "<tr{class}><td>{}</td><td>{}</td><td><code class=\"id\">{}</code></td>\
+                 <td>{}/{threshold}</td><td>{}</td></tr>",
+                def_link(&d.id, &d.name),
+                esc(&d.version),
+                esc(&short(&d.id)),
+                d.approvals,
+                age(waiting)
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    let decided: Vec<&DefinitionSummary> = all
+        .iter()
+        .filter(|d| d.status != Status::Pending)
+        .take(50)
+        .collect();
+    b.push_str("<h2>Recently published, decided</h2>");
+    if decided.is_empty() {
+        b.push_str("<p class=\"muted\">None yet.</p>");
+    } else {
+        b.push_str(
+            "<table id=\"decided\"><thead><tr><th>Definition</th><th>Version</th><th>Status</th>\
+             <th>Identity</th></tr></thead><tbody>",
+        );
+        for d in decided {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code class=\"id\">{}</code></td></tr>",
+                def_link(&d.id, &d.name),
+                esc(&d.version),
+                status_span(d.status),
+                esc(&short(&d.id))
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    Ok(page("Review queue", &b))
+}
+
+fn footprint_section(b: &mut String, def: &Definition) {
+    b.push_str("<h2 id=\"footprint\">Capability footprint</h2>");
+    let m = &def.manifest;
+    let c = &m.capabilities;
+    let _ = write!(
+        b,
+        "<p>Network: <b>{}</b>. Deterministic: {}. Environment: {}. Secrets: {}.</p>",
+        if c.network { "requested" } else { "off" },
+        if c.deterministic { "yes" } else { "no" },
+        if c.env.is_empty() {
+            "(none)".to_string()
+        } else {
+            esc(&c
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "))
+        },
+        if c.secrets.is_empty() {
+            "(none)".to_string()
+        } else {
+            esc(&c.secrets.join(", "))
+        }
+    );
+    match (&m.runtime.spec, &def.footprint) {
+        (RuntimeSpec::Wasm { module }, Some(fp)) => {
+            let caps: Vec<&str> = fp.capabilities.iter().map(|c| c.as_str()).collect();
+            let _ = write!(
+                b,
+                "<p>Wasm module <code>{}</code> ({}), capabilities: <b>{}</b>.</p>",
+                esc(module),
+                match fp.kind {
+                    crate::footprint::ModuleKind::Component => "component",
+                    crate::footprint::ModuleKind::CoreModule => "core module",
+                },
+                if caps.is_empty() {
+                    "(nothing)".to_string()
+                } else {
+                    esc(&caps.join(", "))
+                }
+            );
+            b.push_str(
+                "<table id=\"imports\"><thead><tr><th>Import</th><th>Kind</th><th>Capability</th>\
+                 </tr></thead><tbody>",
+            );
+            for imp in &fp.imports {
+                let name = if imp.name.is_empty() {
+                    imp.module.clone()
+                } else {
+                    format!("{}::{}", imp.module, imp.name)
+                };
+                let _ = write!(
+                    b,
+                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                    esc(&name),
+                    esc(&imp.item),
+                    esc(imp.capability.as_str())
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+        (
+            RuntimeSpec::Docker {
+                image,
+                user,
+                entrypoint,
+                workdir,
+                isolation,
+            },
+            _,
+        ) => {
+            let l = &m.limits;
+            let _ = write!(
+                b,
+                "<table id=\"docker\"><tbody>\
+                 <tr><th>Image</th><td><code class=\"id\">{}</code> (pinned by digest)</td></tr>\
+                 <tr><th>User</th><td>{}:{}{}</td></tr>\
+                 <tr><th>Entrypoint</th><td><code>{}</code> in <code>{}</code></td></tr>\
+                 <tr><th>Isolation</th><td>at least {}</td></tr>\
+                 <tr><th>Network</th><td>{}</td></tr>\
+                 <tr><th>Limits</th><td>memory {} bytes, pids {}, cpus {}, timeout {} ms</td></tr>\
+                 <tr><th>Filesystem</th><td>input <code>{}</code> read-only, output <code>{}</code> the only writable directory</td></tr>\
+                 </tbody></table>",
+                esc(&image.to_string()),
+                user.0,
+                user.1,
+                if user.0 == 0 { " <b>(root)</b>" } else { "" },
+                esc(&entrypoint.join(" ")),
+                esc(workdir),
+                esc(isolation.as_str()),
+                if c.network { "requested" } else { "none" },
+                l.memory,
+                l.pids.map_or("default".into(), |p| p.to_string()),
+                l.millicpus
+                    .map_or("default".into(), |c| format!("{}", c as f64 / 1000.0)),
+                l.timeout_ms,
+                esc(&m.io.input),
+                esc(&m.io.output)
+            );
+        }
+        _ => b.push_str("<p class=\"muted\">No footprint.</p>"),
+    }
+}
+
+fn files_section(b: &mut String, def: &Definition) {
+    b.push_str(
+        "<h2 id=\"files\">Files</h2><table><thead><tr><th>Path</th><th>Size</th><th>BLAKE3</th>\
+         </tr></thead><tbody>",
+    );
+    let manifest = crate::identity::FileDigest::of(MANIFEST_FILE, def.manifest_text.as_bytes());
+    for d in std::iter::once(&manifest).chain(&def.digests) {
+        let _ = write!(
+            b,
+            "<tr><td><code>{}</code></td><td>{}</td><td><code class=\"id\">{}</code></td></tr>",
+            esc(&d.path),
+            d.size,
+            esc(&d.blake3)
+        );
+    }
+    b.push_str("</tbody></table><h2 id=\"source\">Source</h2>");
+    let texts = std::iter::once((MANIFEST_FILE, def.manifest_text.as_bytes()))
+        .chain(def.files.iter().map(|(p, v)| (p.as_str(), v.as_slice())));
+    for (path, bytes) in texts {
+        match diff::as_text(bytes) {
+            Some(t) if t.len() <= MAX_INLINE_TEXT => {
+                let _ = write!(
+                    b,
+                    "<details open><summary><code>{}</code></summary><pre>{}</pre></details>",
+                    esc(path),
+                    esc(t)
+                );
+            }
+            Some(_) => {
+                let _ = write!(
+                    b,
+                    "<p><code>{}</code>: text too large to show inline; download the bundle.</p>",
+                    esc(path)
+                );
+            }
+            None => {
+                let _ = write!(
+                    b,
+                    "<p><code>{}</code>: binary, {} bytes.</p>",
+                    esc(path),
+                    bytes.len()
+                );
+            }
+        }
+    }
+}
+
+fn diff_section(b: &mut String, def: &Definition, prev: Option<(&DefinitionSummary, &Definition)>) {
+    b.push_str("<h2 id=\"diff\">Changes since the last approved version</h2>");
+    let Some((ps, pd)) = prev else {
+        let _ = write!(
+            b,
+            "<p id=\"no-previous\">No earlier approved version of <code>{}</code>: review everything.</p>",
+            esc(&def.manifest.name)
+        );
+        return;
+    };
+    let _ = write!(
+        b,
+        "<p>Compared with {} {} <code class=\"id\">{}</code>.</p>",
+        def_link(&ps.id, &ps.name),
+        esc(&ps.version),
+        esc(&ps.id.to_string())
+    );
+    let changes = diff::file_changes(pd, def);
+    if changes.is_empty() {
+        b.push_str("<p>No file differs.</p>");
+    }
+    for ch in &changes {
+        match ch {
+            FileChange::Added(d) => {
+                let _ = write!(
+                    b,
+                    "<h3><code>{}</code> added ({} bytes)</h3>",
+                    esc(&d.path),
+                    d.size
+                );
+            }
+            FileChange::Removed(d) => {
+                let _ = write!(
+                    b,
+                    "<h3><code>{}</code> removed ({} bytes)</h3>",
+                    esc(&d.path),
+                    d.size
+                );
+            }
+            FileChange::Modified { old, new } => {
+                let _ = write!(
+                    b,
+                    "<h3><code>{}</code> modified ({} → {} bytes)</h3>",
+                    esc(&new.path),
+                    old.size,
+                    new.size
+                );
+            }
+        }
+        let old = diff::file_bytes(pd, ch.path()).map(diff::as_text);
+        let new = diff::file_bytes(def, ch.path()).map(diff::as_text);
+        let (old_text, new_text) = match (old, new) {
+            (Some(None), _) | (_, Some(None)) => {
+                b.push_str("<p class=\"muted\">Binary file: compare the digests above.</p>");
+                continue;
+            }
+            (o, n) => (o.flatten().unwrap_or(""), n.flatten().unwrap_or("")),
+        };
+        if old_text.len() > MAX_INLINE_TEXT || new_text.len() > MAX_INLINE_TEXT {
+            b.push_str("<p class=\"muted\">Too large to diff inline.</p>");
+            continue;
+        }
+        let lines = diff::lines(old_text, new_text);
+        b.push_str("<pre class=\"diff\">");
+        for h in diff::hunks(&lines) {
+            let _ = write!(
+                b,
+                "<span class=\"hunk\">@@ -{} +{} @@</span>",
+                h.old_start, h.new_start
+            );
+            for l in h.lines {
+                let (class, mark, text) = match l {
+                    Line::Same(t) => ("ctx", ' ', t),
+                    Line::Removed(t) => ("del", '-', t),
+                    Line::Added(t) => ("add", '+', t),
+                };
+                let _ = write!(b, "<span class=\"{class}\">{mark}{}</span>", esc(text));
+            }
+        }
+        b.push_str("</pre>");
+    }
+}
+
+fn reviews_table(b: &mut String, reviews: &[ReviewRecord], with_definition: bool) {
+    b.push_str("<table><thead><tr><th>Entry</th>");
+    if with_definition {
+        b.push_str("<th>Definition</th>");
+    }
+    b.push_str(
+        "<th>Reviewer</th><th>Action</th><th>Reason</th><th>Signed</th></tr></thead><tbody>",
+    );
+    let now = unix_now();
+    for r in reviews {
+        let _ = write!(b, "<tr><td>{}</td>", r.index);
+        if with_definition {
+            let _ = write!(
+                b,
+                "<td>{}</td>",
+                def_link(&r.definition, &r.definition.to_string())
+            );
+        }
+        let _ = write!(
+            b,
+            "<td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{} ago</td></tr>",
+            reviewer(r),
+            match r.action {
+                ReviewAction::Approve => "approved",
+                ReviewAction::Reject => "rejected",
+                ReviewAction::Revoke => "revoked",
+            },
+            r.action.as_str(),
+            esc(&r.reason),
+            age(now.saturating_sub(r.time))
+        );
+    }
+    b.push_str("</tbody></table>");
+}
+
+/// The review page of one definition.
+pub fn definition_page(
+    registry: &Registry,
+    id: &DefinitionId,
+    base_url: &str,
+) -> Result<String, RequestError> {
+    let s = registry.summary_of(id)?;
+    let (_, def) = registry.bundle(id)?;
+    let prev = match registry.previous_approved(&s)? {
+        Some(p) => Some((registry.bundle(&p.id)?.1, p)),
+        None => None,
+    };
+    let reviews = registry.reviews_of(id)?;
+    let inclusion = registry.inclusion_status(s.index)?;
+    let threshold = registry.settings().threshold;
+    let now = unix_now();
+
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>{} {}</h1><p><code class=\"id\">{}</code></p>\
+         <p>Status (this server's view): {} — {} of {threshold} approvals. \
+         Published by <code class=\"id\">{}</code> {} ago, log entry {}.</p>",
+        esc(&def.manifest.name),
+        esc(&def.manifest.version.to_string()),
+        esc(&id.to_string()),
+        status_span(s.status),
+        s.approvals,
+        esc(&s.author.to_string()),
+        age(now.saturating_sub(s.published_at)),
+        s.index
+    );
+    let _ = write!(
+        b,
+        "<h2 id=\"review\">Review</h2><p>Approving, rejecting and revoking are signed with your \
+         reviewer key, so they happen on your machine:</p><pre class=\"cmd\" id=\"approve-cmd\">\
+         task-defs review show {id} --registry {url}\n\
+         task-defs review approve {id} --registry {url} --key &lt;YOUR_KEY&gt;\n\
+         task-defs review reject {id} --registry {url} --key &lt;YOUR_KEY&gt; --reason &quot;...&quot;\n\
+         task-defs review revoke {id} --registry {url} --key &lt;YOUR_KEY&gt; --reason &quot;...&quot;</pre>\
+         <p>Bundle: <a href=\"/api/v1/definitions/{id}/bundle\">download</a> \
+         (check it with <code>task-defs unpack FILE -o DIR --expect {id}</code>).</p>",
+        id = esc(&id.to_string()),
+        url = esc(base_url)
+    );
+    let _ = write!(
+        b,
+        "<h2 id=\"manifest\">Manifest</h2><pre>{}</pre>",
+        esc(&summary_text(&def))
+    );
+    footprint_section(&mut b, &def);
+    diff_section(&mut b, &def, prev.as_ref().map(|(d, p)| (p, d)));
+    files_section(&mut b, &def);
+
+    b.push_str("<h2 id=\"statements\">Reviewer statements</h2>");
+    if reviews.is_empty() {
+        b.push_str("<p class=\"muted\">None yet.</p>");
+    } else {
+        reviews_table(&mut b, &reviews, false);
+    }
+
+    let _ = write!(
+        b,
+        "<h2 id=\"inclusion\">Transparency log</h2><p>Publication entry {} is {} in the checkpoint \
+         of size {} (root <code class=\"id\">{}</code>, signed {} ago): inclusion proof of {} hashes {}.</p>",
+        inclusion.index,
+        if inclusion.verified {
+            "included"
+        } else {
+            "<b>NOT</b> provably included"
+        },
+        inclusion.checkpoint.size,
+        esc(&inclusion.checkpoint.root.to_string()),
+        age(now.saturating_sub(inclusion.checkpoint.time)),
+        inclusion.proof.len(),
+        if inclusion.verified {
+            "<span class=\"approved\">verifies</span>"
+        } else {
+            "<span class=\"revoked\">does not verify</span>"
+        }
+    );
+    for r in reviews.iter() {
+        let inc = registry.inclusion_status(r.index)?;
+        let _ = write!(
+            b,
+            "<p class=\"muted\">Statement entry {}: proof {}.</p>",
+            r.index,
+            if inc.verified {
+                "verifies"
+            } else {
+                "does NOT verify"
+            }
+        );
+    }
+    Ok(page(
+        &format!("{} {}", def.manifest.name, def.manifest.version),
+        &b,
+    ))
+}
+
+/// Every revocation, newest first.
+pub fn revocations_page(registry: &Registry) -> Result<String, RequestError> {
+    let revs = registry.revocations()?;
+    let mut b = String::from("<h1>Revocations</h1>");
+    if revs.is_empty() {
+        b.push_str("<p class=\"muted\">No definition has been revoked.</p>");
+    } else {
+        reviews_table(&mut b, &revs, true);
+    }
+    Ok(page("Revocations", &b))
+}

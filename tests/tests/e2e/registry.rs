@@ -1,0 +1,341 @@
+//! The registry workflow through the real binaries: keygen, serve, publish, review, status,
+//! `provider exec --registry`; and durability of acknowledged writes across SIGKILL.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pinfold_e2e::{RegistryProcess, Scratch, bin, example, keygen, ok_stdout, run};
+use task_defs::registry::client::{Client, sync};
+use task_defs::registry::unix_now;
+use task_defs::tlog::{
+    Entry, NoteVerifier, Published, Review, ReviewAction, SecretKey, Status, Verifier,
+    VerifierConfig,
+};
+use task_defs::{Definition, bundle};
+
+fn status_json(url: &str, log_key: &str, reviewers: &[&str], id: &str) -> serde_json::Value {
+    let mut args: Vec<String> = vec![
+        "status".into(),
+        id.into(),
+        "--registry".into(),
+        url.into(),
+        "--log-key".into(),
+        log_key.into(),
+        "--threshold".into(),
+        "2".into(),
+        "--json".into(),
+    ];
+    for r in reviewers {
+        args.push("--reviewer".into());
+        args.push(r.to_string());
+    }
+    let o = Command::new(bin("task-defs")).args(&args).output().unwrap();
+    serde_json::from_str(&ok_stdout(&o)).unwrap()
+}
+
+fn provider_exec(
+    s: &Scratch,
+    url: &str,
+    log_key: &str,
+    reviewers: &[&str],
+    def: &Path,
+    out: &str,
+) -> Output {
+    let input = s.path("corpus.txt");
+    std::fs::write(&input, "the cat and the hat and the bat\n").unwrap();
+    let mut cmd = Command::new(bin("provider"));
+    cmd.env("PINFOLD_CACHE_DIR", s.path("cache"))
+        .args(["exec", "--json", "--registry", url, "--log-key", log_key])
+        .args(["--threshold", "2", "--param", "top=2", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(s.path(out));
+    for r in reviewers {
+        cmd.args(["--reviewer", r]);
+    }
+    cmd.arg(def).output().unwrap()
+}
+
+fn review(verb: &str, id: &str, url: &str, key: &Path, reason: Option<&str>) -> Output {
+    let mut cmd = Command::new(bin("task-defs"));
+    cmd.args(["review", verb, id, "--registry", url, "--key"])
+        .arg(key);
+    if let Some(r) = reason {
+        cmd.args(["--reason", r]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn publish_review_and_provider_exec_through_the_cli() {
+    let s = Scratch::new();
+    let (author, _) = keygen(&s, "author");
+    let (k1, p1) = keygen(&s, "r1");
+    let (k2, p2) = keygen(&s, "r2");
+    let (k3, p3) = keygen(&s, "r3");
+    let (outsider, _) = keygen(&s, "outsider");
+    // keygen refuses to overwrite a key.
+    let again = run("task-defs", &[&"keygen", &"-o", &k1]);
+    assert_eq!(again.status.code(), Some(3));
+
+    let data = s.path("registry");
+    let alice = format!("alice={p1}");
+    let server = RegistryProcess::start(
+        &data,
+        &[
+            "--reviewer",
+            &alice,
+            "--reviewer",
+            &p2,
+            "--reviewer",
+            &p3,
+            "--threshold",
+            "2",
+        ],
+    );
+    let url = server.url.clone();
+    let log_key = server.log_key();
+    let roster = [p1.as_str(), p2.as_str(), p3.as_str()];
+
+    let published = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &example("wordfreq"),
+            &"--registry",
+            &url,
+            &"--key",
+            &author,
+            &"--json",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&published).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["created"], true);
+    let hash = ok_stdout(&run("task-defs", &[&"hash", &example("wordfreq")]));
+    assert_eq!(hash.trim_end(), id);
+
+    let listed = ok_stdout(&run(
+        "task-defs",
+        &[&"review", &"list", &"--registry", &url],
+    ));
+    assert!(
+        listed.contains(&id) && listed.contains("pending"),
+        "{listed}"
+    );
+    let shown = ok_stdout(&run(
+        "task-defs",
+        &[&"review", &"show", &id, &"--registry", &url],
+    ));
+    assert!(
+        shown.contains("wordfreq 1.0.0") && shown.contains("fd_write"),
+        "{shown}"
+    );
+
+    assert_eq!(
+        status_json(&url, &log_key, &roster, &id)["status"],
+        "pending"
+    );
+    let unverified = ok_stdout(&run("task-defs", &[&"status", &id, &"--registry", &url]));
+    assert!(unverified.contains("unverified"), "{unverified}");
+
+    ok_stdout(&review("approve", &id, &url, &k1, None));
+    assert_eq!(
+        status_json(&url, &log_key, &roster, &id)["status"],
+        "pending"
+    );
+    let o = provider_exec(&s, &url, &log_key, &roster, &example("wordfreq"), "out0");
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(outcome["status"], "rejected");
+    assert!(outcome.to_string().contains("pending"), "{outcome}");
+
+    // Refusals: a rejection without a reason (usage), a key not on the roster (refused).
+    assert_eq!(
+        review("reject", &id, &url, &k2, None).status.code(),
+        Some(2)
+    );
+    let o = review("approve", &id, &url, &outsider, None);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("roster"));
+
+    ok_stdout(&review("approve", &id, &url, &k2, None));
+    let st = status_json(&url, &log_key, &roster, &id);
+    assert_eq!(st["status"], "approved");
+    assert_eq!(st["verified"], true);
+    // A client trusting only r1 and r3 with k=2 does not count r2.
+    let narrow = status_json(&url, &log_key, &[&p1, &p3], &id);
+    assert_eq!(narrow["status"], "pending");
+
+    let o = provider_exec(&s, &url, &log_key, &roster, &example("wordfreq"), "out1");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("out1/freq.tsv")).unwrap(),
+        "3\tthe\n2\tand\n"
+    );
+
+    ok_stdout(&review("revoke", &id, &url, &k3, Some("leaks input names")));
+    assert_eq!(
+        status_json(&url, &log_key, &roster, &id)["status"],
+        "revoked"
+    );
+    let o = provider_exec(&s, &url, &log_key, &roster, &example("wordfreq"), "out2");
+    assert_eq!(o.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("revoked"));
+
+    // A provider pointed at a registry with a different log key refuses to run anything.
+    let wrong = SecretKey::from_seed([9; 32]).public_key().to_string();
+    let o = provider_exec(&s, &url, &wrong, &roster, &example("wordfreq"), "out3");
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new(bin("task-defs"))
+        .args(["status", &id, "--registry", &url, "--log-key", &wrong])
+        .args(["--reviewer", &p1, "--threshold", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Wordfreq at version `1.0.<i>`: a distinct identity per `i`.
+fn variant(base: &Definition, i: u64) -> Definition {
+    let text = base
+        .manifest_text
+        .replace("version = \"1.0.0\"", &format!("version = \"1.0.{i}\""));
+    Definition::from_parts(text, base.files.clone()).unwrap()
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let s = Scratch::new();
+    let data = s.path("registry");
+    let reviewers: Vec<SecretKey> = (1..=3).map(|n| SecretKey::from_seed([n; 32])).collect();
+    let roster: Vec<String> = reviewers.iter().map(|k| k.public_key_text()).collect();
+    let mut args = vec!["--threshold", "2"];
+    for r in &roster {
+        args.extend(["--reviewer", r.as_str()]);
+    }
+    let server = RegistryProcess::start(&data, &args);
+    let url = server.url.clone();
+    let author = SecretKey::from_seed([50; 32]);
+    let base = Definition::load(&example("wordfreq")).unwrap();
+
+    // Writers hammer the server from several threads while it is killed mid-burst.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, Vec<u8>)>::new()));
+    let stop_at = Instant::now() + Duration::from_secs(60);
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (url, acked, author, base) = (url.clone(), acked.clone(), author.clone(), base.clone());
+        let reviewers = reviewers.clone();
+        writers.push(std::thread::spawn(move || {
+            let c = Client::with_timeout(&url, Duration::from_secs(10));
+            for i in 0.. {
+                if Instant::now() > stop_at {
+                    break;
+                }
+                let def = variant(&base, w * 1_000_000 + i);
+                let p = Published::sign(
+                    &author,
+                    def.id,
+                    &def.manifest.name,
+                    &def.manifest.version.to_string(),
+                    unix_now(),
+                );
+                let Ok(r) = c.publish(&p, &bundle::pack(&def)) else {
+                    break;
+                };
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((r.index, Entry::Published(p).to_leaf()));
+                let rv = Review::sign(
+                    &reviewers[(i % 3) as usize],
+                    ReviewAction::Approve,
+                    def.id,
+                    "",
+                    unix_now(),
+                );
+                let Ok(r) = c.review(&rv) else {
+                    break;
+                };
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((r.index, Entry::Review(rv).to_leaf()));
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 40 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 40);
+
+    let server = RegistryProcess::start(&data, &args);
+    let log_key: task_defs::tlog::PublicKey = server.log_key().parse().unwrap();
+    let mut v = Verifier::new(VerifierConfig {
+        origin: "pinfold-registry".into(),
+        log_key: NoteVerifier::new("pinfold-registry", log_key).unwrap(),
+        reviewers: reviewers.iter().map(|k| k.public_key()).collect(),
+        threshold: 1,
+        max_age_secs: 300,
+    })
+    .unwrap();
+    let c = Client::new(&server.url);
+    sync(&c, &mut v, unix_now()).expect("the restarted log verifies");
+    let entries = c.entries(0, v.size()).unwrap();
+    for (index, leaf) in &acked {
+        assert_eq!(
+            entries.get(*index as usize),
+            Some(leaf),
+            "acknowledged entry {index} lost or changed"
+        );
+    }
+    // Acknowledged approvals count after the restart.
+    let last_review = acked
+        .iter()
+        .filter_map(|(_, l)| match Entry::from_leaf(l).unwrap() {
+            Entry::Review(r) => Some(r.definition),
+            Entry::Published(_) => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!(
+        v.status(&last_review, unix_now()).unwrap(),
+        Status::Approved
+    );
+    // The server keeps taking writes after recovery.
+    let def = variant(&base, 999_999_999);
+    let p = Published::sign(
+        &author,
+        def.id,
+        "wordfreq",
+        &def.manifest.version.to_string(),
+        1,
+    );
+    let r = c.publish(&p, &bundle::pack(&def)).unwrap();
+    assert_eq!(r.index, v.size());
+}

@@ -1,0 +1,272 @@
+//! The review web page in a real headless Chromium, driven over W3C WebDriver.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromedriver`); CI installs
+//! them, and the test fails loudly when they are missing rather than skipping.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pinfold_e2e::{RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, run};
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The W3C key under which a found element's reference comes back.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A chromedriver process and one headless browser session; both end when dropped.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless session; the browser's profile and temporary
+    /// files live under `tmp` (removed with the test's scratch directory).
+    fn start(tmp: &Path) -> Browser {
+        for p in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                Path::new(p).exists(),
+                "{p} is missing: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+            );
+        }
+        let port = free_port();
+        std::fs::create_dir_all(tmp).unwrap();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut r) = agent.get(format!("{base}/status")).call()
+                && r.body_mut()
+                    .read_json::<Value>()
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut b = Browser {
+            driver,
+            base,
+            session: String::new(),
+            agent,
+        };
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900",
+                         format!("--user-data-dir={}", tmp.join("profile").display())]
+            }
+        }}});
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        b
+    }
+
+    /// A WebDriver command; returns its `value`, panicking on a WebDriver error.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let resp = match method {
+            "POST" => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or(json!({})).to_string()),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self.agent.get(&url).call(),
+        };
+        let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let v: Value = resp.body_mut().read_json().unwrap();
+        assert!(status < 300, "{method} {path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call(
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(json!({"url": url})),
+        );
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            &format!("/session/{}/element", self.session),
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css:?}: {v}"))
+            .to_string()
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.call(
+            "GET",
+            &format!("/session/{}/element/{e}/text", self.session),
+            None,
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/session/{}/element/{e}/click", self.session),
+            None,
+        );
+    }
+
+    fn title(&self) -> String {
+        self.call("GET", &format!("/session/{}/title", self.session), None)
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self
+                .agent
+                .delete(format!("{}/session/{}", self.base, self.session))
+                .call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_review_page_in_a_headless_browser_shows_queue_imports_and_diff() {
+    let s = Scratch::new();
+    let (author, _) = keygen(&s, "author");
+    let (k1, p1) = keygen(&s, "r1");
+    let server = RegistryProcess::start(&s.path("registry"), &["--reviewer", &p1]);
+    let url = server.url.clone();
+
+    // Version 1.0.0 approved; 1.1.0 (one changed argument default) pending.
+    let v1 = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &example("wordfreq"),
+            &"--registry",
+            &url,
+            &"--key",
+            &author,
+            &"--json",
+        ],
+    ));
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    let v1_id = v1["id"].as_str().unwrap().to_string();
+    let o = Command::new(bin("task-defs"))
+        .args(["review", "approve", &v1_id, "--registry", &url, "--key"])
+        .arg(&k1)
+        .output()
+        .unwrap();
+    ok_stdout(&o);
+    let v2_dir = s.path("wordfreq-1.1");
+    copy_tree(&example("wordfreq"), &v2_dir);
+    let manifest = std::fs::read_to_string(v2_dir.join("taskdef.toml"))
+        .unwrap()
+        .replace("version = \"1.0.0\"", "version = \"1.1.0\"")
+        .replace("default = 20", "default = 25");
+    std::fs::write(v2_dir.join("taskdef.toml"), manifest).unwrap();
+    let v2 = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &v2_dir,
+            &"--registry",
+            &url,
+            &"--key",
+            &author,
+            &"--json",
+        ],
+    ));
+    let v2: Value = serde_json::from_str(&v2).unwrap();
+    let v2_id = v2["id"].as_str().unwrap().to_string();
+
+    let b = Browser::start(&s.path("browser"));
+    b.goto(&format!("{url}/"));
+    assert!(b.title().contains("Review queue"), "{}", b.title());
+    let queue = b.text("#queue");
+    assert!(
+        queue.contains("wordfreq") && queue.contains("1.1.0"),
+        "{queue}"
+    );
+    assert!(
+        !queue.contains("1.0.0"),
+        "the approved version is not queued: {queue}"
+    );
+
+    b.click("#queue a");
+    assert!(b.title().contains("wordfreq 1.1.0"), "{}", b.title());
+    let imports = b.text("#imports");
+    assert!(
+        imports.contains("wasi_snapshot_preview1::fd_write"),
+        "{imports}"
+    );
+    assert!(
+        imports.contains("stdio") || imports.contains("filesystem"),
+        "{imports}"
+    );
+    let diff = b.text("pre.diff");
+    assert!(diff.contains("-version = \"1.0.0\""), "{diff}");
+    assert!(diff.contains("+version = \"1.1.0\""), "{diff}");
+    assert!(diff.contains("+default = 25"), "{diff}");
+    let cmd = b.text("#approve-cmd");
+    assert!(
+        cmd.contains(&format!(
+            "task-defs review approve {v2_id} --registry {url} --key <YOUR_KEY>"
+        )),
+        "{cmd}"
+    );
+    let body = b.text("body");
+    assert!(body.contains(&v1_id), "links the previous approved version");
+    assert!(body.contains("verifies"), "inclusion proof status");
+}

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use task_defs::{Definition, RuntimeKind};
 
+use crate::docker::{DockerConfig, DockerExecutor};
 use crate::executor::{Executor, Outcome, RunRequest, Status};
 use crate::fsio::{self, TreeCaps};
 use crate::wasm::{WasmConfig, WasmExecutor};
@@ -61,6 +62,19 @@ pub struct Cli {
 pub enum Command {
     /// Run a task definition locally.
     Exec(ExecArgs),
+    /// Check this machine, the Docker daemon and the wasm set-up; exits 1 if any check fails.
+    Doctor(DoctorArgs),
+}
+
+/// Arguments of `provider doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object with every check on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Artifact cache directory to check (default as for `exec`).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Arguments of `provider exec`.
@@ -121,10 +135,38 @@ pub fn main() -> i32 {
                 EXIT_ERROR
             }
         },
+        Command::Doctor(args) => match doctor(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_ERROR
+            }
+        },
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
+/// Runs `provider doctor`; `Ok` carries the exit code (1 iff a check failed).
+pub fn doctor(args: &DoctorArgs) -> anyhow::Result<i32> {
+    let opts = crate::doctor::DoctorOptions {
+        docker: DockerConfig::from_env()?,
+        cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
+        api_timeout: std::time::Duration::from_secs(10),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(crate::doctor::run(&opts));
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", crate::doctor::render_text(&report));
+    }
+    Ok(i32::from(report.failed))
+}
+
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("PINFOLD_CACHE_DIR") {
         return Some(PathBuf::from(d));
     }
@@ -167,12 +209,6 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
     {
         return Ok(report(&Outcome::rejected(reason), args.json));
     }
-    if definition.manifest.runtime.kind() != RuntimeKind::Wasm {
-        return Ok(report(
-            &Outcome::rejected("docker definitions need the docker executor, not available yet"),
-            args.json,
-        ));
-    }
     if let Some(out) = &args.output {
         check_empty_or_absent(out)?;
     }
@@ -206,18 +242,24 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let kind = definition.manifest.runtime.kind();
+    let req = RunRequest {
+        definition: Arc::new(definition),
+        params: args.params.iter().cloned().collect::<BTreeMap<_, _>>(),
+        input_dir: input_dir.clone(),
+        output_dir: output_dir.clone(),
+    };
     let outcome = rt.block_on(async {
-        let exec = WasmExecutor::new(cfg)?;
-        let params: BTreeMap<String, String> = args.params.iter().cloned().collect();
-        anyhow::Ok(
-            exec.run(RunRequest {
-                definition: Arc::new(definition),
-                params,
-                input_dir: input_dir.clone(),
-                output_dir: output_dir.clone(),
-            })
-            .await,
-        )
+        anyhow::Ok(match kind {
+            RuntimeKind::Wasm => WasmExecutor::new(cfg)?.run(req).await,
+            RuntimeKind::Docker => {
+                DockerExecutor::new(DockerConfig::from_env()?)
+                    .await
+                    .context("starting the docker executor")?
+                    .run(req)
+                    .await
+            }
+        })
     })?;
 
     if let Some(out) = &args.output {

@@ -1,14 +1,17 @@
 //! The pinfold provider: runs hash-pinned task definitions in sandboxes that assume the task is hostile.
 //!
 //! The library holds all the logic; the `provider` binary is a thin clap front end over
-//! [`cli`]. Executors share the [`Executor`] abstraction so that the Docker executor can
-//! later slot in next to the [`WasmExecutor`].
+//! [`cli`]. Executors share the [`Executor`] abstraction: the [`WasmExecutor`] and the
+//! [`DockerExecutor`].
 
 pub mod cli;
+pub mod docker;
+pub mod doctor;
 pub mod executor;
 pub mod fsio;
 pub mod gate;
 pub mod wasm;
 
+pub use docker::{DockerConfig, DockerExecutor};
 pub use executor::{Dropped, Executor, Outcome, OutputFile, RunRequest, Status, Usage};
 pub use wasm::{WasmConfig, WasmExecutor};

@@ -4,6 +4,8 @@ mod cli;
 mod component;
 mod concurrency;
 mod determinism;
+mod docker;
+mod doctor;
 mod harness;
 mod limits;
 mod rejection;

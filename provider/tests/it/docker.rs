@@ -1,0 +1,655 @@
+//! The Docker executor against the real engine: hardening in force, hostile containers, limits, rejections, cleanup.
+//!
+//! These tests never skip: without a reachable Docker engine they fail with a message
+//! saying so. Images come from `provider::docker::testimage` (a static busybox loaded
+//! through the API), so no registry is needed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use provider::docker::testimage::{self, TestImage};
+use provider::docker::{self, IsolationPolicy, hardening};
+use provider::executor::output_digest;
+use provider::{DockerConfig, DockerExecutor, Executor, Outcome, RunRequest, Status};
+use task_defs::Definition;
+
+use crate::harness::{Case, example};
+
+/// The unprivileged test image and one whose configured user is root.
+fn images() -> &'static (TestImage, TestImage) {
+    static IMAGES: OnceLock<(TestImage, TestImage)> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let path = testimage::busybox_path();
+        let bb = testimage::read_busybox(&path).unwrap_or_else(|e| {
+            panic!("docker tests need a static busybox ({e}); apt-get install busybox-static or set PINFOLD_BUSYBOX")
+        });
+        (
+            testimage::build(&bb, "65534:65534").unwrap(),
+            testimage::build(&bb, "").unwrap(),
+        )
+    })
+}
+
+fn image() -> &'static str {
+    &images().0.id
+}
+
+/// Connects (failing loudly) and loads both test images.
+pub async fn docker_ready() -> bollard::Docker {
+    let d = docker::connect(Duration::from_secs(30)).await.unwrap_or_else(|e| {
+        panic!("the docker tests need a reachable Docker engine (DOCKER_HOST or /var/run/docker.sock): {e}")
+    });
+    d.ping()
+        .await
+        .unwrap_or_else(|e| panic!("docker ping failed: {e}"));
+    for img in [&images().0, &images().1] {
+        testimage::ensure_loaded(&d, img)
+            .await
+            .expect("loading the test image");
+    }
+    d
+}
+
+fn config(name: &str) -> DockerConfig {
+    DockerConfig {
+        instance: format!("it-{name}-{}", std::process::id()),
+        ..DockerConfig::default()
+    }
+}
+
+async fn executor_with(cfg: DockerConfig) -> DockerExecutor {
+    docker_ready().await;
+    DockerExecutor::new(cfg).await.expect("docker executor")
+}
+
+async fn executor(name: &str) -> DockerExecutor {
+    executor_with(config(name)).await
+}
+
+/// Limits and runtime settings of a test definition.
+#[derive(Debug, Clone)]
+struct Spec {
+    image: String,
+    script: String,
+    memory: &'static str,
+    timeout: &'static str,
+    output: &'static str,
+    pids: u32,
+    user: &'static str,
+    isolation: &'static str,
+}
+
+impl Spec {
+    fn sh(script: &str) -> Spec {
+        Spec {
+            image: image().to_string(),
+            script: script.to_string(),
+            memory: "32MiB",
+            timeout: "10s",
+            output: "1MiB",
+            pids: 64,
+            user: "65534:65534",
+            isolation: "container",
+        }
+    }
+}
+
+fn docker_def(case: &Case, name: &str, s: &Spec) -> Definition {
+    let dir = case.path().join(format!("def-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Braces are placeholder syntax in args; `{{`/`}}` stand for literal braces.
+    let script = s.script.replace('{', "{{").replace('}', "}}");
+    assert!(!script.contains("'''"));
+    let manifest = format!(
+        r#"format = 1
+name = "{name}"
+version = "1.0.0"
+description = "a docker test guest"
+license = "MIT"
+
+[runtime]
+kind = "docker"
+image = "{image}"
+user = "{user}"
+entrypoint = ["/bin/sh", "-c"]
+args = ['''{script}''']
+workdir = "/"
+isolation = "{isolation}"
+
+[limits]
+memory = "{memory}"
+timeout = "{timeout}"
+output = "{output}"
+pids = {pids}
+cpus = 1
+
+[io]
+input = "/input"
+output = "/output"
+
+[capabilities]
+env = {{ LANG = "C" }}
+"#,
+        image = s.image,
+        user = s.user,
+        isolation = s.isolation,
+        memory = s.memory,
+        timeout = s.timeout,
+        output = s.output,
+        pids = s.pids,
+    );
+    std::fs::write(dir.join("taskdef.toml"), manifest).unwrap();
+    Definition::load_dir(&dir).expect("valid docker test definition")
+}
+
+async fn run_in(
+    exec: &DockerExecutor,
+    def: &Definition,
+    input: PathBuf,
+    output: PathBuf,
+) -> Outcome {
+    exec.run(RunRequest {
+        definition: Arc::new(def.clone()),
+        params: BTreeMap::new(),
+        input_dir: input,
+        output_dir: output,
+    })
+    .await
+}
+
+async fn run(case: &Case, exec: &DockerExecutor, name: &str, spec: &Spec) -> (Outcome, PathBuf) {
+    let def = docker_def(case, name, spec);
+    let (input, output) = case.run_dirs();
+    let o = run_in(exec, &def, input, output.clone()).await;
+    (o, output)
+}
+
+async fn assert_no_containers(exec: &DockerExecutor) {
+    let left = docker::list_instance(
+        exec.docker(),
+        Duration::from_secs(30),
+        &exec.config().instance,
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_outputs_digest_and_stdio() {
+    let case = Case::new();
+    let exec = executor("happy").await;
+    let def = docker_def(
+        &case,
+        "happy",
+        &Spec::sh(
+            "set -e; wc -c < /input/a.txt > /output/count; mkdir /output/sub; \
+             echo nested > /output/sub/x; echo out; echo err >&2; id -u; echo $LANG; pwd",
+        ),
+    );
+    let (input, output) = case.run_dirs();
+    std::fs::write(input.join("a.txt"), "hello docker\n").unwrap();
+    let o = run_in(&exec, &def, input, output.clone()).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(o.exit_code, Some(0));
+    assert_eq!(o.stdout, "out\n65534\nC\n/\n");
+    assert_eq!(o.stderr, "err\n");
+    let paths: Vec<&str> = o.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["count", "sub/x"]);
+    assert_eq!(
+        std::fs::read_to_string(output.join("count")).unwrap(),
+        "13\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(output.join("sub/x")).unwrap(),
+        "nested\n"
+    );
+    assert_eq!(o.files[0].blake3, blake3::hash(b"13\n").to_hex().as_str());
+    assert_eq!(o.outputs, output_digest(&o.files, o.stdout.as_bytes()));
+    assert!(o.usage.wall_us > 0);
+    assert_no_containers(&exec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_is_in_force_inside_the_container() {
+    let case = Case::new();
+    let exec = executor("inforce").await;
+    let script = r#"
+cg=/sys/fs/cgroup
+r() { cat "$cg/$1" 2>/dev/null || cat "$cg/$2" 2>/dev/null || echo missing; }
+echo "pids $(r pids/pids.max pids.max)"
+echo "mem $(r memory/memory.limit_in_bytes memory.max)"
+echo "memsw $(r memory/memory.memsw.limit_in_bytes memory.swap.max)"
+echo "quota $(r cpu/cpu.cfs_quota_us cpu.max)"
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status
+echo "nofile $(ulimit -n)"
+echo "core $(ulimit -c)"
+grep -E ' /(output|tmp|input) ' /proc/mounts
+echo "ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"
+"#;
+    let mut spec = Spec::sh(script);
+    spec.pids = 50;
+    spec.memory = "48MiB";
+    let (o, _) = run(&case, &exec, "inforce", &spec).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let out = &o.stdout;
+    let line = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p} line in {out}"))
+            .to_string()
+    };
+    assert_eq!(line("pids "), "pids 50");
+    // Memory limit = limits.memory + limits.output (the output tmpfs is charged to it).
+    let want = (48u64 << 20) + (1 << 20);
+    assert_eq!(line("mem "), format!("mem {want}"));
+    assert_eq!(
+        line("memsw "),
+        format!("memsw {want}"),
+        "swap must equal memory"
+    );
+    assert_eq!(line("quota "), "quota 100000");
+    assert_eq!(line("CapEff:"), "CapEff:\t0000000000000000");
+    assert_eq!(line("CapBnd:"), "CapBnd:\t0000000000000000");
+    assert_eq!(line("NoNewPrivs:"), "NoNewPrivs:\t1");
+    assert_eq!(line("Seccomp:"), "Seccomp:\t2", "seccomp filter mode");
+    assert_eq!(line("nofile "), "nofile 1024");
+    assert_eq!(line("core "), "core 0");
+    let output_mount = line("pinfold-output /output ");
+    for f in ["nosuid", "nodev", "noexec"] {
+        assert!(output_mount.contains(f), "{output_mount}");
+    }
+    assert!(output_mount.contains("size=1024k"), "{output_mount}");
+    let tmp = line("tmpfs /tmp ");
+    for f in ["nosuid", "nodev", "noexec"] {
+        assert!(tmp.contains(f), "{tmp}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" /input ") && l.contains(" ro,")),
+        "{out}"
+    );
+    assert_eq!(line("ifaces ").trim(), "ifaces lo", "only loopback: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
+    let case = Case::new();
+    let exec = executor("readonly").await;
+    let (o, _) = run(
+        &case,
+        &exec,
+        "readonly",
+        &Spec::sh(
+            "if touch /evil 2>/dev/null; then echo WROTE-ROOT; else echo root-refused; fi; \
+             if echo x > /input/planted 2>/dev/null; then echo WROTE-INPUT; else echo input-refused; fi; \
+             touch /tmp/ok && echo tmp-ok; cp /bin/busybox /tmp/bb; \
+             if /tmp/bb true 2>/dev/null; then echo EXEC-TMP; else echo tmp-noexec; fi; \
+             cp /bin/busybox /output/bb; \
+             if /output/bb true 2>/dev/null; then echo EXEC-OUT; else echo out-noexec; fi; rm /output/bb",
+        ),
+    )
+    .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "root-refused\ninput-refused\ntmp-ok\ntmp-noexec\nout-noexec\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_is_unreachable() {
+    let case = Case::new();
+    let exec = executor("network").await;
+    let (o, _) = run(
+        &case,
+        &exec,
+        "network",
+        &Spec::sh(
+            "if wget -q -T 2 -O /dev/null http://1.1.1.1/ 2>/dev/null; then echo WGET; else echo wget-failed; fi; \
+             if nc -w 2 8.8.8.8 53 </dev/null 2>/dev/null; then echo NC; else echo nc-failed; fi; \
+             if ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; then echo PING; else echo ping-failed; fi",
+        ),
+    )
+    .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(o.stdout, "wget-failed\nnc-failed\nping-failed\n", "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_chown_and_privilege_changes_fail() {
+    let case = Case::new();
+    let exec = executor("nocaps").await;
+    let (o, _) = run(
+        &case,
+        &exec,
+        "nocaps",
+        &Spec::sh(
+            "mkdir /tmp/m; if mount -t tmpfs x /tmp/m 2>/dev/null; then echo MOUNTED; else echo mount-failed; fi; \
+             touch /output/f; if chown 0:0 /output/f 2>/dev/null; then echo CHOWNED; else echo chown-failed; fi; \
+             if chmod 4755 /output/f && [ -u /output/f ]; then echo setuid-bit-set; fi; \
+             if mknod /tmp/dev c 1 3 2>/dev/null; then echo MKNOD; else echo mknod-failed; fi; \
+             kill -9 1 2>/dev/null; echo init-survived; id -u; rm /output/f",
+        ),
+    )
+    .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    // chmod u+s on a file the task owns is allowed by the kernel, but the filesystem is
+    // nosuid and no-new-privileges is set, so it grants nothing.
+    assert_eq!(
+        o.stdout.replace("setuid-bit-set\n", ""),
+        "mount-failed\nchown-failed\nmknod-failed\ninit-survived\n65534\n",
+        "{o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_is_held_by_the_pids_limit() {
+    let case = Case::new();
+    let exec = executor("forkbomb").await;
+    let mut spec = Spec::sh("b() { b | b & }; b; sleep 5");
+    spec.pids = 32;
+    spec.timeout = "2s";
+    let started = Instant::now();
+    let (o, _) = run(&case, &exec, "forkbomb", &spec).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            o.status,
+            Status::TimedOut | Status::Failed | Status::Succeeded
+        ),
+        "{o:?}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_no_containers(&exec).await;
+    // The host (and the engine) are fine: the next run works and sees its own limit.
+    let (o, _) = run(&case, &exec, "after-bomb", &Spec::sh("echo alive")).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(o.stdout, "alive\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_is_memory_exceeded() {
+    let case = Case::new();
+    let exec = executor("memhog").await;
+    let mut spec = Spec::sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}");
+    spec.memory = "16MiB";
+    let (o, _) = run(&case, &exec, "memhog", &spec).await;
+    assert_eq!(o.status, Status::MemoryExceeded, "{o:?}");
+    assert!(o.reason.unwrap().contains("OOM"));
+    assert_no_containers(&exec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_timed_out_and_removed() {
+    let case = Case::new();
+    let exec = executor("loop").await;
+    let mut spec = Spec::sh("while :; do :; done");
+    spec.timeout = "1s";
+    let (o, _) = run(&case, &exec, "loop", &spec).await;
+    assert_eq!(o.status, Status::TimedOut, "{o:?}");
+    let wall = Duration::from_micros(o.usage.wall_us);
+    assert!(
+        wall >= Duration::from_millis(1000) && wall < Duration::from_millis(3000),
+        "wall {wall:?}"
+    );
+    assert_no_containers(&exec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flood_is_capped() {
+    let case = Case::new();
+    let exec = executor("logflood").await;
+    let mut spec = Spec::sh("yes flood");
+    spec.output = "64KiB";
+    let (o, _) = run(&case, &exec, "logflood", &spec).await;
+    assert_eq!(o.status, Status::OutputExceeded, "{o:?}");
+    assert!(o.stdout_truncated);
+    assert_eq!(o.stdout.len(), 64 << 10);
+    assert!(o.stdout.starts_with("flood\nflood\n"));
+    assert_no_containers(&exec).await;
+
+    let mut spec = Spec::sh("yes flood >&2");
+    spec.output = "64KiB";
+    let (o, _) = run(&case, &exec, "errflood", &spec).await;
+    assert_eq!(o.status, Status::OutputExceeded, "{o:?}");
+    assert!(o.stderr_truncated && !o.stdout_truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_filling_is_stopped_by_the_output_cap() {
+    let case = Case::new();
+    let exec = executor("diskfill").await;
+    let mut spec = Spec::sh(
+        "dd if=/dev/zero of=/output/big bs=65536 count=1000 2>/dev/null; echo dd=$?; \
+         i=0; while [ $i -lt 100 ]; do touch /output/f$i 2>/dev/null; i=$((i+1)); done; echo done",
+    );
+    spec.output = "1MiB";
+    let (o, output) = run(&case, &exec, "diskfill", &spec).await;
+    assert_eq!(o.status, Status::OutputExceeded, "{o:?}");
+    assert!(o.stdout.starts_with("dd=1\n"), "dd must hit ENOSPC: {o:?}");
+    let total: u64 = o.files.iter().map(|f| f.size).sum();
+    assert!(total <= 1 << 20, "returned {total} bytes");
+    let on_disk: u64 = std::fs::read_dir(&output)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk <= 1 << 20, "copied {on_disk} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_not_pinned_here_are_rejected() {
+    let case = Case::new();
+    let exec = executor("noimage").await;
+    // A digest that matches no local image.
+    let mut spec = Spec::sh("true");
+    spec.image = format!("sha256:{}", "0".repeat(64));
+    let (o, _) = run(&case, &exec, "absent", &spec).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(
+        o.reason.as_deref().unwrap().contains("not present"),
+        "{o:?}"
+    );
+    // The right id under a name: a loaded image carries no repo digest, so the engine
+    // cannot vouch that the name and the digest belong together.
+    spec.image = format!("{}@{}", testimage::TAG_REPO, image());
+    let (o, _) = run(&case, &exec, "named", &spec).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    // A tag is refused before the executor ever sees it.
+    let dir = case.path().join("def-tagged");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("taskdef.toml"),
+        format!(
+            "format = 1\nname = \"tagged\"\nversion = \"1.0.0\"\ndescription = \"x\"\nlicense = \"MIT\"\n\
+             [runtime]\nkind = \"docker\"\nimage = \"{}\"\nentrypoint = [\"/bin/true\"]\n",
+            images().0.tag
+        ),
+    )
+    .unwrap();
+    let Err(task_defs::Error::Invalid(diags)) = Definition::load_dir(&dir) else {
+        panic!("a tagged image was accepted");
+    };
+    let e = diags.to_string();
+    assert!(e.contains("not pinned by digest"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_is_refused_by_default() {
+    let case = Case::new();
+    let exec = executor("root").await;
+    let mut spec = Spec::sh("id -u");
+    spec.image = images().1.id.clone();
+    let (o, _) = run(&case, &exec, "rootimage", &spec).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(o.reason.as_deref().unwrap().contains("root"), "{o:?}");
+    let mut spec = Spec::sh("id -u");
+    spec.user = "0:0";
+    let (o, _) = run(&case, &exec, "rootuser", &spec).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(o.reason.as_deref().unwrap().contains("root"), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_of_the_instance_are_removed_at_start_up() {
+    let d = docker_ready().await;
+    let cfg = config("orphans");
+    let mk = |instance: &str, owner: Option<&str>| {
+        let mut labels: std::collections::HashMap<String, String> = [
+            (hardening::JOB_LABEL.to_string(), "j".to_string()),
+            (hardening::INSTANCE_LABEL.to_string(), instance.to_string()),
+        ]
+        .into();
+        if let Some(o) = owner {
+            labels.insert(hardening::OWNER_LABEL.to_string(), o.to_string());
+        }
+        bollard::models::ContainerCreateBody {
+            image: Some(image().to_string()),
+            cmd: Some(vec!["/bin/true".into()]),
+            labels: Some(labels),
+            ..Default::default()
+        }
+    };
+    let create = |body| {
+        let d = d.clone();
+        async move { d.create_container(None, body).await.unwrap().id }
+    };
+    // Owned by a process that is gone (no such pid), by nobody, by this live process,
+    // and by another instance.
+    let dead = create(mk(&cfg.instance, Some("999999999.1"))).await;
+    let unowned = create(mk(&cfg.instance, None)).await;
+    let live = create(mk(&cfg.instance, Some(&docker::owner_tag()))).await;
+    let other = create(mk(&format!("{}-other", cfg.instance), None)).await;
+    let scratch = cfg
+        .scratch_dir
+        .join(format!("pinfold-docker-{}", cfg.instance));
+    let stale = scratch.join("999999999.1-stale");
+    let busy = scratch.join(format!("{}-busy", docker::owner_tag()));
+    for s in [&stale, &busy] {
+        std::fs::create_dir_all(s.join("out")).unwrap();
+    }
+
+    let exec = DockerExecutor::new(cfg).await.unwrap();
+    for (id, what) in [(&dead, "dead owner"), (&unowned, "no owner")] {
+        assert!(
+            d.inspect_container(id, None).await.is_err(),
+            "{what} survived"
+        );
+    }
+    assert!(!stale.exists(), "stale scratch survived");
+    // A live owner's (two `provider exec` side by side) and another instance's are kept.
+    for id in [&live, &other] {
+        assert!(d.inspect_container(id, None).await.is_ok());
+        d.remove_container(
+            id,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(busy.exists(), "a live owner's scratch was removed");
+    std::fs::remove_dir_all(&busy).unwrap();
+    assert_no_containers(&exec).await;
+    assert_eq!(exec.cleanup_orphans().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_levels_gate_definitions() {
+    let case = Case::new();
+    // Pretend no VM: `container` runs, `vm` and `sandboxed-runtime` are refused.
+    let mut cfg = config("iso-novm");
+    cfg.host_vm = Some(false);
+    let exec = executor_with(cfg).await;
+    assert_eq!(exec.isolation(), task_defs::manifest::Isolation::Container);
+    let (o, _) = run(&case, &exec, "iso-container", &Spec::sh("echo ok")).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    for level in ["vm", "sandboxed-runtime"] {
+        let mut spec = Spec::sh("echo ok");
+        spec.isolation = level;
+        let (o, _) = run(&case, &exec, &format!("iso-{level}"), &spec).await;
+        assert_eq!(o.status, Status::Rejected, "{o:?}");
+        assert!(o.reason.as_deref().unwrap().contains(level), "{o:?}");
+    }
+    // vm-required without a VM refuses every docker task.
+    let mut cfg = config("iso-required");
+    cfg.host_vm = Some(false);
+    cfg.isolation = IsolationPolicy::VmRequired;
+    let exec = executor_with(cfg).await;
+    let (o, _) = run(&case, &exec, "iso-required", &Spec::sh("echo ok")).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(
+        o.reason.as_deref().unwrap().contains("vm-required"),
+        "{o:?}"
+    );
+    // With a VM, a definition asking for one runs.
+    let mut cfg = config("iso-vm");
+    cfg.host_vm = Some(true);
+    cfg.isolation = IsolationPolicy::VmRequired;
+    let exec = executor_with(cfg).await;
+    assert_eq!(exec.isolation(), task_defs::manifest::Isolation::Vm);
+    let mut spec = Spec::sh("echo ok");
+    spec.isolation = "vm";
+    let (o, _) = run(&case, &exec, "iso-vm", &spec).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    // An unregistered runtime is a configuration error, not a silent fallback.
+    let mut cfg = config("iso-runtime");
+    cfg.runtime = Some("no-such-runtime".into());
+    let e = DockerExecutor::new(cfg).await.unwrap_err().to_string();
+    assert!(e.contains("not registered"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_pins_the_image_this_build_produces_and_runs() {
+    docker_ready().await;
+    let dir = example("busybox-sha256sum");
+    let def = Definition::load_dir(&dir).unwrap();
+    let task_defs::RuntimeSpec::Docker { image: pinned, .. } = &def.manifest.runtime.spec else {
+        panic!("not a docker example");
+    };
+    assert_eq!(
+        pinned.digest,
+        images().0.id,
+        "the example's pinned image differs from the one built from {} (sha256 pinned: {})",
+        testimage::busybox_path().display(),
+        testimage::PINNED_BUSYBOX_SHA256
+    );
+    let case = Case::new();
+    let input = case.path().join("docs");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(input.join("b.bin"), [0u8, 1, 2, 255]).unwrap();
+    let out = case.path().join("out");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+        .args(["exec", "--json", "--allow-unreviewed", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .arg(&dir)
+        .env("PINFOLD_CACHE_DIR", case.path().join("cache"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stderr)));
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{v} {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(v["status"], "succeeded");
+    let expected = format!(
+        "{}  docs/a.txt\n{}  docs/b.bin\n",
+        crate::cli::sha256_hex(b"alpha\n"),
+        crate::cli::sha256_hex(&[0, 1, 2, 255])
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
+        expected
+    );
+}

@@ -64,6 +64,12 @@ pub enum Command {
     Exec(ExecArgs),
     /// Check this machine, the Docker daemon and the wasm set-up; exits 1 if any check fails.
     Doctor(DoctorArgs),
+    /// Create a node directory: a commented provider.toml and a persistent identity key.
+    Init(crate::node::cli::InitArgs),
+    /// Run the provider node: join the network and run approved jobs for requestors.
+    Run(crate::node::cli::RunArgs),
+    /// List the node's jobs and their states.
+    Jobs(crate::node::cli::JobsArgs),
 }
 
 /// Arguments of `provider doctor`.
@@ -135,6 +141,9 @@ pub fn main() -> i32 {
                 EXIT_ERROR
             }
         },
+        Command::Init(args) => crate::node::cli::init(&args),
+        Command::Run(args) => crate::node::cli::run(&args),
+        Command::Jobs(args) => crate::node::cli::jobs(&args),
         Command::Doctor(args) => match doctor(&args) {
             Ok(code) => code,
             Err(e) => {
@@ -234,7 +243,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
 
     let cfg = WasmConfig {
         max_concurrent: 1,
-        cache_dir,
+        cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         ..WasmConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod executor;
 pub mod fsio;
 pub mod gate;
+pub mod node;
 pub mod wasm;
 
 pub use docker::{DockerConfig, DockerExecutor};

@@ -1,8 +1,31 @@
-//! The pinfold requestor: will find providers, submit tasks and verify outputs and receipts.
+//! The pinfold requestor: finds providers, submits tasks, verifies outputs and receipts.
 //!
-//! Not built yet: the peer-network issue brings it. Until then the binary says so and exits
-//! with a distinct code rather than pretending to work.
+//! The library holds the logic; the `requestor` binary is a thin clap front end over
+//! [`cli`]. A run ([`run::run`]) joins the network as an ephemeral peer ([`session`]),
+//! offers the job to providers picked from their signed ads, serves the bundle and inputs
+//! by BLAKE3, polls for the result, downloads the outputs and trusts nothing it has not
+//! checked: every file's BLAKE3 (verified in flight and again on disk), the output digest
+//! recomputed with the provider's own formula ([`verify::output_digest_of_dir`]), and the
+//! receipt's signature by the peer it talked to. [`demo`] runs the whole system on
+//! loopback in one process.
 
-/// What the binary prints while the requestor does not exist yet.
-pub const NOT_YET: &str =
-    "requestor: not implemented yet; run definitions locally with `provider exec`";
+pub mod cli;
+pub mod demo;
+pub mod run;
+pub mod session;
+pub mod verify;
+
+/// Exit code: verified success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the task ran and did not succeed (failed, trapped, timed out, over a limit).
+pub const EXIT_TASK_FAILED: i32 = 1;
+/// Exit code: bad command line or inputs.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: every provider refused (typed reasons printed).
+pub const EXIT_REFUSED: i32 = 3;
+/// Exit code: verification failed (digest, receipt, replica disagreement).
+pub const EXIT_VERIFY: i32 = 4;
+/// Exit code: no provider could be found or reached.
+pub const EXIT_NO_PROVIDER: i32 = 5;
+/// Exit code: any other error (network, files).
+pub const EXIT_ERROR: i32 = 9;

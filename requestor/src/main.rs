@@ -1,8 +1,5 @@
-//! The `requestor` binary (placeholder until the peer-network issue).
+//! The `requestor` binary: a thin shell over [`requestor::cli`].
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    eprintln!("{}", requestor::NOT_YET);
-    ExitCode::from(3)
+fn main() {
+    std::process::exit(requestor::cli::main());
 }

@@ -163,3 +163,162 @@ pub fn free_port() -> u16 {
         .expect("binding a free port")
         .port()
 }
+
+/// A `provider run` process; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ProviderProcess {
+    child: std::process::Child,
+    /// The node directory (holds `provider.toml`, `data/`, `work/`, `stderr.log`).
+    pub dir: PathBuf,
+    /// The node's peer id, as printed.
+    pub peer: String,
+    /// Its listen addresses, as printed (each ends in `/p2p/<peer>`).
+    pub addrs: Vec<String>,
+    /// Jobs the node reported as interrupted at start-up.
+    pub interrupted: Vec<String>,
+}
+
+/// `provider.toml` text for a test node on loopback trusting `registry` (URL, log key,
+/// reviewer keys, k) with `extra` TOML appended to the `[registry]` table's end (or after).
+pub fn provider_toml(
+    url: &str,
+    log_key: &str,
+    reviewers: &[&str],
+    k: usize,
+    extra: &str,
+) -> String {
+    let reviewers = reviewers
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\nkad = false\n\
+         ad_interval_secs = 2\ngossip_heartbeat_ms = 100\n\n\
+         [registry]\nurl = {url:?}\nlog_key = {log_key:?}\nreviewers = [{reviewers}]\n\
+         threshold = {k}\nmax_age_secs = 300\n\n{extra}\n"
+    )
+}
+
+impl ProviderProcess {
+    /// Writes `DIR/provider.toml` (unless `toml` is `None`, to restart with the old one),
+    /// starts `provider run --config DIR/provider.toml ARGS...` with `env`, and waits for
+    /// `ready`.
+    pub fn start(
+        dir: &Path,
+        toml: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProviderProcess {
+        use std::io::BufRead as _;
+        std::fs::create_dir_all(dir).expect("node dir");
+        let config = dir.join("provider.toml");
+        if let Some(t) = toml {
+            std::fs::write(&config, t).expect("writing provider.toml");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .expect("stderr.log");
+        let mut cmd = Command::new(bin("provider"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("PINFOLD_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning provider run");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut peer, mut addrs, mut interrupted) = (String::new(), Vec::new(), Vec::new());
+        loop {
+            let line = match lines.next() {
+                Some(Ok(l)) => l,
+                _ => panic!(
+                    "provider run exited before ready: {:?}\n{}",
+                    child.wait(),
+                    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+                ),
+            };
+            if let Some(p) = line.strip_prefix("peer id ") {
+                peer = p.to_string();
+            } else if let Some(a) = line.strip_prefix("listening on ") {
+                addrs.push(a.to_string());
+            } else if let Some(j) = line.strip_prefix("interrupted ") {
+                interrupted.push(j.to_string());
+            } else if line == "ready" {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        ProviderProcess {
+            child,
+            dir: dir.to_path_buf(),
+            peer,
+            addrs,
+            interrupted,
+        }
+    }
+
+    /// The first listen address.
+    pub fn addr(&self) -> &str {
+        &self.addrs[0]
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the node with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (at most `secs`) for the exit status.
+    pub fn terminate(mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// `provider jobs --config DIR/provider.toml --json`, parsed.
+    pub fn jobs_json(&self) -> String {
+        ok_stdout(&run(
+            "provider",
+            &[
+                &"jobs",
+                &"--config",
+                &self.dir.join("provider.toml"),
+                &"--json",
+            ],
+        ))
+    }
+
+    /// The stderr log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

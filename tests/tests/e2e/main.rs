@@ -2,5 +2,6 @@
 
 mod bundles;
 mod exec;
+mod network;
 mod registry;
 mod web;

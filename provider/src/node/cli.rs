@@ -1,0 +1,242 @@
+//! `provider init`, `provider run` and `provider jobs`: thin glue between flags and [`super`].
+//!
+//! `provider run` prints `peer id <PEER>`, one `listening on <MULTIADDR>` line per address
+//! (each ending in `/p2p/<PEER>`) and then `ready` on stdout, flushed, before serving;
+//! scripts and tests read the addresses from there. Logs go to stderr (`PINFOLD_LOG`
+//! filters them, default `info`). Exit codes: 0 after a clean shutdown (SIGINT or
+//! SIGTERM), 2 usage or configuration error, 9 runtime error.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::config::{CONFIG_FILE, NodeConfig};
+use super::{NodeError, start};
+
+/// Exit code for a bad configuration.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_ERROR: i32 = 9;
+
+/// Arguments of `provider init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the node in.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Arguments of `provider run`; flags override the configuration file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (default: ./provider.toml if present, else built-in defaults
+    /// with state in ./data and ./work).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address (multiaddr); repeat for several. Replaces the configured list.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// Peer to dial at start-up, ending in /p2p/<peer id>; repeat for several.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Registry base URL.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// The registry log's public key.
+    #[arg(long, value_name = "PUBKEY")]
+    pub log_key: Option<String>,
+    /// A trusted reviewer's key; repeat for each. Replaces the configured list.
+    #[arg(long = "reviewer", value_name = "PUBKEY")]
+    pub reviewers: Vec<String>,
+    /// Distinct trusted approvals required.
+    #[arg(long, value_name = "K")]
+    pub threshold: Option<usize>,
+    /// Turn off local-network discovery.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+/// Arguments of `provider jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Configuration file (as for `run`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Most jobs listed, newest first.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PINFOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Reads `--config`, else `./provider.toml`, else the defaults rooted at the current dir.
+pub fn load_config(path: Option<&Path>) -> Result<NodeConfig, NodeError> {
+    match path {
+        Some(p) => NodeConfig::load(p),
+        None if Path::new(CONFIG_FILE).exists() => NodeConfig::load(Path::new(CONFIG_FILE)),
+        None => {
+            let mut c = NodeConfig::default();
+            let cwd = std::env::current_dir().map_err(|e| NodeError::Io(e.to_string()))?;
+            c.resolve_paths(&cwd);
+            Ok(c)
+        }
+    }
+}
+
+/// Applies the flags of `provider run` over a configuration.
+pub fn apply_flags(c: &mut NodeConfig, a: &RunArgs) {
+    if !a.listen.is_empty() {
+        c.network.listen = a.listen.clone();
+    }
+    if !a.bootstrap.is_empty() {
+        c.network.bootstrap = a.bootstrap.clone();
+    }
+    if let Some(u) = &a.registry {
+        c.registry.url = Some(u.clone());
+    }
+    if let Some(k) = &a.log_key {
+        c.registry.log_key = Some(k.clone());
+    }
+    if !a.reviewers.is_empty() {
+        c.registry.reviewers = a.reviewers.clone();
+    }
+    if let Some(t) = a.threshold {
+        c.registry.threshold = t;
+    }
+    if a.no_mdns {
+        c.network.mdns = false;
+    }
+}
+
+/// Runs `provider init`.
+pub fn init(a: &InitArgs) -> i32 {
+    match super::config::init(&a.dir) {
+        Ok((path, peer)) => {
+            println!("wrote {}", path.display());
+            println!("peer id {peer}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs `provider run` until SIGINT or SIGTERM.
+pub fn run(a: &RunArgs) -> i32 {
+    init_logging();
+    let mut config = match load_config(a.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    apply_flags(&mut config, a);
+    let result = (|| -> anyhow::Result<i32> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        rt.block_on(async {
+            let node = match start(config, None).await {
+                Ok(n) => n,
+                Err(e @ NodeError::Config(_)) => {
+                    eprintln!("error: {e}");
+                    return Ok(EXIT_USAGE);
+                }
+                Err(e) => return Err(e).context("starting the node"),
+            };
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "peer id {}", node.peer_id)?;
+                for addr in &node.addrs {
+                    writeln!(out, "listening on {addr}")?;
+                }
+                for id in &node.interrupted {
+                    writeln!(out, "interrupted {id}")?;
+                }
+                writeln!(out, "ready")?;
+                out.flush()?;
+            }
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            node.stop().await;
+            Ok(0)
+        })
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Runs `provider jobs`.
+pub fn jobs(a: &JobsArgs) -> i32 {
+    let result = (|| -> anyhow::Result<()> {
+        let config = load_config(a.config.as_deref())?;
+        let rows = super::list_jobs(&config, a.limit)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&rows)?);
+            return Ok(());
+        }
+        if rows.is_empty() {
+            println!("no jobs");
+        }
+        for r in rows {
+            let mut line = format!(
+                "{}  {:<12} {}  requestor {}",
+                r.id, r.state, r.definition, r.requestor
+            );
+            if let Some(s) = &r.status {
+                line.push_str(&format!("  status {s}"));
+            }
+            if let Some(o) = &r.outputs {
+                line.push_str(&format!("  outputs {o}"));
+            }
+            if let Some(d) = &r.detail {
+                line.push_str(&format!("  ({d})"));
+            }
+            println!("{line}");
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}

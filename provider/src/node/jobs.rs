@@ -1,0 +1,325 @@
+//! The job store: every job's transitions in SQLite, so a crash never loses track of a job.
+//!
+//! One row per job holds its current state and outcome; `transitions` is the append-only
+//! history. The node writes a transition before acting on it (a job is `running` in the
+//! store before the executor starts), so after a crash [`JobStore::recover`] can mark every
+//! job that was in flight `interrupted`: such a job is never reported as succeeded.
+//! WAL mode with `synchronous = NORMAL` keeps a write well under a millisecond; a power
+//! loss may forget the last transitions, never corrupt the file.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use serde::Serialize;
+
+use super::NodeError;
+
+/// Where a job is, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// An offer arrived.
+    Offered,
+    /// The offer was refused.
+    Refused,
+    /// The offer was accepted.
+    Accepted,
+    /// Fetching the bundle and inputs.
+    Transferring,
+    /// Executing.
+    Running,
+    /// Finished with an outcome.
+    Finished,
+    /// The result was handed to the requestor.
+    Delivered,
+    /// Cancelled by the requestor or dropped by the node.
+    Cancelled,
+    /// The node stopped (crash, kill, shutdown) while the job was in flight.
+    Interrupted,
+}
+
+impl Stage {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Offered => "offered",
+            Stage::Refused => "refused",
+            Stage::Accepted => "accepted",
+            Stage::Transferring => "transferring",
+            Stage::Running => "running",
+            Stage::Finished => "finished",
+            Stage::Delivered => "delivered",
+            Stage::Cancelled => "cancelled",
+            Stage::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One job as listed by `provider jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRow {
+    /// The job id.
+    pub id: String,
+    /// The requestor's peer id.
+    pub requestor: String,
+    /// The definition identity.
+    pub definition: String,
+    /// Current stage.
+    pub state: String,
+    /// Run status, once finished.
+    pub status: Option<String>,
+    /// Guest exit code, once finished.
+    pub exit_code: Option<i32>,
+    /// Output digest, once finished.
+    pub outputs: Option<String>,
+    /// Reason of a refusal or failure.
+    pub detail: Option<String>,
+    /// Creation, Unix milliseconds.
+    pub created_ms: u64,
+    /// Last transition, Unix milliseconds.
+    pub updated_ms: u64,
+}
+
+/// The SQLite job store.
+#[derive(Debug)]
+pub struct JobStore {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: rusqlite::Error) -> NodeError {
+    NodeError::Store(e.to_string())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    requestor TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT,
+    exit_code INTEGER,
+    outputs TEXT,
+    detail TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    job_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+";
+
+impl JobStore {
+    /// Opens (creating) `path`.
+    pub fn open(path: &Path) -> Result<JobStore, NodeError> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(JobStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new offer.
+    pub fn offered(&self, id: &str, requestor: &str, definition: &str) -> Result<(), NodeError> {
+        let now = now_ms() as i64;
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO jobs (id, requestor, definition, state, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, 'offered', ?4, ?4)",
+            params![id, requestor, definition, now],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO transitions (job_id, state, at_ms) VALUES (?1, 'offered', ?2)",
+            params![id, now],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Moves a job to `stage`, with an optional detail.
+    pub fn transition(
+        &self,
+        id: &str,
+        stage: Stage,
+        detail: Option<&str>,
+    ) -> Result<(), NodeError> {
+        let now = now_ms() as i64;
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2, updated_ms = ?3, detail = COALESCE(?4, detail)
+             WHERE id = ?1",
+            params![id, stage.as_str(), now, detail],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO transitions (job_id, state, at_ms, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![id, stage.as_str(), now, detail],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Records the outcome and moves the job to `finished`.
+    pub fn finished(
+        &self,
+        id: &str,
+        status: &str,
+        exit_code: Option<i32>,
+        outputs: &str,
+        detail: Option<&str>,
+    ) -> Result<(), NodeError> {
+        let now = now_ms() as i64;
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        tx.execute(
+            "UPDATE jobs SET state = 'finished', status = ?2, exit_code = ?3, outputs = ?4,
+                 detail = COALESCE(?5, detail), updated_ms = ?6
+             WHERE id = ?1",
+            params![id, status, exit_code, outputs, detail, now],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO transitions (job_id, state, at_ms, detail)
+             VALUES (?1, 'finished', ?2, ?3)",
+            params![id, now, status],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// Marks every job that was in flight when the node stopped `interrupted`; returns
+    /// their ids. Call once at start-up, before serving.
+    pub fn recover(&self) -> Result<Vec<String>, NodeError> {
+        let now = now_ms() as i64;
+        let mut c = self.lock();
+        let tx = c.transaction().map_err(db_err)?;
+        let ids: Vec<String> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id FROM jobs
+                     WHERE state IN ('offered', 'accepted', 'transferring', 'running')",
+                )
+                .map_err(db_err)?;
+            st.query_map([], |r| r.get(0))
+                .map_err(db_err)?
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?
+        };
+        for id in &ids {
+            tx.execute(
+                "UPDATE jobs SET state = 'interrupted', updated_ms = ?2,
+                     detail = 'the node stopped while the job was in flight'
+                 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO transitions (job_id, state, at_ms) VALUES (?1, 'interrupted', ?2)",
+                params![id, now],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(ids)
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> Result<Option<JobRow>, NodeError> {
+        self.lock()
+            .query_row(&format!("{SELECT} WHERE id = ?1"), params![id], row_to_job)
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// Every job, newest first (at most `limit`).
+    pub fn list(&self, limit: usize) -> Result<Vec<JobRow>, NodeError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare(&format!("{SELECT} ORDER BY created_ms DESC, id LIMIT ?1"))
+            .map_err(db_err)?;
+        st.query_map(params![limit as i64], row_to_job)
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)
+    }
+
+    /// A job's transitions, oldest first, as (stage, Unix ms).
+    pub fn history(&self, id: &str) -> Result<Vec<(String, u64)>, NodeError> {
+        let c = self.lock();
+        let mut st = c
+            .prepare("SELECT state, at_ms FROM transitions WHERE job_id = ?1 ORDER BY rowid")
+            .map_err(db_err)?;
+        st.query_map(params![id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)
+    }
+}
+
+const SELECT: &str = "SELECT id, requestor, definition, state, status, exit_code, outputs, detail,
+    created_ms, updated_ms FROM jobs";
+
+fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        requestor: r.get(1)?,
+        definition: r.get(2)?,
+        state: r.get(3)?,
+        status: r.get(4)?,
+        exit_code: r.get(5)?,
+        outputs: r.get(6)?,
+        detail: r.get(7)?,
+        created_ms: r.get::<_, i64>(8)? as u64,
+        updated_ms: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_jobs_become_interrupted_and_finished_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        {
+            let s = JobStore::open(&path).unwrap();
+            s.offered("a", "req", "blake3:00").unwrap();
+            s.transition("a", Stage::Running, None).unwrap();
+            s.offered("b", "req", "blake3:00").unwrap();
+            s.finished("b", "succeeded", Some(0), "blake3:11", None)
+                .unwrap();
+        }
+        let s = JobStore::open(&path).unwrap();
+        assert_eq!(s.recover().unwrap(), vec!["a".to_string()]);
+        assert_eq!(s.get("a").unwrap().unwrap().state, "interrupted");
+        assert_eq!(s.get("a").unwrap().unwrap().status, None);
+        assert_eq!(s.get("b").unwrap().unwrap().state, "finished");
+        let h: Vec<String> = s.history("a").unwrap().into_iter().map(|h| h.0).collect();
+        assert_eq!(h, ["offered", "running", "interrupted"]);
+        assert!(s.recover().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,188 @@
+//! The provider node: joins the peer network, advertises what it can run, and runs offered
+//! jobs for strangers, but only definitions its own registry view says are approved.
+//!
+//! A job goes offered → accepted → transferring → running → finished → delivered, each
+//! step written to the [`jobs::JobStore`] before it happens. The order of checks before
+//! anything runs: requestor allow/deny lists, the offer's caps against the node's caps,
+//! the registry view (approved and fresh, [`trust::RegistryView`]) and a free slot; then,
+//! once the bundle is in hand, that its identity is the one offered (a tampered bundle is
+//! refused), that an executor for its runtime is enabled, and that its limits fit the caps.
+//! Inputs are fetched by BLAKE3 from the requestor (verified as they stream in) into a
+//! per-job directory under the work dir and made read-only; outputs and captured stdio are
+//! served back as blobs for `caps.retain_secs`, with a [`pinfold_net::JobResult`] carrying
+//! a receipt signed with the node's identity key.
+//!
+//! Signed capability ads (executors, isolation, caps, free slots, bundles held) go out every
+//! `network.ad_interval_secs` and soon after a peer connects or a slot frees. The node
+//! gossips the registry checkpoint its own view has verified, and a gossiped checkpoint
+//! that verifies under its log key and is ahead of its view makes the next offer sync at
+//! once (a revocation travels at gossip speed instead of waiting out the sync interval).
+//!
+//! The node never trusts its own earlier run: at start-up every job the store shows in
+//! flight is marked `interrupted` and the work dir is emptied (the Docker executor removes
+//! its orphaned containers when it starts).
+
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod jobs;
+pub mod trust;
+
+mod blobs;
+mod handler;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinfold_net::{Keypair, Multiaddr, NetConfig, NetError, PeerId};
+use tokio::sync::watch;
+
+pub use config::NodeConfig;
+pub use handler::Fault;
+
+/// Why the node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// The job store failed.
+    #[error("job store: {0}")]
+    Store(String),
+    /// The network failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// No executor could be started.
+    #[error("executor: {0}")]
+    Executor(String),
+}
+
+/// Environment variable naming a test-only fault (see [`Fault`]); never set it in production.
+pub const FAULT_ENV: &str = "PINFOLD_TEST_FAULT";
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node's peer id.
+    pub peer_id: PeerId,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<Multiaddr>,
+    /// Jobs found in flight at start-up and marked interrupted.
+    pub interrupted: Vec<String>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Stops serving, marks jobs in flight interrupted, removes their directories.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+fn parse_addrs(what: &str, list: &[String]) -> Result<Vec<Multiaddr>, NodeError> {
+    list.iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| NodeError::Config(format!("{what} address {a:?}: {e}")))
+        })
+        .collect()
+}
+
+fn parse_peers(what: &str, list: &[String]) -> Result<Vec<PeerId>, NodeError> {
+    list.iter()
+        .map(|p| {
+            p.parse::<PeerId>()
+                .map_err(|e| NodeError::Config(format!("{what} peer id {p:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Creates `dir` (and parents) and makes it private to this user.
+fn private_dir(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))
+}
+
+/// Removes everything inside the work dir: scratch of runs the node no longer tracks.
+fn wipe_work_dir(dir: &Path) -> Result<usize, NodeError> {
+    let mut n = 0;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+    for e in entries.flatten() {
+        let p = e.path();
+        let r = match e.file_type() {
+            Ok(t) if t.is_dir() => handler::remove_tree(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        match r {
+            Ok(()) => n += 1,
+            Err(err) => tracing::warn!("removing {}: {err}", p.display()),
+        }
+    }
+    Ok(n)
+}
+
+/// Starts a node from its configuration (paths must already be absolute or resolved);
+/// `keypair` overrides the identity file (tests and the demo).
+pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<RunningNode, NodeError> {
+    private_dir(&config.paths.data_dir)?;
+    private_dir(&config.paths.work_dir)?;
+    let keypair = match keypair {
+        Some(k) => k,
+        None => identity::load_or_create(&config.key_file())?,
+    };
+    let store = jobs::JobStore::open(&config.paths.data_dir.join("jobs.sqlite"))?;
+    let interrupted = store.recover()?;
+    for id in &interrupted {
+        tracing::warn!(job = %id, "job was in flight when the node stopped; marked interrupted");
+    }
+    let wiped = wipe_work_dir(&config.paths.work_dir)?;
+    if wiped > 0 {
+        tracing::info!("removed {wiped} leftover run directories");
+    }
+
+    let mut net = NetConfig::new(keypair);
+    let listen = parse_addrs("listen", &config.network.listen)?;
+    net.listen = Vec::new();
+    net.bootstrap = parse_addrs("bootstrap", &config.network.bootstrap)?;
+    net.mdns = config.network.mdns;
+    net.kad = config.network.kad;
+    net.kad_server = true;
+    net.gossip_heartbeat = Duration::from_millis(config.network.gossip_heartbeat_ms.max(10));
+    let fault = Fault::from_env();
+    let inner = handler::Inner::new(config, store, fault).await?;
+    let (client, events, event_loop) = pinfold_net::new(net, Some(inner.blobs.clone()))?;
+    tokio::spawn(event_loop.run());
+    for addr in listen {
+        client.listen(addr).await?;
+    }
+    let addrs = client.listen_addrs().await?;
+    let peer_id = client.peer_id();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let node = Arc::new(handler::Node::new(inner, client));
+    let task = tokio::spawn(handler::serve(node, events, shutdown_rx));
+    Ok(RunningNode {
+        peer_id,
+        addrs,
+        interrupted,
+        shutdown,
+        task,
+    })
+}
+
+/// Lists the jobs in the store of the node configured by `config`.
+pub fn list_jobs(config: &NodeConfig, limit: usize) -> Result<Vec<jobs::JobRow>, NodeError> {
+    let path = config.paths.data_dir.join("jobs.sqlite");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    jobs::JobStore::open(&path)?.list(limit)
+}

@@ -1,0 +1,821 @@
+//! `requestor run`: offer a job to providers, fetch and verify the result.
+//!
+//! Providers are tried in order of preference (holding the bundle, then free slots) from
+//! one shared queue, so with `replicas = N` every replica runs on a distinct provider. A
+//! refusal, a rejected run (e.g. a provider that could not fetch the bundle) or a provider
+//! that dies or forgets the job moves that replica to the next provider in the queue; a
+//! task that ran and failed, or a result that does not verify, ends the run. Replicas must
+//! agree on the output digest; disagreement names every provider and its digest.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use pinfold_net::protocol::{ErrorReply, ResultReply};
+use pinfold_net::{
+    BlobRef, FetchLimits, InputEntry, JobId, JobResult, Multiaddr, Offer, OfferReply, PeerId,
+    RejectReason, Request, ResourceNeeds, Response, RunStatus,
+};
+use serde::Serialize;
+use task_defs::{Definition, DefinitionId};
+
+use crate::session::{Session, SessionConfig};
+use crate::verify::{self, VerifyError};
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// A definition identity (`blake3:…`), a definition directory or a bundle file.
+    pub definition: String,
+    /// Files or directories, staged as `<io.input>/<base name>`.
+    pub inputs: Vec<PathBuf>,
+    /// Params, `NAME` → `VALUE`.
+    pub params: BTreeMap<String, String>,
+    /// Where to put the results (default `./pinfold-out/<job>`).
+    pub output: Option<PathBuf>,
+    /// Distinct providers to run on.
+    pub replicas: usize,
+    /// Only these providers (empty: any that advertises).
+    pub providers: Vec<PeerId>,
+    /// Peers to dial.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local-network discovery.
+    pub mdns: bool,
+    /// Longest wait for provider ads.
+    pub wait_ads: Duration,
+    /// Longest wait for one provider's result.
+    pub timeout: Duration,
+    /// Test only: serve this file as the bundle, unchecked, while offering `definition`.
+    pub unchecked_bundle: Option<PathBuf>,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            definition: String::new(),
+            inputs: Vec::new(),
+            params: BTreeMap::new(),
+            output: None,
+            replicas: 1,
+            providers: Vec::new(),
+            bootstrap: Vec::new(),
+            mdns: false,
+            wait_ads: Duration::from_secs(5),
+            timeout: Duration::from_secs(600),
+            unchecked_bundle: None,
+            progress: false,
+        }
+    }
+}
+
+/// One provider's verified run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaReport {
+    /// The provider.
+    pub provider: String,
+    /// Its job id.
+    pub job_id: String,
+    /// Where the outputs, stdio and receipt are.
+    pub dir: PathBuf,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// The guest's exit code.
+    pub exit_code: Option<i32>,
+    /// The verified output digest.
+    pub outputs: String,
+    /// Output files.
+    pub files: usize,
+    /// Wall-clock microseconds on the provider.
+    pub wall_us: u64,
+}
+
+/// A provider that refused or dropped the job, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    /// The provider.
+    pub provider: String,
+    /// Its typed reason (or what went wrong).
+    pub reason: String,
+}
+
+/// A successful, verified run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The definition identity.
+    pub definition: String,
+    /// Every replica, verified.
+    pub replicas: Vec<ReplicaReport>,
+    /// Providers tried before the ones that ran it.
+    pub refusals: Vec<Refusal>,
+    /// Whether the replicas agree (always true on success).
+    pub agreed: bool,
+}
+
+/// Why a run did not end in verified success.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The command line or local inputs are wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// No provider could be found or reached.
+    #[error("no provider: {0}")]
+    NoProvider(String),
+    /// Every provider tried refused.
+    #[error("refused by every provider tried: {}", list(.0))]
+    Refused(Vec<Refusal>),
+    /// The task ran and did not succeed.
+    #[error("task {status:?} on {provider}{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    TaskFailed {
+        /// Where it ran.
+        provider: String,
+        /// How it ended.
+        status: RunStatus,
+        /// The provider's detail.
+        reason: Option<String>,
+        /// The downloaded (and verified) outputs and stdio.
+        dir: Option<PathBuf>,
+    },
+    /// A result did not verify.
+    #[error("verification failed for {provider}: {error}")]
+    Verification {
+        /// Which provider.
+        provider: String,
+        /// What failed.
+        error: VerifyError,
+    },
+    /// Replicas disagree.
+    #[error("replicas disagree: {}", .0.iter().map(|(p, d)| format!("{p} says {d}")).collect::<Vec<_>>().join("; "))]
+    Disagreement(Vec<(String, String)>),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn list(r: &[Refusal]) -> String {
+    r.iter()
+        .map(|r| format!("{}: {}", r.provider, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => crate::EXIT_USAGE,
+            RunError::NoProvider(_) => crate::EXIT_NO_PROVIDER,
+            RunError::Refused(_) => crate::EXIT_REFUSED,
+            RunError::TaskFailed { .. } => crate::EXIT_TASK_FAILED,
+            RunError::Verification { .. } | RunError::Disagreement(_) => crate::EXIT_VERIFY,
+            RunError::Other(_) => crate::EXIT_ERROR,
+        }
+    }
+}
+
+/// What a run offers, prepared once.
+struct Prepared {
+    definition: Option<Arc<Definition>>,
+    offer: Offer,
+}
+
+fn usage(e: impl std::fmt::Display) -> RunError {
+    RunError::Usage(e.to_string())
+}
+
+/// Registers inputs with the session's blob store and lists them as the offer does.
+fn collect_inputs(session: &Session, inputs: &[PathBuf]) -> Result<Vec<InputEntry>, RunError> {
+    fn add(
+        session: &Session,
+        path: &Path,
+        name: String,
+        out: &mut Vec<InputEntry>,
+    ) -> Result<(), RunError> {
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| usage(format!("--input {}: {e}", path.display())))?;
+        let t = meta.file_type();
+        if t.is_dir() {
+            let rd = std::fs::read_dir(path)
+                .map_err(|e| usage(format!("--input {}: {e}", path.display())))?;
+            for e in rd {
+                let e = e.map_err(|e| usage(format!("--input {}: {e}", path.display())))?;
+                let child = e
+                    .file_name()
+                    .into_string()
+                    .map_err(|_| usage(format!("{}: name is not UTF-8", e.path().display())))?;
+                add(session, &e.path(), format!("{name}/{child}"), out)?;
+            }
+            Ok(())
+        } else if t.is_file() {
+            let (id, size) = session
+                .blobs
+                .paths
+                .register(path)
+                .map_err(|e| usage(format!("--input {}: {e}", path.display())))?;
+            out.push(InputEntry {
+                name,
+                size,
+                blake3: id,
+            });
+            Ok(())
+        } else {
+            Err(usage(format!(
+                "--input {}: not a regular file or directory (links are not followed)",
+                path.display()
+            )))
+        }
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .ok_or_else(|| usage(format!("--input {}: no usable base name", p.display())))?;
+        add(session, p, name.to_string(), &mut out)?;
+    }
+    out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(out)
+}
+
+fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
+    let target = opts.definition.as_str();
+    let path = Path::new(target);
+    let (definition, bundle_bytes, id): (Option<Definition>, Option<Vec<u8>>, String) =
+        if let Ok(id) = DefinitionId::from_str(target) {
+            (None, None, id.to_string())
+        } else if path.is_dir() {
+            let def = Definition::load_dir(path).map_err(|e| usage(format!("{target}: {e}")))?;
+            let bytes = task_defs::bundle::pack(&def);
+            let id = def.id.to_string();
+            (Some(def), Some(bytes), id)
+        } else if path.is_file() {
+            let def =
+                task_defs::bundle::read_file(path).map_err(|e| usage(format!("{target}: {e}")))?;
+            let bytes = std::fs::read(path).map_err(|e| usage(format!("{target}: {e}")))?;
+            let id = def.id.to_string();
+            (Some(def), Some(bytes), id)
+        } else {
+            return Err(usage(format!(
+                "{target:?} is neither a definition identity (blake3:…), a directory nor a bundle"
+            )));
+        };
+    let bundle_bytes = match &opts.unchecked_bundle {
+        Some(p) => Some(std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?),
+        None => bundle_bytes,
+    };
+    let bundle = bundle_bytes.map(|b| {
+        let size = b.len() as u64;
+        let id = session.blobs.memory.insert(b);
+        BlobRef { id, size }
+    });
+    let inputs = collect_inputs(session, &opts.inputs)?;
+    let input_bytes = inputs.iter().map(|i| i.size).sum();
+    let offer = Offer {
+        definition: id,
+        bundle,
+        params: opts.params.clone(),
+        inputs,
+        needs: ResourceNeeds {
+            input_bytes,
+            ..ResourceNeeds::default()
+        },
+        secrets: Vec::new(),
+        registry_size: None,
+    };
+    offer.validate().map_err(usage)?;
+    Ok(Prepared {
+        definition: definition.map(Arc::new),
+        offer,
+    })
+}
+
+/// Why one attempt on one provider ended.
+enum AttemptError {
+    /// Try the next provider.
+    Retry(Refusal),
+    /// End the run.
+    Fatal(RunError),
+}
+
+struct Ctx {
+    session: Arc<Session>,
+    prep: Prepared,
+    opts: RunOptions,
+    out_base: PathBuf,
+    queue: Mutex<VecDeque<PeerId>>,
+    refusals: Mutex<Vec<Refusal>>,
+}
+
+impl Ctx {
+    fn say(&self, msg: &str) {
+        if self.opts.progress {
+            eprintln!("requestor: {msg}");
+        }
+    }
+}
+
+fn short(p: &PeerId) -> String {
+    let s = p.to_base58();
+    s[s.len().saturating_sub(8)..].to_string()
+}
+
+/// Runs a job as `opts` says; `Ok` only for verified success of every replica.
+pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
+    if opts.replicas == 0 {
+        return Err(usage("--replicas must be at least 1"));
+    }
+    if let Some(o) = &opts.output
+        && std::fs::read_dir(o).is_ok_and(|mut d| d.next().is_some())
+    {
+        return Err(usage(format!(
+            "--output {}: directory is not empty",
+            o.display()
+        )));
+    }
+    if opts.bootstrap.is_empty() && !opts.mdns {
+        return Err(usage(
+            "no way to find providers: pass --bootstrap MULTIADDR (or --mdns)",
+        ));
+    }
+    let session = Session::start(SessionConfig {
+        bootstrap: opts.bootstrap.clone(),
+        mdns: opts.mdns,
+    })
+    .await
+    .map_err(|e| RunError::Other(e.to_string()))?;
+    for (addr, e) in &session.failed {
+        if opts.progress {
+            eprintln!("requestor: cannot dial {addr}: {e}");
+        }
+    }
+    run_in(Arc::new(session), opts).await
+}
+
+/// Runs a job over an existing session (`opts.bootstrap` and `opts.mdns` are ignored):
+/// for callers that submit many jobs, which then share connections and the ad view.
+pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport, RunError> {
+    if opts.replicas == 0 {
+        return Err(usage("--replicas must be at least 1"));
+    }
+    let prep = prepare(&session, &opts)?;
+    let ads = session.wait_for_ads(opts.replicas, opts.wait_ads).await;
+    let runtime = prep
+        .definition
+        .as_ref()
+        .map(|d| match d.manifest.runtime.kind() {
+            task_defs::RuntimeKind::Wasm => "wasm",
+            task_defs::RuntimeKind::Docker => "docker",
+        });
+    let mut candidates: Vec<(PeerId, bool, u32)> = Vec::new();
+    for e in &ads {
+        if runtime.is_some_and(|r| !e.ad.executors.iter().any(|x| x.runtime == r)) {
+            continue;
+        }
+        let holds = e.ad.bundles.contains(&prep.offer.definition);
+        candidates.push((e.peer, holds, e.ad.free_slots));
+    }
+    // Dialled peers that have not advertised (yet) are still worth an offer.
+    for p in &session.dialled {
+        if !ads.iter().any(|e| e.peer == *p) {
+            candidates.push((*p, false, 0));
+        }
+    }
+    // Holding the bundle first (no transfer), then the most free slots; stable, so ties
+    // keep the view's most-recently-heard order.
+    candidates.sort_by_key(|c| std::cmp::Reverse((c.1, c.2)));
+    let mut order: Vec<PeerId> = candidates.into_iter().map(|c| c.0).collect();
+    if !opts.providers.is_empty() {
+        order = opts.providers.clone();
+    }
+    if order.is_empty() {
+        let why = if session.dialled.is_empty() && !session.failed.is_empty() {
+            format!(
+                "could not reach any bootstrap peer ({})",
+                session
+                    .failed
+                    .iter()
+                    .map(|(a, e)| format!("{a}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        } else {
+            "no provider advertised a suitable executor".to_string()
+        };
+        return Err(RunError::NoProvider(why));
+    }
+    let out_base = match (&opts.output, opts.replicas) {
+        (Some(o), _) => o.clone(),
+        (None, 1) => PathBuf::from("pinfold-out"),
+        (None, _) => PathBuf::from("pinfold-out").join(format!(
+            "run-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        )),
+    };
+    let definition = prep.offer.definition.clone();
+    let ctx = Arc::new(Ctx {
+        session,
+        prep,
+        out_base,
+        queue: Mutex::new(order.into_iter().collect()),
+        refusals: Mutex::new(Vec::new()),
+        opts,
+    });
+    ctx.say(&format!(
+        "offering {definition} to {} provider(s) for {} replica(s)",
+        ctx.queue.lock().map(|q| q.len()).unwrap_or(0),
+        ctx.opts.replicas
+    ));
+    let tasks: Vec<_> = (0..ctx.opts.replicas)
+        .map(|i| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { replica(&ctx, i).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => reports.push(r),
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(RunError::Other(format!("replica task: {e}")));
+                }
+            }
+        }
+    }
+    let refusals = ctx.refusals.lock().map(|r| r.clone()).unwrap_or_default();
+    // A disagreement between the replicas that did finish outranks a missing replica.
+    let digests: Vec<(String, String)> = reports
+        .iter()
+        .map(|r| (r.provider.clone(), r.outputs.clone()))
+        .collect();
+    if digests.iter().any(|(_, d)| *d != digests[0].1) {
+        return Err(RunError::Disagreement(digests));
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok(RunReport {
+        definition,
+        replicas: reports,
+        refusals,
+        agreed: true,
+    })
+}
+
+async fn replica(ctx: &Ctx, index: usize) -> Result<ReplicaReport, RunError> {
+    loop {
+        let next = ctx.queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(peer) = next else {
+            let refusals = ctx.refusals.lock().map(|r| r.clone()).unwrap_or_default();
+            return Err(if refusals.is_empty() {
+                RunError::NoProvider(format!("not enough providers for replica {}", index + 1))
+            } else {
+                RunError::Refused(refusals)
+            });
+        };
+        match attempt(ctx, peer).await {
+            Ok(r) => return Ok(r),
+            Err(AttemptError::Retry(r)) => {
+                ctx.say(&format!(
+                    "{} did not run it: {}; trying the next provider",
+                    r.provider, r.reason
+                ));
+                if let Ok(mut v) = ctx.refusals.lock() {
+                    v.push(r);
+                }
+            }
+            Err(AttemptError::Fatal(e)) => return Err(e),
+        }
+    }
+}
+
+async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError> {
+    let client = &ctx.session.client;
+    let retry = |reason: String| {
+        AttemptError::Retry(Refusal {
+            provider: peer.to_base58(),
+            reason,
+        })
+    };
+    // A busy provider (no free slot, or too many of our requests in flight) is asked again
+    // for a short while before the replica moves on.
+    let busy_until = tokio::time::Instant::now() + BUSY_OFFER_RETRY;
+    let mut wait = Duration::from_millis(5);
+    let accept = loop {
+        match client.offer(peer, ctx.prep.offer.clone()).await {
+            Ok(OfferReply::Accept(a)) => break a,
+            Ok(OfferReply::Reject {
+                reason: RejectReason::Busy,
+            }) if tokio::time::Instant::now() < busy_until => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            Ok(OfferReply::Reject { reason }) => return Err(retry(reason.to_string())),
+            Err(e) => return Err(retry(format!("offer failed: {e}"))),
+        }
+    };
+    ctx.say(&format!(
+        "{} accepted as job {} (fetching {} blob(s) from us)",
+        short(&peer),
+        accept.job_id,
+        accept.fetch.len()
+    ));
+    let result = poll(ctx, peer, &accept.job_id).await?;
+    let provider = peer.to_base58();
+    let fatal_verify = |error: VerifyError| {
+        AttemptError::Fatal(RunError::Verification {
+            provider: provider.clone(),
+            error,
+        })
+    };
+    check_result(ctx, peer, &result).map_err(fatal_verify)?;
+    if result.outcome.status == RunStatus::Rejected {
+        return Err(retry(format!(
+            "run rejected: {}",
+            result.outcome.reason.clone().unwrap_or_default()
+        )));
+    }
+    let dir = match download(ctx, peer, &result).await {
+        Ok(d) => d,
+        Err(DownloadError::Verify(e)) => return Err(fatal_verify(e)),
+        Err(DownloadError::Transfer(e)) => return Err(retry(format!("downloading: {e}"))),
+    };
+    ctx.say(&format!(
+        "{}: verified {} file(s), output digest {}, receipt signed by the provider",
+        short(&peer),
+        result.files.len(),
+        result.outcome.outputs
+    ));
+    if result.outcome.status != RunStatus::Succeeded {
+        return Err(AttemptError::Fatal(RunError::TaskFailed {
+            provider,
+            status: result.outcome.status,
+            reason: result.outcome.reason.clone(),
+            dir: Some(dir),
+        }));
+    }
+    Ok(ReplicaReport {
+        provider,
+        job_id: result.job_id.0.clone(),
+        dir,
+        status: result.outcome.status,
+        exit_code: result.outcome.exit_code,
+        outputs: result.outcome.outputs.clone(),
+        files: result.files.len(),
+        wall_us: result.outcome.usage.wall_us,
+    })
+}
+
+async fn poll(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<JobResult, AttemptError> {
+    let client = &ctx.session.client;
+    let retry = |reason: String| {
+        AttemptError::Retry(Refusal {
+            provider: peer.to_base58(),
+            reason,
+        })
+    };
+    let deadline = tokio::time::Instant::now() + ctx.opts.timeout;
+    let mut wait = Duration::from_millis(1);
+    let mut polls = 0u32;
+    let mut failures = 0;
+    loop {
+        match client
+            .request(
+                peer,
+                Request::Result {
+                    job_id: job.clone(),
+                },
+            )
+            .await
+        {
+            Ok(Response::Result(ResultReply::Done(r))) => return Ok(*r),
+            Ok(Response::Result(ResultReply::Pending(_))) => failures = 0,
+            // Too many of our requests in flight at this provider: not a failure.
+            Ok(Response::Error(ErrorReply::Busy)) => {}
+            Ok(Response::Error(ErrorReply::UnknownJob)) => {
+                return Err(retry(
+                    "the provider no longer knows the job (restarted?)".into(),
+                ));
+            }
+            Ok(other) => {
+                failures += 1;
+                tracing::debug!("unexpected answer {other:?}");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= 3 {
+                    return Err(retry(format!("provider unreachable: {e}")));
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = client
+                .request(
+                    peer,
+                    Request::Cancel {
+                        job_id: job.clone(),
+                    },
+                )
+                .await;
+            return Err(retry(format!(
+                "no result within {}s",
+                ctx.opts.timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        // Short tasks dominate: poll every millisecond for the first 50 ms (each poll is
+        // one small request on an open connection), then back off to 250 ms.
+        polls += 1;
+        if polls > 50 {
+            wait = (wait * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Checks the receipt and that the result is about what we offered, to us.
+fn check_result(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<(), VerifyError> {
+    let signer = verify::check_receipt(&r.receipt)?;
+    if signer != peer {
+        return Err(VerifyError::WrongSigner {
+            signer: signer.to_base58(),
+            provider: peer.to_base58(),
+        });
+    }
+    let b = &r.receipt.body;
+    let o = &ctx.prep.offer;
+    let mismatch =
+        |what: &str| VerifyError::Mismatch(format!("the receipt's {what} is not what was offered"));
+    if b.definition != o.definition {
+        return Err(mismatch("definition"));
+    }
+    if b.params != o.params {
+        return Err(mismatch("params"));
+    }
+    if b.inputs != o.inputs {
+        return Err(mismatch("input list"));
+    }
+    if b.requestor != ctx.session.client.peer_id().to_base58() {
+        return Err(mismatch("requestor"));
+    }
+    if b.job_id != r.job_id || b.outputs != r.outcome.outputs {
+        return Err(VerifyError::Mismatch(
+            "the receipt does not match the result".into(),
+        ));
+    }
+    Ok(())
+}
+
+enum DownloadError {
+    Transfer(String),
+    Verify(VerifyError),
+}
+
+async fn fetch_to(
+    ctx: &Ctx,
+    peer: PeerId,
+    blob: pinfold_net::BlobId,
+    size: u64,
+    dest: &Path,
+) -> Result<(), DownloadError> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| DownloadError::Transfer(format!("{}: {e}", parent.display())))?;
+    }
+    // A provider serves a few transfers per peer at once and answers "busy" (before any
+    // byte) beyond that; several jobs downloading from one provider wait their turn.
+    let deadline = tokio::time::Instant::now() + BUSY_RETRY;
+    let mut wait = Duration::from_millis(2);
+    let mut broken = 0;
+    loop {
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
+        match ctx
+            .session
+            .client
+            .fetch_blob(peer, blob, FetchLimits::exact(size), &mut f)
+            .await
+        {
+            Ok(_) => {
+                tokio::io::AsyncWriteExt::flush(&mut f)
+                    .await
+                    .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
+                return Ok(());
+            }
+            Err(e) if retryable(&e, &mut broken) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(DownloadError::Transfer(e.to_string())),
+        }
+    }
+}
+
+/// How long an offer is repeated to a provider that answers busy.
+const BUSY_OFFER_RETRY: Duration = Duration::from_secs(10);
+
+/// How long a download keeps retrying a provider that is busy serving others.
+const BUSY_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether a failed fetch is worth repeating: "busy" always (until the deadline); a
+/// stream that broke or could not be opened a few times (under load the remote drops
+/// streams it cannot take yet, which shows up as a reset before any byte arrived). The
+/// sink is recreated for each attempt and only ever holds verified bytes, so repeating
+/// is safe; a peer that sent bad bytes is never retried.
+pub(crate) fn retryable(e: &pinfold_net::TransferError, broken: &mut u32) -> bool {
+    use pinfold_net::TransferError as T;
+    match e {
+        T::Busy => true,
+        T::Io(_) | T::Open(_) | T::Local => {
+            *broken += 1;
+            *broken <= 3
+        }
+        _ => false,
+    }
+}
+
+/// Downloads outputs and stdio into a fresh directory and verifies everything on disk.
+async fn download(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<PathBuf, DownloadError> {
+    let final_dir = if ctx.opts.replicas == 1 {
+        match &ctx.opts.output {
+            Some(o) => o.clone(),
+            None => ctx.out_base.join(&r.job_id.0),
+        }
+    } else {
+        ctx.out_base.join(peer.to_base58())
+    };
+    let parent = final_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| DownloadError::Transfer(format!("{}: {e}", parent.display())))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".pinfold-partial-")
+        .tempdir_in(&parent)
+        .map_err(|e| DownloadError::Transfer(format!("{}: {e}", parent.display())))?;
+    let s = staging.path();
+    std::fs::create_dir(s.join("outputs")).map_err(|e| DownloadError::Transfer(e.to_string()))?;
+    let o = &r.outcome;
+    let mut wanted = vec![
+        (o.stdout.id, o.stdout.size, s.join("stdout")),
+        (o.stderr.id, o.stderr.size, s.join("stderr")),
+    ];
+    for f in &r.files {
+        wanted.push((f.blake3, f.size, s.join("outputs").join(&f.path)));
+    }
+    // Two at a time: what a provider serves one peer at once by default.
+    let mut fetches = futures::stream::iter(wanted)
+        .map(|(id, size, dest)| async move { fetch_to(ctx, peer, id, size, &dest).await })
+        .buffer_unordered(2);
+    while let Some(r) = fetches.next().await {
+        r?;
+    }
+    drop(fetches);
+
+    // The transfer verified every byte against the identities asked for; now check that
+    // those identities make up the digest the provider signed.
+    let on_disk = verify::scan_outputs(&s.join("outputs")).map_err(DownloadError::Verify)?;
+    if on_disk != r.files {
+        return Err(DownloadError::Verify(VerifyError::Mismatch(
+            "downloaded files differ from the result's file list".into(),
+        )));
+    }
+    let digest = verify::digest_of_job_dir(s).map_err(DownloadError::Verify)?;
+    if digest != o.outputs || digest != r.receipt.body.outputs {
+        return Err(DownloadError::Verify(VerifyError::Mismatch(format!(
+            "outputs hash to {digest}, the provider signed {}",
+            r.receipt.body.outputs
+        ))));
+    }
+    std::fs::write(s.join("receipt.json"), r.receipt.to_json())
+        .map_err(|e| DownloadError::Transfer(format!("receipt.json: {e}")))?;
+    if final_dir.exists() {
+        // Checked empty before the run started.
+        let _ = std::fs::remove_dir(&final_dir);
+    }
+    let kept = staging.keep();
+    std::fs::rename(&kept, &final_dir).map_err(|e| {
+        DownloadError::Transfer(format!(
+            "moving the results to {}: {e}",
+            final_dir.display()
+        ))
+    })?;
+    Ok(final_dir)
+}

@@ -1,0 +1,136 @@
+//! The requestor's network presence: an ephemeral peer that dials providers, listens to
+//! their ads and serves the blobs (bundle, inputs) they fetch from it.
+//!
+//! The key is generated per session: a requestor needs no reputation, and a fresh peer id
+//! per run keeps runs unlinkable. It does not listen; providers fetch the bundle and
+//! inputs over the connection the requestor opened.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use pinfold_net::{
+    BlobId, BlobReader, BlobStore, Client, Event, Keypair, MemoryBlobStore, Multiaddr, NetConfig,
+    PathBlobStore, PeerId, ProviderEntry,
+};
+
+/// Blobs the requestor serves: a packed bundle in memory, input files in place.
+#[derive(Debug, Default)]
+pub struct RequestorBlobs {
+    /// In-memory blobs (bundles).
+    pub memory: MemoryBlobStore,
+    /// Registered files (inputs).
+    pub paths: PathBlobStore,
+}
+
+impl BlobStore for RequestorBlobs {
+    fn open(&self, id: &BlobId) -> io::Result<Option<BlobReader>> {
+        match self.memory.open(id)? {
+            Some(r) => Ok(Some(r)),
+            None => self.paths.open(id),
+        }
+    }
+}
+
+/// How to join the network.
+#[derive(Debug, Clone, Default)]
+pub struct SessionConfig {
+    /// Peers to dial (providers or bootstrap nodes), each ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local-network discovery.
+    pub mdns: bool,
+}
+
+/// A joined session.
+#[derive(Debug)]
+pub struct Session {
+    /// The network handle.
+    pub client: Client,
+    /// What this session serves.
+    pub blobs: Arc<RequestorBlobs>,
+    /// Peers dialled successfully.
+    pub dialled: Vec<PeerId>,
+    /// Dials that failed, with the error.
+    pub failed: Vec<(Multiaddr, String)>,
+    connected: Arc<Mutex<BTreeSet<PeerId>>>,
+}
+
+impl Session {
+    /// Starts the network and dials every bootstrap address (each with its own timeout).
+    pub async fn start(config: SessionConfig) -> Result<Session, pinfold_net::NetError> {
+        let mut net = NetConfig::new(Keypair::generate_ed25519());
+        net.listen = Vec::new();
+        net.mdns = config.mdns;
+        net.kad = false;
+        net.gossip_heartbeat = Duration::from_millis(200);
+        let blobs = Arc::new(RequestorBlobs::default());
+        let (client, mut events, event_loop) = pinfold_net::new(net, Some(blobs.clone()))?;
+        tokio::spawn(event_loop.run());
+        let connected = Arc::new(Mutex::new(BTreeSet::new()));
+        let c = connected.clone();
+        // Drain events (the loop refuses requests when nobody listens) and track peers.
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Event::PeerConnected { peer, .. } => {
+                        c.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+                    }
+                    Event::PeerDisconnected { peer } => {
+                        c.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let dials = config.bootstrap.iter().map(|a| {
+            let client = client.clone();
+            let a = a.clone();
+            async move { (a.clone(), client.dial(a).await) }
+        });
+        let mut dialled = Vec::new();
+        let mut failed = Vec::new();
+        for (addr, r) in futures::future::join_all(dials).await {
+            match r {
+                Ok(p) => {
+                    if !dialled.contains(&p) {
+                        dialled.push(p);
+                    }
+                }
+                Err(e) => failed.push((addr, e.to_string())),
+            }
+        }
+        Ok(Session {
+            client,
+            blobs,
+            dialled,
+            failed,
+            connected,
+        })
+    }
+
+    /// Whether `peer` is connected now.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(peer)
+    }
+
+    /// Waits up to `wait` for ads: returns early once every dialled peer and at least
+    /// `want` providers have advertised.
+    pub async fn wait_for_ads(&self, want: usize, wait: Duration) -> Vec<ProviderEntry> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ads = self.client.providers().await.unwrap_or_default();
+            let heard: BTreeSet<PeerId> = ads.iter().map(|e| e.peer).collect();
+            let all_dialled = self.dialled.iter().all(|p| heard.contains(p));
+            if (all_dialled && ads.len() >= want.max(1)) || tokio::time::Instant::now() >= deadline
+            {
+                return ads;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

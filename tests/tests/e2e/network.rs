@@ -1,0 +1,467 @@
+//! The peer network through the real binaries: `task-defs serve`, `provider run` nodes and
+//! `requestor` on loopback. Successful runs match `provider exec`, refusals carry their
+//! typed reasons, a killed provider's job is retried elsewhere and marked interrupted,
+//! replicas agree and a lying provider is caught.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pinfold_e2e::{
+    ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout, provider_toml, run,
+};
+
+/// A registry with two trusted reviewers (k = 2) and the keys to act on it.
+struct World {
+    s: Scratch,
+    server: RegistryProcess,
+    author: PathBuf,
+    reviewers: [(PathBuf, String); 2],
+}
+
+impl World {
+    fn new() -> World {
+        let s = Scratch::new();
+        let (author, _) = keygen(&s, "author");
+        let r1 = keygen(&s, "r1");
+        let r2 = keygen(&s, "r2");
+        let server = RegistryProcess::start(
+            &s.path("registry"),
+            &["--reviewer", &r1.1, "--reviewer", &r2.1, "--threshold", "2"],
+        );
+        World {
+            s,
+            server,
+            author,
+            reviewers: [r1, r2],
+        }
+    }
+
+    fn publish(&self, dir: &Path) -> String {
+        let out = ok_stdout(&run(
+            "task-defs",
+            &[
+                &"publish",
+                &dir,
+                &"--registry",
+                &self.server.url,
+                &"--key",
+                &self.author,
+                &"--json",
+            ],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn review(&self, verb: &str, id: &str, which: usize) {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"review",
+            &verb,
+            &id,
+            &"--registry",
+            &self.server.url,
+            &"--key",
+            &self.reviewers[which].0,
+        ];
+        if verb != "approve" {
+            args.extend([&"--reason" as &dyn AsRef<std::ffi::OsStr>, &"test"]);
+        }
+        ok_stdout(&run("task-defs", &args));
+    }
+
+    fn approve(&self, id: &str) {
+        self.review("approve", id, 0);
+        self.review("approve", id, 1);
+    }
+
+    fn toml(&self, extra: &str) -> String {
+        provider_toml(
+            &self.server.url,
+            &self.server.log_key(),
+            &[&self.reviewers[0].1, &self.reviewers[1].1],
+            2,
+            extra,
+        )
+    }
+
+    fn provider(&self, name: &str, extra: &str, env: &[(&str, &str)]) -> ProviderProcess {
+        ProviderProcess::start(&self.s.path(name), Some(&self.toml(extra)), &[], env)
+    }
+
+    fn corpus(&self) -> PathBuf {
+        let p = self.s.path("corpus.txt");
+        std::fs::write(&p, "the cat and the hat and the bat\nthe end\n").unwrap();
+        p
+    }
+}
+
+/// `requestor run ... --json` against `providers`; returns the output and parsed JSON.
+fn request(
+    providers: &[&ProviderProcess],
+    def: &str,
+    extra: &[&str],
+    out: &Path,
+    inputs: &[&Path],
+) -> (Output, serde_json::Value) {
+    let mut cmd = Command::new(bin("requestor"));
+    cmd.args(["run", def, "--json", "--wait", "10", "--timeout", "120"])
+        .arg("--output")
+        .arg(out)
+        .args(extra);
+    for p in providers {
+        cmd.args(["--bootstrap", p.addr()]);
+    }
+    for i in inputs {
+        cmd.arg("--input").arg(i);
+    }
+    let o = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "requestor printed {text:?} ({e}); stderr {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o, v)
+}
+
+#[test]
+fn a_run_through_three_providers_matches_provider_exec_and_verifies_offline() {
+    let w = World::new();
+    let id = w.publish(&example("wordfreq"));
+    w.approve(&id);
+    let p1 = w.provider("p1", "", &[]);
+    let p2 = w.provider("p2", "", &[]);
+    // The third node is set up the way an operator would: `provider init`, then flags.
+    let p3_dir = w.s.path("p3");
+    let init = ok_stdout(&run("provider", &[&"init", &"--dir", &p3_dir]));
+    assert!(init.contains("peer id 12D3"), "{init}");
+    assert_eq!(
+        run("provider", &[&"init", &"--dir", &p3_dir]).status.code(),
+        Some(2),
+        "init must not overwrite"
+    );
+    let log_key = w.server.log_key();
+    let p3 = ProviderProcess::start(
+        &p3_dir,
+        None,
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--registry",
+            &w.server.url,
+            "--log-key",
+            &log_key,
+            "--reviewer",
+            &w.reviewers[0].1,
+            "--reviewer",
+            &w.reviewers[1].1,
+            "--threshold",
+            "2",
+        ],
+        &[],
+    );
+    assert!(p3.addr().starts_with("/ip4/127.0.0.1/tcp/") && p3.addr().ends_with(&p3.peer));
+    let corpus = w.corpus();
+    let out = w.s.path("out");
+    let (o, v) = request(
+        &[&p1, &p2, &p3],
+        &id,
+        &["--param", "top=2"],
+        &out,
+        &[&corpus],
+    );
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let digest = v["report"]["replicas"][0]["outputs"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let local = Command::new(bin("provider"))
+        .env("PINFOLD_CACHE_DIR", w.s.path("cache"))
+        .args([
+            "exec",
+            "--allow-unreviewed",
+            "--json",
+            "--param",
+            "top=2",
+            "--input",
+        ])
+        .arg(&corpus)
+        .arg(example("wordfreq"))
+        .output()
+        .unwrap();
+    let local: serde_json::Value = serde_json::from_str(&ok_stdout(&local)).unwrap();
+    assert_eq!(local["outputs"], digest.as_str());
+    assert!(out.join("outputs/freq.tsv").is_file());
+
+    // The saved receipt verifies offline, with and without the outputs; a changed output does not.
+    let receipt = out.join("receipt.json");
+    let ok = run("requestor", &[&"verify", &receipt, &"--outputs", &out]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(out.join("outputs/freq.tsv"), "forged\t1\n").unwrap();
+    let bad = run("requestor", &[&"verify", &receipt, &"--outputs", &out]);
+    assert_eq!(bad.status.code(), Some(4));
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    r["body"]["exit_code"] = 1.into();
+    std::fs::write(&receipt, r.to_string()).unwrap();
+    assert_eq!(
+        run("requestor", &[&"verify", &receipt]).status.code(),
+        Some(4)
+    );
+
+    // The provider that ran it recorded the whole life of the job.
+    let ran_on = v["report"]["replicas"][0]["provider"].as_str().unwrap();
+    let node = [&p1, &p2, &p3]
+        .into_iter()
+        .find(|p| p.peer == ran_on)
+        .unwrap();
+    let jobs: serde_json::Value = serde_json::from_str(&node.jobs_json()).unwrap();
+    let job = &jobs.as_array().unwrap()[0];
+    assert_eq!(job["state"], "delivered");
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["outputs"], digest.as_str());
+
+    // `requestor providers` sees all three.
+    let listed = run(
+        "requestor",
+        &[
+            &"providers",
+            &"--json",
+            &"--wait",
+            &"5",
+            &"--bootstrap",
+            &p1.addr(),
+            &"--bootstrap",
+            &p2.addr(),
+            &"--bootstrap",
+            &p3.addr(),
+        ],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok_stdout(&listed)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+
+    // SIGTERM is a clean shutdown.
+    let status = p1.terminate(20).expect("provider exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn unapproved_revoked_tampered_and_unlisted_requestors_are_refused_with_reasons() {
+    let w = World::new();
+    let wordfreq = w.publish(&example("wordfreq"));
+    w.approve(&wordfreq);
+    let pending = w.publish(&example("sha256sum"));
+    w.review("approve", &pending, 0);
+    let revoked = w.publish(&example("nbody"));
+    w.approve(&revoked);
+    w.review("revoke", &revoked, 0);
+    let p = w.provider("p", "", &[]);
+    let corpus = w.corpus();
+
+    let reason = |v: &serde_json::Value| {
+        v["refusals"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let (o, v) = request(&[&p], &pending, &[], &w.s.path("o1"), &[&corpus]);
+    assert_eq!(o.status.code(), Some(3), "{v}");
+    assert_eq!(reason(&v), "definition is not approved");
+    let (o, v) = request(&[&p], &revoked, &[], &w.s.path("o2"), &[]);
+    assert_eq!(o.status.code(), Some(3), "{v}");
+    assert_eq!(reason(&v), "definition is revoked");
+
+    // A bundle whose content is not the offered (approved) identity.
+    let copy = w.s.path("wordfreq-copy");
+    std::fs::create_dir_all(copy.join("src")).unwrap();
+    for f in [
+        "taskdef.toml",
+        "wordfreq.wasm",
+        "README.md",
+        "src/wordfreq.c",
+    ] {
+        std::fs::copy(example("wordfreq").join(f), copy.join(f)).unwrap();
+    }
+    std::fs::write(copy.join("README.md"), "changed after review\n").unwrap();
+    let tampered = w.s.path("tampered.bundle");
+    ok_stdout(&run("task-defs", &[&"pack", &copy, &"-o", &tampered]));
+    let t = tampered.to_str().unwrap();
+    let (o, v) = request(
+        &[&p],
+        &wordfreq,
+        &["--unchecked-bundle", t],
+        &w.s.path("o3"),
+        &[&corpus],
+    );
+    assert_eq!(o.status.code(), Some(3), "{v}");
+    assert!(reason(&v).contains("tampered bundle"), "{v}");
+
+    // A provider that serves only one (other) requestor.
+    let other = "12D3KooWFEZAGDe77a1WSGJUcvJnwwQfoZHzwT4v5zXmSCSZknKA";
+    let picky = w.provider(
+        "picky",
+        &format!("[requestors]\nallow = [{other:?}]\n"),
+        &[],
+    );
+    let (o, v) = request(&[&picky], &wordfreq, &[], &w.s.path("o4"), &[&corpus]);
+    assert_eq!(o.status.code(), Some(3), "{v}");
+    assert_eq!(reason(&v), "requestor is not allowed");
+
+    // The node kept serving throughout: the approved definition still runs, here from a
+    // directory the requestor packs and serves itself; the node then holds and advertises it.
+    let dir = example("wordfreq");
+    let (o, v) = request(
+        &[&p],
+        dir.to_str().unwrap(),
+        &[],
+        &w.s.path("o5"),
+        &[&corpus],
+    );
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert!(p.log().contains("finished"), "{}", p.log());
+    let listed = run(
+        "requestor",
+        &[
+            &"providers",
+            &"--json",
+            &"--wait",
+            &"5",
+            &"--bootstrap",
+            &p.addr(),
+        ],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok_stdout(&listed)).unwrap();
+    assert_eq!(listed[0]["ad"]["bundles"][0], wordfreq.as_str(), "{listed}");
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_provider_killed_mid_task_is_replaced_and_marks_the_job_interrupted_on_restart() {
+    let w = World::new();
+    let nbody = w.publish(&example("nbody"));
+    w.approve(&nbody);
+    let a = w.provider("a", "", &[]);
+    let b = w.provider("b", "", &[]);
+    let out = w.s.path("out");
+    let child = Command::new(bin("requestor"))
+        .args(["run", &nbody, "--json", "--wait", "10", "--timeout", "300"])
+        .args([
+            "--param",
+            "steps=20000000",
+            "--provider",
+            &a.peer,
+            "--provider",
+            &b.peer,
+        ])
+        .args(["--bootstrap", a.addr(), "--bootstrap", b.addr()])
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(60, || a.jobs_json().contains("\"running\"")),
+        "the job never started on a: {}",
+        a.log()
+    );
+    let a_dir = a.dir.clone();
+    a.kill();
+    let o = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["report"]["replicas"][0]["provider"], b.peer.as_str());
+    assert!(
+        v["report"]["refusals"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{v}"
+    );
+
+    // Restarted, `a` marks the job interrupted and its work dir is empty.
+    let a = ProviderProcess::start(&a_dir, None, &[], &[]);
+    assert_eq!(a.interrupted.len(), 1, "{:?}", a.interrupted);
+    let jobs: serde_json::Value = serde_json::from_str(&a.jobs_json()).unwrap();
+    let job = &jobs.as_array().unwrap()[0];
+    assert_eq!(job["state"], "interrupted");
+    assert_eq!(job["status"], serde_json::Value::Null);
+    let left: Vec<_> = std::fs::read_dir(a_dir.join("work")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn replicas_agree_and_a_lying_provider_is_caught_by_disagreement() {
+    let w = World::new();
+    let id = w.publish(&example("wordfreq"));
+    w.approve(&id);
+    let p1 = w.provider("p1", "", &[]);
+    let p2 = w.provider("p2", "", &[]);
+    let p3 = w.provider("p3", "", &[]);
+    let corpus = w.corpus();
+    let (o, v) = request(
+        &[&p1, &p2, &p3],
+        &id,
+        &["--replicas", "3"],
+        &w.s.path("o1"),
+        &[&corpus],
+    );
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let reps = v["report"]["replicas"].as_array().unwrap();
+    assert_eq!(reps.len(), 3);
+    assert!(reps.iter().all(|r| r["outputs"] == reps[0]["outputs"]));
+
+    let liar = w.provider("liar", "", &[("PINFOLD_TEST_FAULT", "wrong-output")]);
+    let (o, v) = request(
+        &[&p1, &liar],
+        &id,
+        &[
+            "--replicas",
+            "2",
+            "--provider",
+            &p1.peer,
+            "--provider",
+            &liar.peer,
+        ],
+        &w.s.path("o2"),
+        &[&corpus],
+    );
+    assert_eq!(o.status.code(), Some(4), "{v}");
+    assert_eq!(v["kind"], "disagreement");
+    assert!(v["error"].as_str().unwrap().contains(&liar.peer), "{v}");
+
+    // Garbage on the node's TCP port does not take it down.
+    let port: u16 = p1.addr().split('/').nth(4).unwrap().parse().unwrap();
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xffu8; 70_000][..],
+        b"/multistream/1.0.0\n",
+    ] {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write as _;
+            let _ = s.write_all(junk);
+        }
+    }
+    let (o, v) = request(&[&p1], &id, &[], &w.s.path("o3"), &[&corpus]);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+}

@@ -25,6 +25,7 @@ use crate::definition::Definition;
 use crate::identity::DefinitionId;
 use crate::tlog::entry::MAX_LEAF_BYTES;
 use crate::tlog::note::MAX_NOTE_BYTES;
+use crate::tlog::verifier::CheckedLeaves;
 use crate::tlog::{
     Checkpoint, ConfigError, Hash, Published, Review, Status, StatusError, SyncError, UpdateReport,
     Verifier, VerifierConfig, VerifierState,
@@ -75,6 +76,8 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// The bound on one whole request, which also bounds [`sync`]'s waits for pages.
+    timeout: Duration,
 }
 
 impl Client {
@@ -95,6 +98,7 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             agent: config.into(),
+            timeout,
         }
     }
 
@@ -365,13 +369,73 @@ pub fn sync(
         }
         .into());
     }
-    let entries = client.entries(old, cp.size)?;
+    let checked = fetch_and_check(client, verifier, old, cp.size)?;
     let proof = if old == 0 {
         Vec::new()
     } else {
         client.consistency(old, cp.size)?
     };
-    Ok(verifier.update(&note, &entries, &proof, now)?)
+    Ok(verifier.update_checked(&note, checked, &proof, now)?)
+}
+
+/// Pages waiting between the download and the checks: enough to keep the connection busy
+/// while a page is checked, few enough to bound memory (a page is at most 4096 leaves).
+const PAGES_IN_FLIGHT: usize = 2;
+
+/// Downloads leaves `[start, end)` page by page on a helper thread while this thread
+/// hashes, parses and verifies each page already received, so the download hides behind
+/// the checks (which dominate a sync). Every wait is bounded by the client's timeout.
+fn fetch_and_check(
+    client: &Client,
+    verifier: &Verifier,
+    start: u64,
+    end: u64,
+) -> Result<CheckedLeaves, SyncFailure> {
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Result<Vec<Vec<u8>>, ClientError>>(PAGES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut next = start;
+            while next < end {
+                let page = match client.entries_page(next, end) {
+                    Ok(page) if page.is_empty() => Err(ClientError::Malformed {
+                        url: client.url("/api/v1/entries"),
+                        message: format!("empty page at {next} before {end}"),
+                    }),
+                    other => other,
+                };
+                let failed = page.is_err();
+                if let Ok(p) = &page {
+                    next += p.len() as u64;
+                }
+                // A closed channel means the checker gave up: stop fetching.
+                if tx.send(page).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Returning drops `rx`, which ends the fetcher at its next send; the scope then
+        // waits at most one request (bounded by the client's timeout) for it.
+        let mut checked = CheckedLeaves::default();
+        let want = (end - start) as usize;
+        // One page may take up to the request timeout; a little slack for the handoff.
+        let wait = client.timeout.saturating_add(Duration::from_secs(5));
+        while checked.len() < want {
+            let page = rx.recv_timeout(wait).map_err(|e| ClientError::Transport {
+                url: client.url("/api/v1/entries"),
+                message: match e {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => {
+                        "timed out waiting for a page of entries".to_string()
+                    }
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                        "entry download stopped early".to_string()
+                    }
+                },
+            })??;
+            checked.append(verifier.check_leaves(&page));
+        }
+        Ok(checked)
+    })
 }
 
 /// The outcome of [`verified_status`].

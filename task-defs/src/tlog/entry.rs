@@ -8,11 +8,14 @@
 //! checkpoints are signed notes, which never start with `{`). The statement names the
 //! signing key, so a signature cannot be re-attributed to another key.
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::io::Write as _;
 
-use super::keys::{KeyError, PublicKey, SecretKey, Signature};
-use crate::identity::{DefinitionId, write_canonical};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{KeyError, PreparedKey, PublicKey, SecretKey, Signature};
+use crate::identity::DefinitionId;
 
 /// The `type` member of an author's publication statement.
 pub const PUBLISH_STATEMENT_TYPE: &str = "pinfold-publish/1";
@@ -62,14 +65,25 @@ impl Published {
 
     /// The bytes the author signs.
     pub fn statement(&self) -> Vec<u8> {
-        canonical(&json!({
-            "type": PUBLISH_STATEMENT_TYPE,
-            "definition": self.definition,
-            "name": self.name,
-            "version": self.version,
-            "author": self.author,
-            "time": self.time,
-        }))
+        // Written member by member in sorted key order, exactly as canonical JSON of
+        // `{type, definition, name, version, author, time}` (the tests hold the two
+        // equal): building a `serde_json::Value` and sorting it cost more than the
+        // signature check it feeds.
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"author\":");
+        push_display(&mut out, &self.author);
+        out.extend_from_slice(b",\"definition\":");
+        push_display(&mut out, &self.definition);
+        out.extend_from_slice(b",\"name\":");
+        push_str(&mut out, &self.name);
+        out.extend_from_slice(b",\"time\":");
+        push_u64(&mut out, self.time);
+        out.extend_from_slice(b",\"type\":");
+        push_str(&mut out, PUBLISH_STATEMENT_TYPE);
+        out.extend_from_slice(b",\"version\":");
+        push_str(&mut out, &self.version);
+        out.push(b'}');
+        out
     }
 
     /// Checks the author's signature.
@@ -142,19 +156,35 @@ impl Review {
 
     /// The bytes the reviewer signs.
     pub fn statement(&self) -> Vec<u8> {
-        canonical(&json!({
-            "type": REVIEW_STATEMENT_TYPE,
-            "reviewer": self.reviewer,
-            "action": self.action.as_str(),
-            "definition": self.definition,
-            "reason": self.reason,
-            "time": self.time,
-        }))
+        // Canonical JSON of `{type, reviewer, action, definition, reason, time}`, written
+        // directly in sorted key order (see [`Published::statement`]).
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"action\":");
+        push_str(&mut out, self.action.as_str());
+        out.extend_from_slice(b",\"definition\":");
+        push_display(&mut out, &self.definition);
+        out.extend_from_slice(b",\"reason\":");
+        push_str(&mut out, &self.reason);
+        out.extend_from_slice(b",\"reviewer\":");
+        push_display(&mut out, &self.reviewer);
+        out.extend_from_slice(b",\"time\":");
+        push_u64(&mut out, self.time);
+        out.extend_from_slice(b",\"type\":");
+        push_str(&mut out, REVIEW_STATEMENT_TYPE);
+        out.push(b'}');
+        out
     }
 
     /// Checks the reviewer's signature.
     pub fn verify(&self) -> Result<(), KeyError> {
         self.reviewer.verify(&self.statement(), &self.signature)
+    }
+
+    /// Checks the reviewer's signature against `key`, the already decompressed
+    /// [`Review::reviewer`] (the verifier prepares its roster's keys once per sync rather
+    /// than once per review).
+    pub(crate) fn verify_prepared(&self, key: &PreparedKey) -> Result<(), KeyError> {
+        key.verify(&self.statement(), &self.signature)
     }
 }
 
@@ -182,17 +212,128 @@ pub enum EntryError {
     NotCanonical,
 }
 
-fn canonical(v: &serde_json::Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_canonical(v, &mut out);
-    out
+/// Appends a JSON string exactly as `serde_json` (and so [`crate::identity::write_canonical`]) writes it.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a vec cannot fail");
+}
+
+/// Appends the JSON string of a value's text form (how keys, identities and signatures
+/// serialize).
+fn push_display(out: &mut Vec<u8>, v: &impl Display) {
+    out.push(b'"');
+    // Text forms of keys, identities and signatures are base64 or hex: nothing to escape.
+    write!(out, "{v}").expect("writing to a vec cannot fail");
+    out.push(b'"');
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    write!(out, "{n}").expect("writing to a vec cannot fail");
+}
+
+/// A cursor over leaf bytes in the one layout canonical encoding allows.
+///
+/// It only has to be right for canonical leaves: whatever it accepts is re-encoded and
+/// compared byte for byte, and whatever it refuses goes through the general parser.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(s.len())?;
+        (self.b.get(self.i..end)? == s).then(|| self.i = end)
+    }
+
+    /// A JSON string, borrowed unless it has escapes.
+    fn str(&mut self) -> Option<Cow<'a, str>> {
+        self.lit(b"\"")?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                _ => self.i += 1,
+            }
+        }
+        let body = self.b.get(start..self.i)?;
+        self.i += 1;
+        if escaped {
+            serde_json::from_slice(self.b.get(start - 1..self.i)?)
+                .ok()
+                .map(Cow::Owned)
+        } else {
+            std::str::from_utf8(body).ok().map(Cow::Borrowed)
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self) -> Option<T> {
+        self.str()?.parse().ok()
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(d) = self.b.get(self.i).filter(|d| d.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        (self.i > start).then_some(n)
+    }
+
+    fn end(&self) -> Option<()> {
+        (self.i == self.b.len()).then_some(())
+    }
 }
 
 impl Entry {
     /// The canonical leaf bytes that the log stores and hashes.
     pub fn to_leaf(&self) -> Vec<u8> {
-        let v = serde_json::to_value(self).expect("entries serialize to json");
-        canonical(&v)
+        let mut out = Vec::with_capacity(512);
+        self.write_leaf(&mut out);
+        out
+    }
+
+    /// Appends the canonical leaf bytes: canonical JSON of the entry's serde form,
+    /// written member by member in sorted key order (the tests hold this equal to
+    /// [`crate::identity::write_canonical`] of the serialized value).
+    fn write_leaf(&self, out: &mut Vec<u8>) {
+        match self {
+            Entry::Published(p) => {
+                out.extend_from_slice(b"{\"author\":");
+                push_display(out, &p.author);
+                out.extend_from_slice(b",\"definition\":");
+                push_display(out, &p.definition);
+                out.extend_from_slice(b",\"name\":");
+                push_str(out, &p.name);
+                out.extend_from_slice(b",\"signature\":");
+                push_display(out, &p.signature);
+                out.extend_from_slice(b",\"time\":");
+                push_u64(out, p.time);
+                out.extend_from_slice(b",\"type\":\"published\",\"version\":");
+                push_str(out, &p.version);
+                out.push(b'}');
+            }
+            Entry::Review(r) => {
+                out.extend_from_slice(b"{\"action\":");
+                push_str(out, r.action.as_str());
+                out.extend_from_slice(b",\"definition\":");
+                push_display(out, &r.definition);
+                out.extend_from_slice(b",\"reason\":");
+                push_str(out, &r.reason);
+                out.extend_from_slice(b",\"reviewer\":");
+                push_display(out, &r.reviewer);
+                out.extend_from_slice(b",\"signature\":");
+                push_display(out, &r.signature);
+                out.extend_from_slice(b",\"time\":");
+                push_u64(out, r.time);
+                out.extend_from_slice(b",\"type\":\"review\"}");
+            }
+        }
     }
 
     /// Parses leaf bytes, accepting only the canonical encoding.
@@ -200,12 +341,78 @@ impl Entry {
         if leaf.len() > MAX_LEAF_BYTES {
             return Err(EntryError::TooLarge(leaf.len()));
         }
+        // Fast path for the canonical layout, which every honest leaf has. It is exact
+        // because the result must re-encode to the very same bytes; anything it refuses
+        // (hostile or malformed leaves) takes the general path, which also gives the
+        // precise error.
+        if let Some(e) = Entry::parse_canonical(leaf) {
+            let mut again = Vec::with_capacity(leaf.len());
+            e.write_leaf(&mut again);
+            if again == leaf {
+                return Ok(e);
+            }
+        }
         let e: Entry =
             serde_json::from_slice(leaf).map_err(|e| EntryError::Malformed(e.to_string()))?;
         if e.to_leaf() != leaf {
             return Err(EntryError::NotCanonical);
         }
         Ok(e)
+    }
+
+    /// Reads the members of a leaf laid out canonically; `None` for any other layout.
+    fn parse_canonical(leaf: &[u8]) -> Option<Entry> {
+        let mut c = Cursor { b: leaf, i: 0 };
+        if c.lit(b"{\"author\":").is_some() {
+            let author = c.parse()?;
+            c.lit(b",\"definition\":")?;
+            let definition = c.parse()?;
+            c.lit(b",\"name\":")?;
+            let name = c.str()?.into_owned();
+            c.lit(b",\"signature\":")?;
+            let signature = c.parse()?;
+            c.lit(b",\"time\":")?;
+            let time = c.u64()?;
+            c.lit(b",\"type\":\"published\",\"version\":")?;
+            let version = c.str()?.into_owned();
+            c.lit(b"}")?;
+            c.end()?;
+            return Some(Entry::Published(Published {
+                definition,
+                name,
+                version,
+                author,
+                signature,
+                time,
+            }));
+        }
+        c.lit(b"{\"action\":")?;
+        let action = match &*c.str()? {
+            "approve" => ReviewAction::Approve,
+            "reject" => ReviewAction::Reject,
+            "revoke" => ReviewAction::Revoke,
+            _ => return None,
+        };
+        c.lit(b",\"definition\":")?;
+        let definition = c.parse()?;
+        c.lit(b",\"reason\":")?;
+        let reason = c.str()?.into_owned();
+        c.lit(b",\"reviewer\":")?;
+        let reviewer = c.parse()?;
+        c.lit(b",\"signature\":")?;
+        let signature = c.parse()?;
+        c.lit(b",\"time\":")?;
+        let time = c.u64()?;
+        c.lit(b",\"type\":\"review\"}")?;
+        c.end()?;
+        Some(Entry::Review(Review {
+            reviewer,
+            action,
+            definition,
+            reason,
+            signature,
+            time,
+        }))
     }
 
     /// The definition the entry is about.
@@ -221,6 +428,125 @@ impl Entry {
         match self {
             Entry::Published(p) => p.verify(),
             Entry::Review(r) => r.verify(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::identity::write_canonical;
+
+    fn canonical(v: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_canonical(v, &mut out);
+        out
+    }
+
+    /// The leaf encoding as first specified: canonical JSON of the serde form.
+    fn reference_leaf(e: &Entry) -> Vec<u8> {
+        canonical(&serde_json::to_value(e).unwrap())
+    }
+
+    /// The general parser alone, as `from_leaf` was before its fast path.
+    fn reference_from_leaf(leaf: &[u8]) -> Result<Entry, EntryError> {
+        if leaf.len() > MAX_LEAF_BYTES {
+            return Err(EntryError::TooLarge(leaf.len()));
+        }
+        let e: Entry =
+            serde_json::from_slice(leaf).map_err(|e| EntryError::Malformed(e.to_string()))?;
+        if reference_leaf(&e) != leaf {
+            return Err(EntryError::NotCanonical);
+        }
+        Ok(e)
+    }
+
+    fn entry(kind: u8, text: String, other: String, time: u64, seed: u8) -> Entry {
+        let key = SecretKey::from_seed([seed; 32]);
+        let id = DefinitionId([seed.wrapping_mul(7); 32]);
+        match kind % 4 {
+            0 => Entry::Published(Published::sign(&key, id, &text, &other, time)),
+            n => {
+                let action = [
+                    ReviewAction::Approve,
+                    ReviewAction::Reject,
+                    ReviewAction::Revoke,
+                ][n as usize - 1];
+                Entry::Review(Review::sign(&key, action, id, &text, time))
+            }
+        }
+    }
+
+    /// Strings that exercise every escape: quotes, backslashes, control characters, DEL,
+    /// non-ASCII and astral characters.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é€😀/ ]{0,12}",]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn direct_encodings_equal_canonical_json(
+            kind in any::<u8>(), a in text(), b in text(), time in any::<u64>(), seed in 1u8..8,
+        ) {
+            let e = entry(kind, a, b, time, seed);
+            prop_assert_eq!(e.to_leaf(), reference_leaf(&e));
+            let stmt = match &e {
+                Entry::Published(p) => (p.statement(), canonical(&json!({
+                    "type": PUBLISH_STATEMENT_TYPE,
+                    "definition": p.definition,
+                    "name": p.name,
+                    "version": p.version,
+                    "author": p.author,
+                    "time": p.time,
+                }))),
+                Entry::Review(r) => (r.statement(), canonical(&json!({
+                    "type": REVIEW_STATEMENT_TYPE,
+                    "reviewer": r.reviewer,
+                    "action": r.action.as_str(),
+                    "definition": r.definition,
+                    "reason": r.reason,
+                    "time": r.time,
+                }))),
+            };
+            prop_assert_eq!(stmt.0, stmt.1);
+            prop_assert_eq!(Entry::from_leaf(&e.to_leaf()), Ok(e));
+        }
+
+        #[test]
+        fn from_leaf_agrees_with_the_general_parser(
+            kind in any::<u8>(), a in text(), b in text(), time in any::<u64>(), seed in 1u8..8,
+            at in any::<prop::sample::Index>(), byte in any::<u8>(), how in 0u8..3,
+        ) {
+            let mut leaf = entry(kind, a, b, time, seed).to_leaf();
+            let i = at.index(leaf.len());
+            match how {
+                0 => leaf[i] = byte,
+                1 => leaf.insert(i, byte),
+                _ => { leaf.remove(i); }
+            }
+            prop_assert_eq!(Entry::from_leaf(&leaf), reference_from_leaf(&leaf));
+        }
+    }
+
+    #[test]
+    fn non_canonical_spellings_are_refused() {
+        let e = entry(1, "a/b".into(), String::new(), 7, 3);
+        let leaf = String::from_utf8(e.to_leaf()).unwrap();
+        for bad in [
+            leaf.replace("a/b", "a\\/b"),
+            leaf.replace("a/b", "\\u0061/b"),
+            leaf.replace("\"time\":7", "\"time\":07"),
+            leaf.replace("\"time\":7", "\"time\":7.0"),
+            leaf.replace("approve", "appr\\u006fve"),
+            format!("{leaf} "),
+        ] {
+            assert_ne!(bad, leaf);
+            assert!(Entry::from_leaf(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }

@@ -81,8 +81,60 @@ impl FromStr for PublicKey {
         let b = s.strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(err)?;
         let bytes = decode_b64::<32>(b).ok_or_else(err)?;
         // Refuse bytes that are not a curve point now rather than at first verification.
-        VerifyingKey::from_bytes(&bytes).map_err(|_| err())?;
+        if !is_curve_point(&bytes) {
+            return Err(err());
+        }
         Ok(PublicKey(bytes))
+    }
+}
+
+/// How many distinct valid keys each thread remembers (32 bytes each).
+const VALID_KEY_CACHE: usize = 4096;
+
+thread_local! {
+    /// Keys this thread has already found to be curve points. Decompressing a point costs
+    /// a field exponentiation, and a log names the same authors and reviewers over and
+    /// over: parsing 100,000 leaves spent about half its time here before this cache.
+    static VALID_KEYS: std::cell::RefCell<std::collections::HashSet<[u8; 32]>> =
+        std::cell::RefCell::default();
+}
+
+/// True when `bytes` decompress to a curve point (the check `VerifyingKey::from_bytes`
+/// makes), remembering valid keys. Only successes are cached, so the answer is the same
+/// as without the cache.
+fn is_curve_point(bytes: &[u8; 32]) -> bool {
+    if VALID_KEYS.with(|c| c.borrow().contains(bytes)) {
+        return true;
+    }
+    if VerifyingKey::from_bytes(bytes).is_err() {
+        return false;
+    }
+    VALID_KEYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= VALID_KEY_CACHE {
+            c.clear();
+        }
+        c.insert(*bytes);
+    });
+    true
+}
+
+/// A public key decompressed once, to verify many signatures by it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PreparedKey(VerifyingKey);
+
+impl PreparedKey {
+    /// The decompressed key; `None` when the bytes are not a curve point (such a key
+    /// verifies nothing, as [`PublicKey::verify`] would say).
+    pub(crate) fn new(key: &PublicKey) -> Option<PreparedKey> {
+        VerifyingKey::from_bytes(&key.0).ok().map(PreparedKey)
+    }
+
+    /// Exactly [`PublicKey::verify`] (`verify_strict`) without decompressing the key again.
+    pub(crate) fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        self.0
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -167,5 +219,99 @@ impl SecretKey {
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretKey(public {})", self.public_key())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The Ed25519 group order l, little-endian.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    /// The same signature with s replaced by s + l: equal modulo l, so it passes a
+    /// verifier that reduces s, but it is not the canonical encoding.
+    pub(crate) fn malleate(sig: &Signature) -> Signature {
+        let mut out = sig.0;
+        let mut carry = 0u16;
+        for (i, l) in L.iter().enumerate() {
+            let sum = u16::from(out[32 + i]) + u16::from(*l) + carry;
+            out[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        Signature(out)
+    }
+
+    /// A small-order (weak) key: the identity point, y = 1. With R = identity and s = 0 the
+    /// cofactorless equation holds for any message, which only strict verification refuses.
+    pub(crate) const WEAK_KEY: PublicKey = {
+        let mut b = [0u8; 32];
+        b[0] = 1;
+        PublicKey(b)
+    };
+
+    pub(crate) fn weak_signature() -> Signature {
+        let mut s = [0u8; 64];
+        s[0] = 1;
+        Signature(s)
+    }
+
+    #[test]
+    fn prepared_keys_verify_strictly() {
+        let k = SecretKey::from_seed([9; 32]);
+        let sig = k.sign(b"msg");
+        let pk = k.public_key();
+        let prepared = PreparedKey::new(&pk).unwrap();
+        prepared.verify(b"msg", &sig).unwrap();
+        pk.verify(b"msg", &sig).unwrap();
+        let bad = malleate(&sig);
+        assert_ne!(bad, sig);
+        assert_eq!(prepared.verify(b"msg", &bad), Err(KeyError::BadSignature));
+        assert_eq!(pk.verify(b"msg", &bad), Err(KeyError::BadSignature));
+        assert!(prepared.verify(b"other", &sig).is_err());
+
+        // The weak key is a curve point, so it parses; it must still verify nothing.
+        let weak = PreparedKey::new(&WEAK_KEY).unwrap();
+        for msg in [&b"msg"[..], b"anything"] {
+            assert_eq!(
+                weak.verify(msg, &weak_signature()),
+                Err(KeyError::BadSignature)
+            );
+            assert_eq!(
+                WEAK_KEY.verify(msg, &weak_signature()),
+                Err(KeyError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn the_point_cache_changes_no_answer() {
+        let good = SecretKey::from_seed([3; 32]).public_key().to_string();
+        let off = (2u8..)
+            .map(|y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                b
+            })
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .unwrap();
+        let off = format!("{PUBLIC_KEY_PREFIX}{}", B64.encode(off));
+        for _ in 0..3 {
+            assert!(good.parse::<PublicKey>().is_ok());
+            assert!(off.parse::<PublicKey>().is_err());
+        }
+        // Overflowing the cache only forgets keys.
+        for n in 0..(VALID_KEY_CACHE + 10) {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            let k = SecretKey::from_seed(seed).public_key();
+            assert_eq!(k.to_string().parse::<PublicKey>(), Ok(k));
+        }
+        assert!(VALID_KEYS.with(|c| c.borrow().len()) <= VALID_KEY_CACHE);
+        assert!(good.parse::<PublicKey>().is_ok());
+        assert!(off.parse::<PublicKey>().is_err());
     }
 }

@@ -82,7 +82,7 @@ pub struct Note {
     pub signatures: Vec<NoteSignature>,
 }
 
-/// The key id of an Ed25519 note key: SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key)[:4].
+/// The key id of an Ed25519 note key: the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key).
 pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());

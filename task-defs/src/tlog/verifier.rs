@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Entry, ReviewAction};
-use super::keys::PublicKey;
+use super::keys::{PreparedKey, PublicKey};
 use super::merkle::{Frontier, Hash, leaf_hash, verify_consistency};
 use super::note::{Checkpoint, CheckpointError, NoteVerifier};
 use crate::identity::DefinitionId;
@@ -229,7 +229,38 @@ pub struct UpdateReport {
 pub struct Verifier {
     config: VerifierConfig,
     roster: HashSet<PublicKey>,
+    /// The roster keys that are curve points, decompressed once rather than per review.
+    prepared: HashMap<PublicKey, PreparedKey>,
     state: VerifierState,
+}
+
+/// What [`Verifier::open_checkpoint`] found the checkpoint to be.
+enum Step {
+    /// The verified tree again (no entries).
+    Same(Checkpoint),
+    /// A bigger tree, with the right number of entries to check.
+    Grow(Checkpoint),
+}
+
+/// Leaves checked ahead of an update by [`Verifier::check_leaves`]: their leaf hashes and
+/// the entries to index, in log order.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedLeaves {
+    hashes: Vec<Hash>,
+    entries: Vec<Option<Entry>>,
+}
+
+impl CheckedLeaves {
+    /// How many leaves.
+    pub(crate) fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Appends leaves that follow these in the log.
+    pub(crate) fn append(&mut self, mut next: CheckedLeaves) {
+        self.hashes.append(&mut next.hashes);
+        self.entries.append(&mut next.entries);
+    }
 }
 
 impl Verifier {
@@ -246,9 +277,14 @@ impl Verifier {
             roster: roster.iter().copied().collect(),
             ..VerifierState::default()
         };
+        let prepared = roster
+            .iter()
+            .filter_map(|k| Some((*k, PreparedKey::new(k)?)))
+            .collect();
         Ok(Verifier {
             config,
             roster,
+            prepared,
             state,
         })
     }
@@ -323,6 +359,34 @@ impl Verifier {
         consistency_proof: &[Hash],
         now: u64,
     ) -> Result<UpdateReport, SyncError> {
+        // The cheap checks first, so a refused checkpoint costs no parsing.
+        match self.open_checkpoint(checkpoint, entries.len() as u64, now)? {
+            Step::Same(cp) => Ok(self.commit_same(cp)),
+            Step::Grow(cp) => {
+                let checked = self.check_leaves(entries);
+                self.commit_growth(cp, checked, consistency_proof)
+            }
+        }
+    }
+
+    /// [`Verifier::update`] with leaves already run through [`Verifier::check_leaves`] (by
+    /// this verifier), so a sync can check each page while the next one downloads.
+    pub(crate) fn update_checked(
+        &mut self,
+        checkpoint: &[u8],
+        checked: CheckedLeaves,
+        consistency_proof: &[Hash],
+        now: u64,
+    ) -> Result<UpdateReport, SyncError> {
+        match self.open_checkpoint(checkpoint, checked.len() as u64, now)? {
+            Step::Same(cp) => Ok(self.commit_same(cp)),
+            Step::Grow(cp) => self.commit_growth(cp, checked, consistency_proof),
+        }
+    }
+
+    /// Opens the note and makes every check that needs no entries: origin, clock,
+    /// rollback, same-size fork, time order and the number of entries (`got`).
+    fn open_checkpoint(&self, checkpoint: &[u8], got: u64, now: u64) -> Result<Step, SyncError> {
         let cp = Checkpoint::open(checkpoint, &self.config.log_key)?;
         if cp.origin != self.config.origin {
             return Err(SyncError::WrongOrigin {
@@ -334,7 +398,6 @@ impl Verifier {
             return Err(SyncError::FromTheFuture { time: cp.time, now });
         }
         let old_size = self.size();
-        let old_root = self.state.frontier.root();
         if let Some(anchor) = &self.state.anchor
             && cp.size < anchor.size
         {
@@ -349,30 +412,18 @@ impl Verifier {
                 offered: cp.size,
             });
         }
-        let report = |ignored| UpdateReport {
-            old_size,
-            new_size: cp.size,
-            ignored_entries: ignored,
-        };
         if let Some(prev) = &self.state.checkpoint {
             if cp.size == old_size {
-                if cp.root != old_root {
+                if cp.root != self.state.frontier.root() {
                     return Err(SyncError::Fork {
                         verified: old_size,
                         offered: cp.size,
                     });
                 }
-                if !entries.is_empty() {
-                    return Err(SyncError::EntryCount {
-                        expected: 0,
-                        got: entries.len() as u64,
-                    });
+                if got != 0 {
+                    return Err(SyncError::EntryCount { expected: 0, got });
                 }
-                // Same tree, maybe signed again later: keep the freshest time.
-                if cp.time > prev.time {
-                    self.state.checkpoint = Some(cp.clone());
-                }
-                return Ok(report(0));
+                return Ok(Step::Same(cp));
             }
             if cp.time < prev.time {
                 return Err(SyncError::TimeWentBackwards {
@@ -382,21 +433,52 @@ impl Verifier {
             }
         }
         let growth = cp.size - old_size;
-        if entries.len() as u64 != growth {
+        if got != growth {
             return Err(SyncError::EntryCount {
                 expected: growth,
-                got: entries.len() as u64,
+                got,
             });
         }
+        Ok(Step::Grow(cp))
+    }
+
+    /// Accepts the same tree, maybe signed again later: keeps the freshest time.
+    fn commit_same(&mut self, cp: Checkpoint) -> UpdateReport {
+        let size = self.size();
+        if self
+            .state
+            .checkpoint
+            .as_ref()
+            .is_some_and(|p| cp.time > p.time)
+        {
+            self.state.checkpoint = Some(cp);
+        }
+        UpdateReport {
+            old_size: size,
+            new_size: size,
+            ignored_entries: 0,
+        }
+    }
+
+    /// Checks that the entries extend the verified tree to the signed one, then indexes
+    /// them and commits. `cp` passed [`Verifier::open_checkpoint`] with `checked.len()`.
+    fn commit_growth(
+        &mut self,
+        cp: Checkpoint,
+        checked: CheckedLeaves,
+        consistency_proof: &[Hash],
+    ) -> Result<UpdateReport, SyncError> {
+        let old_size = self.size();
+        let old_root = self.state.frontier.root();
         let proof_ok =
             verify_consistency(old_size, cp.size, &old_root, &cp.root, consistency_proof).is_ok();
 
         // Extend a copy of the frontier; check the anchor root when passing its size.
         let mut frontier = self.state.frontier.clone();
         let mut anchor_ok = true;
-        let anchor = self.state.anchor.clone();
+        let anchor = self.state.anchor.as_ref();
         let check_anchor = |f: &Frontier, ok: &mut bool| {
-            if let Some(a) = &anchor
+            if let Some(a) = anchor
                 && f.size() == a.size
                 && f.root() != a.root
             {
@@ -404,13 +486,13 @@ impl Verifier {
             }
         };
         check_anchor(&frontier, &mut anchor_ok);
-        for leaf in entries {
-            frontier.push_hash(leaf_hash(leaf.as_ref()));
+        for h in &checked.hashes {
+            frontier.push_hash(*h);
             check_anchor(&frontier, &mut anchor_ok);
         }
         let root_ok = frontier.root() == cp.root;
         if !anchor_ok {
-            let a = anchor.as_ref().map_or(0, |a| a.size);
+            let a = anchor.map_or(0, |a| a.size);
             return Err(SyncError::Fork {
                 verified: a,
                 offered: cp.size,
@@ -430,7 +512,7 @@ impl Verifier {
 
         // Everything checks out: index the entries, then commit.
         let mut ignored = 0;
-        for (i, entry) in self.check_entries(entries).into_iter().enumerate() {
+        for (i, entry) in checked.entries.into_iter().enumerate() {
             match entry {
                 Some(e) => self.index_entry(old_size + i as u64, e),
                 None => ignored += 1,
@@ -445,46 +527,74 @@ impl Verifier {
         {
             self.state.anchor = None;
         }
-        self.state.checkpoint = Some(cp.clone());
+        let new_size = cp.size;
+        self.state.checkpoint = Some(cp);
         self.state.ignored_entries += ignored;
-        Ok(report(ignored))
+        Ok(UpdateReport {
+            old_size,
+            new_size,
+            ignored_entries: ignored,
+        })
     }
 
-    /// Adds one verified leaf to the index; false when it counts for nothing.
-    /// Parses every leaf and verifies every roster review's signature, on all cores.
+    /// Hashes every leaf, parses it and verifies every roster review's signature, on all
+    /// cores.
     ///
-    /// Returns, per leaf, the entry to index or `None` for one that can never count
-    /// (malformed, off-roster, bad signature). Parsing and Ed25519 verification dominate a
-    /// sync and are independent per leaf, so they run in parallel; indexing stays sequential
-    /// because log order decides which vote of a reviewer is the latest.
-    fn check_entries<L: AsRef<[u8]> + Sync>(&self, entries: &[L]) -> Vec<Option<Entry>> {
-        let check = |leaf: &L| -> Option<Entry> {
-            let entry = Entry::from_leaf(leaf.as_ref()).ok()?;
-            match &entry {
-                Entry::Published(_) => Some(entry),
-                // Only roster keys are checked (and recorded): others can never count.
-                Entry::Review(r) => {
-                    (self.roster.contains(&r.reviewer) && r.verify().is_ok()).then_some(entry)
-                }
+    /// Gives, per leaf in order, its leaf hash and the entry to index or `None` for one
+    /// that can never count (malformed, off-roster, bad signature). Hashing, parsing and
+    /// Ed25519 verification dominate a sync and are independent per leaf, so they run in
+    /// parallel; indexing stays sequential because log order decides which vote of a
+    /// reviewer is the latest. The work is pure, so doing it before the root is known to
+    /// match changes no outcome, only what a refused update costs.
+    pub(crate) fn check_leaves<L: AsRef<[u8]> + Sync>(&self, leaves: &[L]) -> CheckedLeaves {
+        let check = |part: &[L]| -> CheckedLeaves {
+            let mut out = CheckedLeaves {
+                hashes: Vec::with_capacity(part.len()),
+                entries: Vec::with_capacity(part.len()),
+            };
+            for leaf in part {
+                let leaf = leaf.as_ref();
+                out.hashes.push(leaf_hash(leaf));
+                out.entries.push(self.check_entry(leaf));
             }
+            out
         };
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(16);
-        if threads == 1 || entries.len() < 512 {
-            return entries.iter().map(check).collect();
+        if threads == 1 || leaves.len() < 512 {
+            return check(leaves);
         }
-        let chunk = entries.len().div_ceil(threads);
+        let chunk = leaves.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = entries
+            let handles: Vec<_> = leaves
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+                .map(|part| scope.spawn(move || check(part)))
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+            let mut all = CheckedLeaves {
+                hashes: Vec::with_capacity(leaves.len()),
+                entries: Vec::with_capacity(leaves.len()),
+            };
+            for h in handles {
+                all.append(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            all
         })
+    }
+
+    /// Parses one leaf; `None` unless it is a publication or a roster review whose
+    /// signature verifies.
+    fn check_entry(&self, leaf: &[u8]) -> Option<Entry> {
+        let entry = Entry::from_leaf(leaf).ok()?;
+        match &entry {
+            Entry::Published(_) => Some(entry),
+            // Only roster keys are checked (and recorded): others can never count. A
+            // roster key that is not a curve point verifies nothing, as before.
+            Entry::Review(r) => {
+                let key = self.prepared.get(&r.reviewer)?;
+                r.verify_prepared(key).is_ok().then_some(entry)
+            }
+        }
     }
 
     /// Records one checked entry in the verified index.
@@ -575,5 +685,122 @@ impl Verifier {
     /// The verified record of an identity, if the log mentions it.
     pub fn record(&self, id: &DefinitionId) -> Option<&DefinitionRecord> {
         self.state.definitions.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::keys::Signature;
+    use crate::tlog::keys::tests::{WEAK_KEY, malleate, weak_signature};
+    use crate::tlog::{MemoryTree, NoteSigner, Published, Review, SecretKey};
+
+    const ORIGIN: &str = "test.pinfold/log";
+
+    fn key(n: u8) -> SecretKey {
+        SecretKey::from_seed([n; 32])
+    }
+
+    fn def(n: u64) -> DefinitionId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        DefinitionId(b)
+    }
+
+    fn config(reviewers: Vec<PublicKey>) -> VerifierConfig {
+        VerifierConfig {
+            origin: ORIGIN.into(),
+            log_key: NoteSigner::new(ORIGIN, key(200)).unwrap().verifier(),
+            reviewers,
+            threshold: 1,
+            max_age_secs: 3600,
+        }
+    }
+
+    fn checkpoint(leaves: &[Vec<u8>]) -> Vec<u8> {
+        let tree = MemoryTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size: leaves.len() as u64,
+            root: tree.root(),
+            time: 10,
+        }
+        .sign(&NoteSigner::new(ORIGIN, key(200)).unwrap())
+        .unwrap()
+    }
+
+    /// Publications of `n` definitions, each followed by a review whose signature is
+    /// forged in one of three ways (so it must not count), except every 4th which is good.
+    fn log(n: u64) -> Vec<Vec<u8>> {
+        let mut leaves = Vec::new();
+        for i in 0..n {
+            let p = Published::sign(&key(100), def(i), "x", "1.0.0", 1);
+            leaves.push(Entry::Published(p).to_leaf());
+            let mut r = Review::sign(&key(1), ReviewAction::Approve, def(i), "", 2);
+            match i % 4 {
+                // Same signature, s + l: a non-canonical encoding of the same scalar.
+                0 => r.signature = malleate(&r.signature),
+                // A small-order roster key with a signature that satisfies the
+                // cofactorless equation for every message.
+                1 => {
+                    r.reviewer = WEAK_KEY;
+                    r.signature = weak_signature();
+                }
+                // A signature by another key.
+                2 => r.signature = key(2).sign(&r.statement()),
+                _ => {}
+            }
+            leaves.push(Entry::Review(r).to_leaf());
+        }
+        leaves
+    }
+
+    #[test]
+    fn malleated_and_weak_key_signatures_never_count() {
+        // Both the sequential (< 512 leaves) and the threaded path.
+        for n in [8, 400] {
+            let leaves = log(n);
+            let mut v = Verifier::new(config(vec![key(1).public_key(), WEAK_KEY])).unwrap();
+            let report = v.update(&checkpoint(&leaves), &leaves, &[], 10).unwrap();
+            assert_eq!(report.ignored_entries, n - n / 4);
+            for i in 0..n {
+                let want = if i % 4 == 3 {
+                    Status::Approved
+                } else {
+                    Status::Pending
+                };
+                assert_eq!(v.status_unchecked(&def(i)), want, "definition {i}");
+            }
+            assert!(v.record(&def(1)).unwrap().votes.is_empty());
+        }
+        assert_ne!(malleate(&Signature([0; 64])), Signature([0; 64]));
+    }
+
+    #[test]
+    fn checking_pages_ahead_changes_nothing() {
+        let leaves = log(700);
+        let cp = checkpoint(&leaves);
+        let cfg = config(vec![key(1).public_key()]);
+        let mut whole = Verifier::new(cfg.clone()).unwrap();
+        let r1 = whole.update(&cp, &leaves, &[], 10).unwrap();
+        let mut paged = Verifier::new(cfg).unwrap();
+        let mut checked = CheckedLeaves::default();
+        for page in leaves.chunks(333) {
+            checked.append(paged.check_leaves(page));
+        }
+        let r2 = paged.update_checked(&cp, checked, &[], 10).unwrap();
+        assert_eq!(r1, r2);
+        assert_eq!(whole.state(), paged.state());
+
+        // A page checked ahead but altered in between is still caught by the root.
+        let mut altered = leaves.clone();
+        altered[5] = Entry::Published(Published::sign(&key(100), def(999), "x", "1", 1)).to_leaf();
+        let mut v = Verifier::new(config(vec![key(1).public_key()])).unwrap();
+        let checked = v.check_leaves(&altered);
+        assert_eq!(
+            v.update_checked(&cp, checked, &[], 10),
+            Err(SyncError::EntriesMismatch)
+        );
+        assert_eq!(v.size(), 0);
     }
 }

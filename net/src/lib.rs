@@ -49,6 +49,7 @@ pub mod id;
 pub mod network;
 pub mod protocol;
 pub mod receipt;
+pub mod secret;
 pub mod transfer;
 pub mod tree;
 
@@ -63,6 +64,7 @@ pub use protocol::{
     RejectReason, Request, ResourceNeeds, Response,
 };
 pub use receipt::{Receipt, ReceiptBody, ReceiptError, ReceiptUsage, RunStatus};
+pub use secret::SecretValue;
 pub use transfer::{
     BlobReader, BlobStore, FetchLimits, FetchStats, MemoryBlobStore, PathBlobStore, TransferError,
 };

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{BlobId, is_identity};
 use crate::receipt::{Receipt, ReceiptUsage, RunStatus};
+use crate::secret::{MAX_SECRET_BYTES, SecretValue};
 
 /// Protocol name of the job protocol.
 pub const JOB_PROTOCOL: &str = "/pinfold/job/1";
@@ -141,8 +142,12 @@ pub struct Offer {
     pub inputs: Vec<InputEntry>,
     /// Resources asked for.
     pub needs: ResourceNeeds,
-    /// Names of secrets the requestor will supply later (never values in an offer).
+    /// Names of the secrets the requestor supplies for this run.
     pub secrets: Vec<String>,
+    /// The secret values by name (exactly the names in `secrets`). They travel only in
+    /// this Noise-encrypted request, never in gossip or receipts; `Debug` redacts them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_values: BTreeMap<String, SecretValue>,
     /// Tree size of the registry checkpoint at which the requestor saw the definition
     /// approved; a provider whose verified view is older answers `StaleRegistryView`.
     pub registry_size: Option<u64>,
@@ -213,6 +218,21 @@ impl Offer {
         }
         for s in &self.secrets {
             check_text("secret name", s, MAX_SECRET_NAME)?;
+        }
+        let names: std::collections::BTreeSet<&str> =
+            self.secrets.iter().map(String::as_str).collect();
+        if names.len() != self.secrets.len() {
+            return Err("a secret name is listed twice".into());
+        }
+        if !self.secret_values.keys().map(String::as_str).eq(names) {
+            return Err("secret values do not match the secret names".into());
+        }
+        let total = self
+            .secret_values
+            .values()
+            .fold(0usize, |a, v| a.saturating_add(v.len()));
+        if total > MAX_SECRET_BYTES {
+            return Err(format!("secret values exceed {MAX_SECRET_BYTES} bytes"));
         }
         Ok(())
     }

@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
             params: BTreeMap::new(),
             input_dir: input,
             output_dir: output,
+            secrets: Default::default(),
         }));
         assert_eq!(o.status, Status::Succeeded, "{o:?}");
         assert_eq!(o.stdout, "hello\n");

@@ -80,6 +80,7 @@ async fn end_to_end(
             params: params.clone(),
             input_dir: input,
             output_dir: output,
+            secrets: Default::default(),
         })
         .await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");

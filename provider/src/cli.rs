@@ -97,6 +97,11 @@ pub struct ExecArgs {
     /// A param value, `NAME=VALUE`.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+    /// A secret the definition declares, `NAME=@FILE` (the file's bytes; kept in memory,
+    /// given to the task as environment (wasm) or a tmpfs file (Docker)).
+    /// Parsed after clap so that a mistyped inline value is never echoed in an error.
+    #[arg(long = "secret", value_name = "NAME=@FILE")]
+    pub secrets: Vec<String>,
     /// Print one JSON object describing the outcome on stdout.
     #[arg(long)]
     pub json: bool,
@@ -202,6 +207,14 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
             args.definition.display()
         );
     }
+    let secrets = match pinfold_net::secret::read_secret_args(&args.secrets) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            // A usage error, as clap reports its own.
+            return Ok(2);
+        }
+    };
     let definition = match Definition::load(&args.definition) {
         Ok(d) => d,
         Err(task_defs::Error::Invalid(diags)) => {
@@ -257,6 +270,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         params: args.params.iter().cloned().collect::<BTreeMap<_, _>>(),
         input_dir: input_dir.clone(),
         output_dir: output_dir.clone(),
+        secrets,
     };
     let outcome = rt.block_on(async {
         anyhow::Ok(match kind {

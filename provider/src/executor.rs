@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pinfold_net::SecretValue;
 use serde::{Deserialize, Serialize};
 use task_defs::{Definition, RuntimeKind};
 
@@ -19,6 +20,24 @@ pub struct RunRequest {
     pub input_dir: PathBuf,
     /// Host directory mounted writable at `io.output`; must be empty.
     pub output_dir: PathBuf,
+    /// Secret values by name, for exactly the names the definition declares (or none).
+    /// Held in memory only: executors hand them to the task as environment (wasm) or as
+    /// files in a tmpfs (Docker), never write them to disk and never log them.
+    pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// Checks that `secrets` supplies exactly the names the definition declares.
+pub fn check_secrets(
+    declared: &[String],
+    secrets: &BTreeMap<String, SecretValue>,
+) -> Result<(), String> {
+    if let Some(name) = secrets.keys().find(|k| !declared.contains(k)) {
+        return Err(format!("secret {name:?} is not declared by the definition"));
+    }
+    if let Some(name) = declared.iter().find(|d| !secrets.contains_key(*d)) {
+        return Err(format!("declared secret {name:?} was not supplied"));
+    }
+    Ok(())
 }
 
 /// Something that runs definitions of one runtime kind.

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// A param value, `NAME=VALUE`.
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
+    /// A secret the definition declares, `NAME=@FILE` (the file's exact bytes); sent only
+    /// inside the encrypted connection to the provider, never written anywhere.
+    /// Parsed after clap so that a mistyped inline value is never echoed in an error.
+    #[arg(long = "secret", value_name = "NAME=@FILE")]
+    pub secrets: Vec<String>,
     /// Directory for outputs, stdio and the receipt (default ./pinfold-out/<job>).
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -172,6 +177,10 @@ fn run(a: RunArgs) -> anyhow::Result<i32> {
         definition: a.definition,
         inputs: a.inputs,
         params: a.params.into_iter().collect::<BTreeMap<_, _>>(),
+        secrets: match pinfold_net::secret::read_secret_args(&a.secrets) {
+            Ok(s) => s,
+            Err(e) => return Ok(report(Err(RunError::Usage(e)), json)),
+        },
         output: a.output,
         replicas: a.replicas,
         providers: a.providers,

@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use pinfold_net::protocol::{ErrorReply, ResultReply};
 use pinfold_net::{
     BlobRef, FetchLimits, InputEntry, JobId, JobResult, Multiaddr, Offer, OfferReply, PeerId,
-    RejectReason, Request, ResourceNeeds, Response, RunStatus,
+    RejectReason, Request, ResourceNeeds, Response, RunStatus, SecretValue,
 };
 use serde::Serialize;
 use task_defs::{Definition, DefinitionId};
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub inputs: Vec<PathBuf>,
     /// Params, `NAME` → `VALUE`.
     pub params: BTreeMap<String, String>,
+    /// Secret values by name; sent only inside the encrypted offer, never written out.
+    pub secrets: BTreeMap<String, SecretValue>,
     /// Where to put the results (default `./pinfold-out/<job>`).
     pub output: Option<PathBuf>,
     /// Distinct providers to run on.
@@ -60,6 +62,7 @@ impl Default for RunOptions {
             definition: String::new(),
             inputs: Vec::new(),
             params: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             output: None,
             replicas: 1,
             providers: Vec::new(),
@@ -273,6 +276,21 @@ fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
         let id = session.blobs.memory.insert(b);
         BlobRef { id, size }
     });
+    // With the definition in hand, a wrong or missing secret is a usage error here rather
+    // than a refusal from every provider; given only an identity, providers check it.
+    if let Some(def) = &definition {
+        let declared = &def.manifest.capabilities.secrets;
+        if let Some(name) = opts.secrets.keys().find(|k| !declared.contains(k)) {
+            return Err(usage(format!(
+                "--secret {name}: the definition declares no such secret"
+            )));
+        }
+        if let Some(name) = declared.iter().find(|d| !opts.secrets.contains_key(*d)) {
+            return Err(usage(format!(
+                "the definition needs secret {name}: pass --secret {name}=@FILE"
+            )));
+        }
+    }
     let inputs = collect_inputs(session, &opts.inputs)?;
     let input_bytes = inputs.iter().map(|i| i.size).sum();
     let offer = Offer {
@@ -284,7 +302,8 @@ fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
             input_bytes,
             ..ResourceNeeds::default()
         },
-        secrets: Vec::new(),
+        secrets: opts.secrets.keys().cloned().collect(),
+        secret_values: opts.secrets.clone(),
         registry_size: None,
     };
     offer.validate().map_err(usage)?;

@@ -36,6 +36,10 @@ pub fn offer() -> Offer {
             min_isolation: None,
         },
         secrets: vec!["API_TOKEN".into()],
+        secret_values: BTreeMap::from([(
+            "API_TOKEN".to_string(),
+            pinfold_net::SecretValue::new(b"t0ken".to_vec()),
+        )]),
         registry_size: Some(42),
     }
 }
@@ -343,4 +347,51 @@ async fn results_carry_a_receipt_signed_by_the_responding_provider() {
         matches!(&err, pinfold_net::NetError::InvalidResponse(d) if d.contains("another provider")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn secret_values_cross_the_wire_checked_and_redacted() {
+    let p = spawn(None).await;
+    let r = spawn(None).await;
+    // Accepts only when the value arrived intact; the reply never echoes it.
+    let _rest = answer_jobs(p.events, |peer, req| match req {
+        Request::Offer(o)
+            if o.secret_values.get("API_TOKEN").map(|v| v.expose()) == Some(&b"t0ken"[..]) =>
+        {
+            accept_all(peer, req)
+        }
+        _ => Response::Offer(OfferReply::Reject {
+            reason: RejectReason::NotApproved,
+        }),
+    });
+    drain(r.events);
+    r.client.dial(p.addr.clone()).await.unwrap();
+    assert!(matches!(
+        r.client.offer(p.peer, offer()).await.unwrap(),
+        OfferReply::Accept(_)
+    ));
+    // Names without values (or values without names) break the protocol's rules.
+    let mut o = offer();
+    o.secret_values.clear();
+    assert!(o.validate().is_err());
+    let mut o = offer();
+    o.secrets.clear();
+    assert!(o.validate().is_err());
+    // A tracing line printing the offer shows no value.
+    let shown = format!("{:?}", offer());
+    assert!(!shown.contains("t0ken"), "{shown}");
+    // Values over the total cap are refused.
+    let mut o = offer();
+    o.secrets = (0..5).map(|i| format!("S{i}")).collect();
+    o.secret_values = o
+        .secrets
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                pinfold_net::SecretValue::new(vec![b'x'; pinfold_net::secret::MAX_SECRET_VALUE]),
+            )
+        })
+        .collect();
+    assert!(o.validate().unwrap_err().contains("secret values exceed"));
 }

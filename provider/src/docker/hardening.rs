@@ -27,6 +27,10 @@ pub const OWNER_LABEL: &str = "pinfold.owner";
 /// The only security option pinfold sets; the daemon's default seccomp and AppArmor
 /// profiles apply because none is named.
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
+/// Where the secrets tmpfs appears in the container (read-only, one file per secret).
+pub const SECRETS_TARGET: &str = "/run/secrets";
+/// The variable telling the task where its secrets are (a path, never a value).
+pub const SECRETS_DIR_ENV: &str = "PINFOLD_SECRETS_DIR";
 
 /// Everything the body is made of; all values are decided by the provider.
 #[derive(Debug, Clone)]
@@ -51,6 +55,10 @@ pub struct Plan {
     pub output_source: PathBuf,
     /// Guest path of the outputs.
     pub output_target: String,
+    /// Host tmpfs holding the secret files, bound read-only at [`SECRETS_TARGET`]; `None`
+    /// when the definition declares no secrets. Values never go into `env` (the daemon
+    /// stores the create body on disk and shows it in `docker inspect`).
+    pub secrets_source: Option<PathBuf>,
     /// Memory cgroup limit in bytes (swap forbidden: memory_swap is the same).
     pub memory: i64,
     /// CPU cap in billionths of a CPU.
@@ -80,7 +88,7 @@ fn tmp_options(bytes: u64) -> String {
 
 /// Writes the create body for a plan.
 pub fn container_body(p: &Plan) -> ContainerCreateBody {
-    let mounts = vec![
+    let mut mounts = vec![
         Mount {
             target: Some(p.input_target.clone()),
             source: Some(p.input_source.display().to_string()),
@@ -104,6 +112,19 @@ pub fn container_body(p: &Plan) -> ContainerCreateBody {
             ..Default::default()
         },
     ];
+    if let Some(src) = &p.secrets_source {
+        mounts.push(Mount {
+            target: Some(SECRETS_TARGET.into()),
+            source: Some(src.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let host = if p.hardened {
         HostConfig {
             privileged: Some(false),
@@ -232,12 +253,13 @@ pub fn is_unconfining(opt: &str) -> bool {
 
 /// Checks the wire form of a hardened body against the allowlist.
 ///
-/// `sources` are the only host paths a mount may name (the provider's staging dirs),
-/// `runtime` the only OCI runtime allowed.
+/// `sources` are the only host paths a mount may name (the provider's staging dirs and,
+/// when there are secrets, the secrets tmpfs), `runtime` the only OCI runtime allowed.
 pub fn validate_body(
     body: &ContainerCreateBody,
     input: (&str, &str),
     output: (&str, &str),
+    secrets: Option<&str>,
     runtime: Option<&str>,
 ) -> Result<(), Violations> {
     let mut v = Vec::new();
@@ -384,19 +406,25 @@ pub fn validate_body(
             "HostConfig.Runtime {got:?} is not the configured runtime"
         )),
     }
-    let want_mounts = serde_json::json!([
-        {"Target": input.1, "Source": input.0, "Type": "bind", "ReadOnly": true,
-         "BindOptions": {"Propagation": "rprivate"}},
-        {"Target": output.1, "Source": output.0, "Type": "bind", "ReadOnly": false,
-         "BindOptions": {"Propagation": "rprivate"}},
-    ]);
-    if h.get("Mounts") != Some(&want_mounts) {
+    let mut want_mounts = vec![
+        serde_json::json!({"Target": input.1, "Source": input.0, "Type": "bind", "ReadOnly": true,
+         "BindOptions": {"Propagation": "rprivate"}}),
+        serde_json::json!({"Target": output.1, "Source": output.0, "Type": "bind", "ReadOnly": false,
+         "BindOptions": {"Propagation": "rprivate"}}),
+    ];
+    if let Some(src) = secrets {
+        want_mounts.push(serde_json::json!({"Target": SECRETS_TARGET, "Source": src,
+            "Type": "bind", "ReadOnly": true, "BindOptions": {"Propagation": "rprivate"}}));
+    }
+    if h.get("Mounts") != Some(&Value::Array(want_mounts)) {
         v.push(
-            "HostConfig.Mounts must be exactly the input (read-only) and output staging binds"
+            "HostConfig.Mounts must be exactly the input (read-only) and output staging binds \
+             (and the read-only secrets tmpfs when there are secrets)"
                 .into(),
         );
     }
-    for (src, _) in [input, output] {
+    let secrets_source = secrets.map(|s| (s, SECRETS_TARGET));
+    for (src, _) in [input, output].into_iter().chain(secrets_source) {
         if !src.starts_with('/') || src.contains("docker.sock") || src == "/" {
             v.push(format!(
                 "mount source {src:?} is not a provider staging directory"
@@ -627,7 +655,7 @@ pub fn verify_created(
             )
         })
         .collect();
-    let want: BTreeSet<(String, String, bool)> = [
+    let mut want: BTreeSet<(String, String, bool)> = [
         (
             p.input_target.clone(),
             p.input_source.display().to_string(),
@@ -640,6 +668,9 @@ pub fn verify_created(
         ),
     ]
     .into();
+    if let Some(src) = &p.secrets_source {
+        want.insert((SECRETS_TARGET.into(), src.display().to_string(), false));
+    }
     check(mounts == want, format!("mounts are {mounts:?}"));
     check(
         got.mounts
@@ -709,6 +740,7 @@ mod tests {
             input_target: "/input".into(),
             output_source: "/tmp/job/out".into(),
             output_target: "/output".into(),
+            secrets_source: None,
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids: 64,
@@ -723,7 +755,13 @@ mod tests {
     }
 
     fn check(b: &ContainerCreateBody) -> Result<(), Violations> {
-        validate_body(b, ("/tmp/in", "/input"), ("/tmp/job/out", "/output"), None)
+        validate_body(
+            b,
+            ("/tmp/in", "/input"),
+            ("/tmp/job/out", "/output"),
+            None,
+            None,
+        )
     }
 
     #[test]
@@ -843,6 +881,41 @@ mod tests {
         let mut b = base;
         b.network_disabled = Some(false);
         assert!(check(&b).is_err());
+    }
+
+    #[test]
+    fn the_secrets_bind_is_admitted_only_read_only_and_never_carries_values() {
+        let mut p = plan();
+        p.secrets_source = Some("/tmp/job/secrets".into());
+        p.env.push(format!("{SECRETS_DIR_ENV}={SECRETS_TARGET}"));
+        let body = container_body(&p);
+        let with = |b: &ContainerCreateBody, src: Option<&str>| {
+            validate_body(
+                b,
+                ("/tmp/in", "/input"),
+                ("/tmp/job/out", "/output"),
+                src,
+                None,
+            )
+        };
+        with(&body, Some("/tmp/job/secrets")).unwrap();
+        // Without secrets declared, the extra bind is refused; so is a writable one or
+        // one from another source.
+        assert!(with(&body, None).is_err());
+        assert!(with(&body, Some("/tmp/other")).is_err());
+        let mut b = body.clone();
+        if let Some(m) = b.host_config.as_mut().and_then(|h| h.mounts.as_mut()) {
+            m[2].read_only = Some(false);
+        }
+        assert!(with(&b, Some("/tmp/job/secrets")).is_err());
+        // The wire form names the directory only: a path, never a secret's bytes.
+        let wire = serde_json::to_string(&body).unwrap();
+        assert!(wire.contains("PINFOLD_SECRETS_DIR=/run/secrets"), "{wire}");
+        assert_eq!(
+            body.env.as_ref().map(Vec::len),
+            Some(2),
+            "only LANG and the directory"
+        );
     }
 
     #[test]

@@ -459,8 +459,35 @@ impl DockerExecutor {
         if m.capabilities.network {
             return Outcome::rejected("this provider does not offer network access");
         }
-        if !m.capabilities.secrets.is_empty() {
-            return Outcome::rejected("secrets are not supported by this provider yet");
+        if let Err(reason) = crate::executor::check_secrets(&m.capabilities.secrets, &req.secrets) {
+            return Outcome::rejected(reason);
+        }
+        let with_secrets = !req.secrets.is_empty();
+        if with_secrets {
+            if !cfg.hardened {
+                // Secrets live only in a provider tmpfs, which the unhardened baseline lacks.
+                return Outcome::rejected("secrets need the hardened executor");
+            }
+            if m.capabilities.env.contains_key(hardening::SECRETS_DIR_ENV) {
+                return Outcome::rejected(format!(
+                    "capabilities.env sets {}, which the provider reserves for secrets",
+                    hardening::SECRETS_DIR_ENV
+                ));
+            }
+            let overlaps = |p: &str| {
+                let p = p.trim_end_matches('/');
+                let t = hardening::SECRETS_TARGET;
+                p.is_empty()
+                    || t == p
+                    || t.starts_with(&format!("{p}/"))
+                    || p.starts_with(&format!("{t}/"))
+            };
+            if overlaps(&m.io.input) || overlaps(&m.io.output) {
+                return Outcome::rejected(format!(
+                    "io.input or io.output overlaps {}, where secrets are mounted",
+                    hardening::SECRETS_TARGET
+                ));
+            }
         }
         if user.0 == 0 && !cfg.allow_root {
             return Outcome::rejected(
@@ -548,18 +575,28 @@ impl DockerExecutor {
         let scratch = cfg.scratch_root();
         let job2 = format!("{}-{job}", owner_tag());
         let out_dir = req.output_dir.clone();
+        // Cloned into the blocking task; every copy zeroes itself when dropped.
+        let secrets = req.secrets.clone();
         let staged = tokio::task::spawn_blocking(move || {
             staging::make_world_readable(&in_dir)
                 .map_err(|e| format!("making the inputs readable: {e}"))?;
             if hardened {
-                staging::OutputMount::create(&scratch, &job2, out_size, entries, uid, gid)
-                    .map(Some)
+                let out = staging::OutputMount::create(&scratch, &job2, out_size, entries, uid, gid)
                     .map_err(|e| {
                         format!(
                             "mounting the size-capped output tmpfs under {} (needs root or CAP_SYS_ADMIN): {e}",
                             scratch.display()
                         )
-                    })
+                    })?;
+                let sec = if secrets.is_empty() {
+                    None
+                } else {
+                    Some(
+                        staging::SecretsMount::create(&scratch, &job2, &secrets, uid, gid)
+                            .map_err(|e| format!("staging the secrets tmpfs: {e}"))?,
+                    )
+                };
+                Ok::<_, String>(Some((out, sec)))
             } else {
                 // Benchmark baseline only: the task writes straight into the request's
                 // output directory, uncapped.
@@ -570,8 +607,9 @@ impl DockerExecutor {
             }
         })
         .await;
-        let mount = match staged {
-            Ok(Ok(m)) => m,
+        let (mount, secrets_mount) = match staged {
+            Ok(Ok(Some((m, s)))) => (Some(m), s),
+            Ok(Ok(None)) => (None, None),
             Ok(Err(e)) => return Outcome::rejected(e),
             Err(e) => return Outcome::rejected(format!("staging failed: {e}")),
         };
@@ -584,22 +622,31 @@ impl DockerExecutor {
         };
 
         let output_tmpfs = if hardened { m.limits.output } else { 0 };
+        let mut env: Vec<String> = m
+            .capabilities
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if secrets_mount.is_some() {
+            env.push(format!(
+                "{}={}",
+                hardening::SECRETS_DIR_ENV,
+                hardening::SECRETS_TARGET
+            ));
+        }
         let plan = hardening::Plan {
             image_id: resolved.id.clone(),
             user: *user,
             entrypoint: entrypoint.clone(),
             cmd: args,
             workdir: workdir.clone(),
-            env: m
-                .capabilities
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
+            env,
             input_source: input_dir,
             input_target: m.io.input.clone(),
             output_source,
             output_target: m.io.output.clone(),
+            secrets_source: secrets_mount.as_ref().map(|s| s.path().to_path_buf()),
             memory: i64::try_from(m.limits.memory.saturating_add(output_tmpfs)).unwrap_or(i64::MAX),
             nano_cpus: i64::try_from(millicpus.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
             pids: i64::try_from(pids).unwrap_or(i64::MAX),
@@ -633,8 +680,17 @@ impl DockerExecutor {
             }
             Err(reason) => Outcome::rejected(reason),
         };
-        if let Some(mnt) = mount {
-            let _ = tokio::task::spawn_blocking(move || mnt.release()).await;
+        // The secrets tmpfs first: it sits inside the job directory the output mount removes.
+        if mount.is_some() || secrets_mount.is_some() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(s) = secrets_mount
+                    && let Err(e) = s.release()
+                {
+                    tracing::warn!("releasing the secrets tmpfs: {e}");
+                }
+                mount.map(|m| m.release())
+            })
+            .await;
         }
         outcome
     }
@@ -661,6 +717,10 @@ impl DockerExecutor {
                     &plan.output_source.display().to_string(),
                     &plan.output_target,
                 ),
+                plan.secrets_source
+                    .as_ref()
+                    .map(|s| s.display().to_string())
+                    .as_deref(),
                 cfg.runtime.as_deref(),
             )
             .map_err(|v| format!("the container body failed the hardening allowlist: {v}"))?;

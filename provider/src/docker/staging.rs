@@ -94,6 +94,116 @@ impl Drop for OutputMount {
     }
 }
 
+/// A small tmpfs holding one file per secret, owned by the task's user; unmounted (which
+/// frees its pages, so the values are gone) and removed on release or drop.
+///
+/// It lives at `<root>/<job>/secrets`, beside the output tmpfs, and must be released before
+/// the [`OutputMount`] removes the job directory. `noswap` is asked for so the values do
+/// not reach a swap device either; kernels older than 6.4 do not know it, and then the
+/// mount is made without it.
+#[derive(Debug)]
+pub struct SecretsMount {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl SecretsMount {
+    /// Mounts the tmpfs under the existing `<root>/<job>` and writes each secret as a
+    /// mode-0400 file `NAME` owned by `uid:gid` (the directory is mode 0500).
+    pub fn create(
+        root: &Path,
+        job: &str,
+        secrets: &std::collections::BTreeMap<String, pinfold_net::SecretValue>,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<SecretsMount> {
+        let path = root.join(job).join("secrets");
+        crate::fsio::create_private_dir(&path)?;
+        let mut m = SecretsMount {
+            path,
+            mounted: false,
+        };
+        // A page per file and one for the directory: the values are capped far below this.
+        let size = secrets
+            .values()
+            .map(|v| (v.len() as u64).div_ceil(4096).max(1) * 4096)
+            .sum::<u64>()
+            + 4096;
+        let inodes = secrets.len() + 4;
+        let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        let base = format!("size={size},nr_inodes={inodes},mode=0700,uid=0,gid=0");
+        let with_noswap =
+            std::ffi::CString::new(format!("{base},noswap")).map_err(io::Error::other)?;
+        if rustix::mount::mount(
+            "pinfold-secrets",
+            &m.path,
+            "tmpfs",
+            flags,
+            with_noswap.as_c_str(),
+        )
+        .is_err()
+        {
+            let plain = std::ffi::CString::new(base).map_err(io::Error::other)?;
+            rustix::mount::mount("pinfold-secrets", &m.path, "tmpfs", flags, plain.as_c_str())?;
+        }
+        m.mounted = true;
+        for (name, value) in secrets {
+            // Names are manifest-validated (A-Z, 0-9, _), so never a path.
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(io::Error::other(format!(
+                    "secret name {name:?} is not a file name"
+                )));
+            }
+            let file = m.path.join(name);
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o400)
+                    .open(&file)?;
+                f.write_all(value.expose())?;
+            }
+            std::os::unix::fs::chown(&file, Some(uid), Some(gid))?;
+        }
+        // Only now hand the directory to the task's user, read and search only.
+        std::os::unix::fs::chown(&m.path, Some(uid), Some(gid))?;
+        fs::set_permissions(&m.path, fs::Permissions::from_mode(0o500))?;
+        Ok(m)
+    }
+
+    /// The tmpfs root (bound read-only into the container).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts the tmpfs (its pages, and so the values, are freed) and removes the mount
+    /// point.
+    pub fn release(mut self) -> io::Result<()> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> io::Result<()> {
+        if self.mounted {
+            rustix::mount::unmount(&self.path, UnmountFlags::DETACH)?;
+            self.mounted = false;
+        }
+        match fs::remove_dir(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SecretsMount {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_inner() {
+            tracing::warn!(path = %self.path.display(), "releasing the secrets tmpfs: {e}");
+        }
+    }
+}
+
 /// Unmounts and removes every job directory under `root` (named `<owner>-<job>`) whose
 /// owner is no longer alive.
 pub fn cleanup_root(root: &Path, alive: impl Fn(&str) -> bool) -> usize {
@@ -112,9 +222,10 @@ pub fn cleanup_root(root: &Path, alive: impl Fn(&str) -> bool) -> usize {
         if owner.is_some_and(&alive) {
             continue;
         }
-        let out = e.path().join("out");
         // EINVAL just means it is not a mount point (any more).
-        let _ = rustix::mount::unmount(&out, UnmountFlags::DETACH);
+        for sub in ["secrets", "out"] {
+            let _ = rustix::mount::unmount(e.path().join(sub), UnmountFlags::DETACH);
+        }
         if fs::remove_dir_all(e.path()).is_ok() {
             n += 1;
         }

@@ -620,10 +620,26 @@ fn check_definition(
     node: &Node,
     def: &Definition,
     params: &std::collections::BTreeMap<String, String>,
+    secrets: &[String],
 ) -> Result<(), RejectReason> {
     def.manifest
         .resolve_params(params)
         .map_err(|e| RejectReason::Invalid(cap_text(&e, MAX_REASON)))?;
+    // Names only here (the offer's validation already matched values to names); the
+    // values themselves stay in the offer, in memory, until the executor has them.
+    let declared = &def.manifest.capabilities.secrets;
+    if let Some(s) = secrets.iter().find(|s| !declared.contains(s)) {
+        return Err(RejectReason::Invalid(cap_text(
+            &format!("secret {s:?} is not declared by the definition"),
+            MAX_REASON,
+        )));
+    }
+    if let Some(s) = declared.iter().find(|d| !secrets.contains(d)) {
+        return Err(RejectReason::Invalid(cap_text(
+            &format!("declared secret {s:?} was not supplied"),
+            MAX_REASON,
+        )));
+    }
     let available = match def.manifest.runtime.kind() {
         RuntimeKind::Wasm => node.inner.wasm.is_some(),
         RuntimeKind::Docker => node.inner.docker.is_some(),
@@ -715,11 +731,6 @@ async fn decide(
     }
     let id = DefinitionId::from_str(&offer.definition)
         .map_err(|e| RejectReason::Invalid(format!("definition: {e}")))?;
-    if !offer.secrets.is_empty() {
-        return Err(RejectReason::OverCaps(
-            "this provider does not accept secrets".into(),
-        ));
-    }
     let caps = &i.cfg.caps;
     if offer.needs.memory_bytes > caps.memory_bytes {
         return Err(RejectReason::OverCaps(format!(
@@ -770,7 +781,7 @@ async fn decide(
     }
     let held = node.held_definition(&offer.definition);
     if let Some(def) = &held {
-        check_definition(node, def, &offer.params)?;
+        check_definition(node, def, &offer.params, &offer.secrets)?;
     } else if offer.bundle.is_none() && i.registry.is_none() {
         return Err(RejectReason::Invalid(
             "no bundle offered and no registry to fetch it from".into(),
@@ -932,10 +943,13 @@ async fn run_job(
     node: Arc<Node>,
     peer: PeerId,
     job_id: String,
-    offer: Offer,
+    mut offer: Offer,
     held: Option<Arc<Definition>>,
     permit: OwnedSemaphorePermit,
 ) {
+    // Moved out so the values go to the executor and are dropped (and zeroed) with the
+    // run; nothing after the run (store, receipt, result) can reach them.
+    let secrets = std::mem::take(&mut offer.secret_values);
     let started_ms = now_ms();
     node.record(&job_id, Stage::Transferring, None);
     let dir = node.inner.cfg.paths.work_dir.join(&job_id);
@@ -943,7 +957,7 @@ async fn run_job(
     let output_dir = dir.join("output");
     let prepared = tokio::time::timeout(Duration::from_secs(HOLD_SECS), async {
         let def = obtain_definition(&node, peer, &offer, held).await?;
-        check_definition(&node, &def, &offer.params).map_err(|r| r.to_string())?;
+        check_definition(&node, &def, &offer.params, &offer.secrets).map_err(|r| r.to_string())?;
         for d in [&dir, &input_dir, &output_dir] {
             crate::fsio::create_private_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -966,6 +980,7 @@ async fn run_job(
                 params: offer.params.clone(),
                 input_dir: input_dir.clone(),
                 output_dir: output_dir.clone(),
+                secrets,
             };
             match def.manifest.runtime.kind() {
                 RuntimeKind::Wasm => match &node.inner.wasm {

@@ -608,8 +608,8 @@ impl WasmExecutor {
         if m.capabilities.network {
             return Outcome::rejected("this provider does not offer network access");
         }
-        if !m.capabilities.secrets.is_empty() {
-            return Outcome::rejected("secrets are not supported by this provider yet");
+        if let Err(reason) = crate::executor::check_secrets(&m.capabilities.secrets, &req.secrets) {
+            return Outcome::rejected(reason);
         }
         let args = match m
             .resolve_params(&req.params)
@@ -656,6 +656,20 @@ impl WasmExecutor {
             .stderr(stderr.clone());
         for (k, v) in &m.capabilities.env {
             b.env(k, v);
+        }
+        // Wasm has no tmpfs to put a file in; the WASI environment lives only in this
+        // process's memory (and the guest's), so secrets go there, under declared names.
+        for (k, v) in &req.secrets {
+            match v.expose_str() {
+                Some(text) if !text.contains('\0') => {
+                    b.env(k, text);
+                }
+                _ => {
+                    return Outcome::rejected(format!(
+                        "secret {k:?} is not UTF-8 text without NUL, as an environment value must be"
+                    ));
+                }
+            }
         }
         if let Err(e) = b.preopened_dir(&req.input_dir, &m.io.input, FsPerms::ReadOnly) {
             return Outcome::rejected(format!("opening the input directory: {e:#}"));

@@ -647,6 +647,7 @@ async fn components_and_modules_share_one_executor() {
                     params: Default::default(),
                     input_dir: input,
                     output_dir: output,
+                    secrets: Default::default(),
                 },
             )
             .await

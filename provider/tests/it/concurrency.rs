@@ -27,6 +27,7 @@ async fn sixteen_concurrent_runs_stay_separate() {
                     params: BTreeMap::new(),
                     input_dir: input,
                     output_dir: output.clone(),
+                    secrets: Default::default(),
                 })
                 .await;
             (o, output, content)

@@ -79,6 +79,7 @@ struct Spec {
     pids: u32,
     user: &'static str,
     isolation: &'static str,
+    secrets: Vec<&'static str>,
 }
 
 impl Spec {
@@ -92,6 +93,7 @@ impl Spec {
             pids: 64,
             user: "65534:65534",
             isolation: "container",
+            secrets: Vec::new(),
         }
     }
 }
@@ -131,7 +133,14 @@ output = "/output"
 
 [capabilities]
 env = {{ LANG = "C" }}
+secrets = [{secrets}]
 "#,
+        secrets = s
+            .secrets
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         image = s.image,
         user = s.user,
         isolation = s.isolation,
@@ -155,6 +164,7 @@ async fn run_in(
         params: BTreeMap::new(),
         input_dir: input,
         output_dir: output,
+        secrets: Default::default(),
     })
     .await
 }
@@ -652,4 +662,68 @@ async fn the_example_pins_the_image_this_build_produces_and_runs() {
         std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
         expected
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_read_only_tmpfs_files_and_leave_nothing_on_disk() {
+    let case = Case::new();
+    let mut cfg = config("secrets");
+    cfg.scratch_dir = case.path().join("scratch");
+    let exec = executor_with(cfg).await;
+    let mut spec = Spec::sh(
+        "set -e; test \"$PINFOLD_SECRETS_DIR\" = /run/secrets; \
+         tr 'a-z0-9' 'b-za1-90' < \"$PINFOLD_SECRETS_DIR/API_TOKEN\"; echo; \
+         stat -c '%a %u' /run/secrets /run/secrets/API_TOKEN; \
+         if touch /run/secrets/x 2>/dev/null; then echo writable; fi; \
+         grep -c pinfold-secret /proc/self/environ || true; \
+         grep ' /run/secrets ' /proc/self/mountinfo | grep -c ' ro,' ",
+    );
+    spec.secrets = vec!["API_TOKEN"];
+    let def = docker_def(&case, "secrets", &spec);
+    let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+    let value = format!("pinfold-secret-{}", blake3::hash(seed.as_bytes()).to_hex());
+    let (input, output) = case.run_dirs();
+    let o = exec
+        .run(RunRequest {
+            definition: Arc::new(def.clone()),
+            params: BTreeMap::new(),
+            input_dir: input,
+            output_dir: output,
+            secrets: BTreeMap::from([(
+                "API_TOKEN".to_string(),
+                pinfold_net::SecretValue::new(value.clone().into_bytes()),
+            )]),
+        })
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let shifted: String = value
+        .chars()
+        .map(|c| match c {
+            'z' => 'a',
+            '9' => '0',
+            'a'..='y' | '0'..='8' => (c as u8 + 1) as char,
+            c => c,
+        })
+        .collect();
+    // Delivered as a 0400 file of the task's user in a 0500 directory, read-only, and
+    // not in the process environment.
+    assert_eq!(
+        o.stdout,
+        format!("{shifted}\n500 65534\n400 65534\n0\n1\n"),
+        "{o:?}"
+    );
+    assert_no_containers(&exec).await;
+    let found = crate::secrets::files_containing(case.path(), value.as_bytes());
+    assert!(found.is_empty(), "secret on disk in {found:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&case.path().display().to_string()),
+        "a tmpfs is still mounted: {mounts}"
+    );
+
+    // Undeclared or missing secrets never reach Docker.
+    let (input, output) = case.run_dirs();
+    let o = run_in(&exec, &def, input, output).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(o.reason.unwrap().contains("not supplied"));
 }

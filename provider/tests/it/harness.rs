@@ -132,6 +132,7 @@ deterministic = {}
                 params,
                 input_dir: input,
                 output_dir: output.clone(),
+                secrets: BTreeMap::new(),
             })
             .await;
         (o, output)

@@ -10,3 +10,4 @@ mod harness;
 mod limits;
 mod rejection;
 mod sandbox;
+mod secrets;

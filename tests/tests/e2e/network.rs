@@ -465,3 +465,151 @@ fn replicas_agree_and_a_lying_provider_is_caught_by_disagreement() {
     let (o, v) = request(&[&p1], &id, &[], &w.s.path("o3"), &[&corpus]);
     assert_eq!(o.status.code(), Some(0), "{v}");
 }
+
+/// Every regular file under `root` whose bytes contain `needle`.
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file()
+                && let Ok(bytes) = std::fs::read(e.path())
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// A definition declaring secret `API_TOKEN` whose guest prints its whole environment with
+/// every byte shifted up by one: the requestor can check delivery, yet the plain value is
+/// never part of any output the provider keeps.
+fn secret_definition(dir: &Path) {
+    const WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 4)
+  (func (export "_start")
+    (local $n i32) (local $i i32)
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 1024) (i32.const 8192)))
+    (local.set $n (i32.load (i32.const 4)))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store8 (i32.add (i32.const 8192) (local.get $i))
+        (i32.add (i32.load8_u (i32.add (i32.const 8192) (local.get $i))) (i32.const 1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (i32.store (i32.const 16) (i32.const 8192))
+    (i32.store (i32.const 20) (local.get $n))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("taskdef.toml"),
+        r#"format = 1
+name = "secret-env"
+version = "1.0.0"
+description = "prints its environment, shifted by one"
+license = "MIT"
+
+[runtime]
+kind = "wasm"
+module = "guest.wasm"
+args = []
+
+[limits]
+memory = "16MiB"
+timeout = "10s"
+output = "1MiB"
+
+[capabilities]
+deterministic = false
+secrets = ["API_TOKEN"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("guest.wasm"), wat::parse_str(WAT).unwrap()).unwrap();
+}
+
+#[test]
+fn secrets_reach_the_task_and_never_the_providers_disk_or_logs() {
+    let w = World::new();
+    let def_dir = w.s.path("secret-def");
+    secret_definition(&def_dir);
+    let id = w.publish(&def_dir);
+    w.approve(&id);
+    let p1 = w.provider("p1", "", &[]);
+
+    // A long value no file could contain by accident.
+    let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+    let value = format!(
+        "pinfold-e2e-secret-{}",
+        task_defs::DefinitionId::of_document(seed.as_bytes()).hex()
+    );
+    let file = w.s.path("token");
+    std::fs::write(&file, &value).unwrap();
+    let secret_arg = format!("API_TOKEN=@{}", file.display());
+
+    // Undeclared, missing and inline secrets are usage errors at the requestor.
+    for (extra, expect) in [
+        (
+            vec!["--secret", "OTHER=@/dev/null"],
+            "declares no such secret",
+        ),
+        (vec![], "--secret API_TOKEN=@FILE"),
+        (vec!["--secret", "API_TOKEN=inline-xyz"], "NAME=@FILE"),
+    ] {
+        let (o, v) = request(
+            &[&p1],
+            def_dir.to_str().unwrap(),
+            &extra,
+            &w.s.path("bad"),
+            &[],
+        );
+        assert_ne!(o.status.code(), Some(0), "{v}");
+        assert!(v.to_string().contains(expect), "{expect}: {v}");
+        assert!(!v.to_string().contains("inline-xyz"), "{v}");
+    }
+
+    // Offered by identity alone, the requestor cannot check; the provider refuses.
+    let (o, v) = request(&[&p1], &id, &[], &w.s.path("missing"), &[]);
+    assert_ne!(o.status.code(), Some(0), "{v}");
+    assert!(v.to_string().contains("was not supplied"), "{v}");
+
+    let out = w.s.path("out");
+    let (o, v) = request(&[&p1], &id, &["--secret", &secret_arg], &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let shifted = std::fs::read(out.join("stdout")).unwrap();
+    let plain: Vec<u8> = shifted.iter().map(|b| b.wrapping_sub(1)).collect();
+    assert_eq!(plain, format!("API_TOKEN={value}\0").into_bytes());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(&value));
+
+    // The provider's data dir (job store, bundles, cache), work dir, config and logs; the
+    // registry's data; the requestor's output dir (receipt included): none holds the value.
+    let log = p1.log();
+    assert!(!log.contains(&value), "secret in the provider log");
+    let found = files_containing(&p1.dir, value.as_bytes());
+    assert!(
+        found.is_empty(),
+        "secret on the provider's disk in {found:?}"
+    );
+    let found = files_containing(&out, value.as_bytes());
+    assert!(
+        found.is_empty(),
+        "secret in the requestor's outputs in {found:?}"
+    );
+    let jobs = p1.jobs_json();
+    assert!(!jobs.contains(&value));
+    let receipt = std::fs::read_to_string(out.join("receipt.json")).unwrap();
+    assert!(!receipt.contains("API_TOKEN"), "{receipt}");
+}

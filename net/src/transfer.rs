@@ -340,7 +340,35 @@ async fn timed<T>(
     }
 }
 
+/// Attempts at a fetch whose stream fails before the server's header arrives.
+const FETCH_ATTEMPTS: u32 = 8;
+/// First pause before such a retry; doubled each time, plus up to as much again of jitter.
+const RETRY_BASE: Duration = Duration::from_millis(5);
+/// Longest pause before such a retry.
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
+/// The pause before retry `attempt` (1-based): exponential with jitter, so a burst of
+/// fetches that lost the race together does not collide again in lockstep.
+fn retry_delay(attempt: u32) -> Duration {
+    let base = RETRY_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RETRY_MAX);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = base.mul_f64(f64::from(nanos % 1000) / 1000.0);
+    base + jitter
+}
+
 /// Fetches `id` from `peer`, writing verified bytes to `sink`.
+///
+/// libp2p-stream queues at most one incoming stream per protocol on the serving side and
+/// resets any stream that arrives while that slot is taken, however fast the server drains
+/// it: streams negotiated in the same poll of a connection race for the slot. Such a stream
+/// fails before the server has read the request, so nothing reached `sink` and nothing was
+/// served; the fetch is retried on a fresh stream a bounded number of times, within
+/// `open_timeout` overall. Any failure after the header (or a typed answer) is final.
 pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
     control: &mut Control,
     peer: PeerId,
@@ -350,27 +378,50 @@ pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
     io_timeout: Duration,
     sink: &mut W,
 ) -> Result<FetchStats, TransferError> {
-    let mut stream =
-        match tokio::time::timeout(open_timeout, control.open_stream(peer, BLOB_PROTOCOL)).await {
+    let deadline = tokio::time::Instant::now() + open_timeout;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut stream = match tokio::time::timeout(
+            open_timeout,
+            control.open_stream(peer, BLOB_PROTOCOL),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(TransferError::Open(e.to_string())),
             Err(_) => return Err(TransferError::Timeout("open")),
         };
-    let result = fetch_on(&mut stream, id, limits, io_timeout, sink).await;
-    if result.is_ok() {
-        let _ = tokio::time::timeout(io_timeout, stream.close()).await;
+        let size = match request(&mut stream, id, limits, io_timeout).await {
+            Ok(size) => size,
+            Err(TransferError::Io(why)) if attempt < FETCH_ATTEMPTS => {
+                let delay = retry_delay(attempt);
+                if tokio::time::Instant::now() + delay >= deadline {
+                    return Err(TransferError::Io(why));
+                }
+                tracing::debug!(%peer, %id, attempt, why, "blob stream reset before header, retrying");
+                drop(stream);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let result = receive(&mut stream, id, size, io_timeout, sink).await;
+        if result.is_ok() {
+            let _ = tokio::time::timeout(io_timeout, stream.close()).await;
+        }
+        // On error the stream is dropped here, which resets it: the liar stops being read.
+        return result;
     }
-    // On error the stream is dropped here, which resets it: the liar stops being read.
-    result
 }
 
-async fn fetch_on<W: AsyncWrite + Unpin>(
+/// Sends the request and reads the header; returns the announced size once it is acceptable.
+async fn request(
     stream: &mut Stream,
     id: BlobId,
     limits: FetchLimits,
     io_timeout: Duration,
-    sink: &mut W,
-) -> Result<FetchStats, TransferError> {
+) -> Result<u64, TransferError> {
     let mut req = [0u8; REQUEST_LEN];
     req[..4].copy_from_slice(MAGIC);
     req[4..36].copy_from_slice(&id.0);
@@ -383,7 +434,6 @@ async fn fetch_on<W: AsyncWrite + Unpin>(
 
     let mut header = [0u8; HEADER_LEN];
     timed(io_timeout, "header", stream.read_exact(&mut header)).await?;
-    let mut received = HEADER_LEN as u64;
     let size = u64::from_be_bytes(header[1..].try_into().expect("8 bytes"));
     match header[0] {
         STATUS_OK => {}
@@ -412,7 +462,18 @@ async fn fetch_on<W: AsyncWrite + Unpin>(
             actual: size,
         });
     }
+    Ok(size)
+}
 
+/// Reads the CV list and content of a blob of `size` bytes after an OK header.
+async fn receive<W: AsyncWrite + Unpin>(
+    stream: &mut Stream,
+    id: BlobId,
+    size: u64,
+    io_timeout: Duration,
+    sink: &mut W,
+) -> Result<FetchStats, TransferError> {
+    let mut received = HEADER_LEN as u64;
     let mut cvs: Vec<Cv> = Vec::new();
     if tree::has_cv_list(size) {
         // Bounded by max_size: one CV per 64 KiB the requester agreed to receive.

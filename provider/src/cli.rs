@@ -62,7 +62,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a task definition locally.
     Exec(ExecArgs),
-    /// Check this machine, the Docker daemon and the wasm set-up; exits 1 if any check fails.
+    /// Check this machine, the Docker daemon, the wasm set-up and the node's alarms (split
+    /// registry views); exits 1 if any check fails.
     Doctor(DoctorArgs),
     /// Create a node directory: a commented provider.toml and a persistent identity key.
     Init(crate::node::cli::InitArgs),
@@ -81,6 +82,12 @@ pub struct DoctorArgs {
     /// Artifact cache directory to check (default as for `exec`).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The node's provider.toml, to find its data dir (default as for `run`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's data dir (overrides --config).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
 }
 
 /// Arguments of `provider exec`.
@@ -165,6 +172,13 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<i32> {
         docker: DockerConfig::from_env()?,
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         api_timeout: std::time::Duration::from_secs(10),
+        // As `provider run` finds it: --config, else ./provider.toml, else ./data.
+        data_dir: match &args.data {
+            Some(d) => Some(d.clone()),
+            None => crate::node::cli::load_config(args.config.as_deref())
+                .map(|c| c.paths.data_dir)
+                .ok(),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

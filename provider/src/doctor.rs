@@ -1,4 +1,4 @@
-//! `provider doctor`: checks of the machine, the Docker daemon and the wasm set-up, each with what was seen and how to fix it.
+//! `provider doctor`: checks of the machine, the Docker daemon, the wasm set-up and the node's alarms, each with what was seen and how to fix it.
 //!
 //! Every check has a stable id, a status (`pass`, `warn`, `fail`), what it saw and, unless
 //! it passed, a fix. The command exits non-zero iff any check fails. Checks report what
@@ -74,6 +74,8 @@ pub struct DoctorOptions {
     pub cache_dir: Option<PathBuf>,
     /// Timeout of each Docker call.
     pub api_timeout: Duration,
+    /// The node's data dir (`provider run`'s `paths.data_dir`), for its alarms.
+    pub data_dir: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -558,6 +560,60 @@ pub fn isolation_check(r: &IsolationReport) -> Check {
 // ---------------------------------------------------------------------------------------
 // The whole run.
 
+/// Whether the node has raised a split-view alarm (its registry showed another history to
+/// a peer); the node refuses every offer until the alarm file is deleted.
+pub fn split_view_check(data_dir: Option<&Path>) -> Check {
+    const ID: &str = "registry-split-view";
+    let Some(data) = data_dir else {
+        return Check::new(
+            ID,
+            CheckStatus::Warn,
+            "no node data dir (no provider.toml found)",
+            Some("pass --config FILE or --data DIR of the node to check"),
+        );
+    };
+    let dir = crate::node::trust::alarm_dir(data);
+    let alarms = crate::node::trust::split_view_alarms(&dir);
+    let Some(first) = alarms.first() else {
+        return Check::new(
+            ID,
+            CheckStatus::Pass,
+            format!("no split-view alarm in {}", dir.display()),
+            None,
+        );
+    };
+    let detail = std::fs::read(first)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::node::trust::SplitViewEvidence>(&b).ok())
+        .map(|e| {
+            format!(
+                ": registry {} origin {:?}, own checkpoint {} ({}), peer {} gossiped {} ({}): {}",
+                e.registry,
+                e.origin,
+                e.local.size,
+                e.local.root,
+                e.peer,
+                e.gossiped.size,
+                e.gossiped.root,
+                e.reason
+            )
+        })
+        .unwrap_or_default();
+    let files: Vec<String> = alarms.iter().map(|p| p.display().to_string()).collect();
+    Check::new(
+        ID,
+        CheckStatus::Fail,
+        format!(
+            "split-view alarm raised, evidence in {}{detail}; every offer is refused",
+            files.join(", ")
+        ),
+        Some(&format!(
+            "investigate (the file holds both signed checkpoints), then delete {}",
+            files.join(" ")
+        )),
+    )
+}
+
 async fn within<T, E: std::fmt::Display>(
     t: Duration,
     f: impl Future<Output = Result<T, E>>,
@@ -614,6 +670,7 @@ pub async fn run(opts: &DoctorOptions) -> Report {
         ),
     });
     checks.push(cache_dir_check(opts.cache_dir.as_deref()));
+    checks.push(split_view_check(opts.data_dir.as_deref()));
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
     Report { checks, failed }
 }
@@ -921,5 +978,26 @@ mod tests {
         assert!(r.fix.is_some());
         std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert_eq!(cache_dir_check(Some(&c)).status, CheckStatus::Pass);
+    }
+
+    #[test]
+    fn split_view_alarm_fails_until_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(split_view_check(None).status, CheckStatus::Warn);
+        assert_eq!(split_view_check(Some(d.path())).status, CheckStatus::Pass);
+        let dir = crate::node::trust::alarm_dir(d.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("split-view-pinfold-registry.json");
+        std::fs::write(&file, "{}").unwrap();
+        let c = split_view_check(Some(d.path()));
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert!(c.seen.contains(&file.display().to_string()), "{c:?}");
+        let fix = c.fix.unwrap();
+        assert!(
+            fix.ends_with(&format!("delete {}", file.display())),
+            "{fix}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(split_view_check(Some(d.path())).status, CheckStatus::Pass);
     }
 }

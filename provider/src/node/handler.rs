@@ -143,18 +143,21 @@ impl Inner {
                     .map(|k| k.parse())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| NodeError::Config(format!("registry.reviewers: {e}")))?;
-                Some(RegistryView::new(
-                    GateConfig {
-                        registry: url.clone(),
-                        log_key,
-                        origin: None,
-                        reviewers,
-                        threshold: r.threshold,
-                        max_age_secs: r.max_age_secs,
-                        state_dir: Some(data.join("registry-state")),
-                    },
-                    Duration::from_millis(r.sync_interval_ms),
-                ))
+                Some(
+                    RegistryView::new(
+                        GateConfig {
+                            registry: url.clone(),
+                            log_key,
+                            origin: None,
+                            reviewers,
+                            threshold: r.threshold,
+                            max_age_secs: r.max_age_secs,
+                            state_dir: Some(data.join("registry-state")),
+                        },
+                        Duration::from_millis(r.sync_interval_ms),
+                    )
+                    .with_alarm_dir(super::trust::alarm_dir(data)),
+                )
             }
             (Some(_), None) => {
                 return Err(NodeError::Config(
@@ -462,7 +465,7 @@ fn on_event(node: &Arc<Node>, ev: Event) {
                 // sync may hold for a while: off the event loop.
                 tokio::task::spawn_blocking(move || {
                     if let Some(r) = &n.inner.registry {
-                        r.note_seen(&note);
+                        r.note_seen(&note, &source.to_string());
                     }
                     n.note_check.store(false, Ordering::Release);
                 });

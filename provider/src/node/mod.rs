@@ -16,7 +16,9 @@
 //! `network.ad_interval_secs` and soon after a peer connects or a slot frees. The node
 //! gossips the registry checkpoint its own view has verified, and a gossiped checkpoint
 //! that verifies under its log key and is ahead of its view makes the next offer sync at
-//! once (a revocation travels at gossip speed instead of waiting out the sync interval).
+//! once (a revocation travels at gossip speed instead of waiting out the sync interval);
+//! one that is not the same history as its view raises a split-view alarm and stops every
+//! offer until an operator deletes the alarm file ([`trust`]).
 //!
 //! The node never trusts its own earlier run: at start-up every job the store shows in
 //! flight is marked `interrupted` and the work dir is emptied (the Docker executor removes

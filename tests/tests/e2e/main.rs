@@ -4,4 +4,5 @@ mod bundles;
 mod exec;
 mod network;
 mod registry;
+mod splitview;
 mod web;

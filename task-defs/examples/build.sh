@@ -10,12 +10,13 @@
 #                                          exits 1 if any do (run by CI)
 #
 # Needs clang with the wasm32-wasi target, wasm-ld and a WASI libc (on Debian/Ubuntu:
-# apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32). Set CC to use another
+# apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32 binaryen; clang runs
+# binaryen's wasm-opt on the linked module when it is on PATH). Set CC to use another
 # clang. The output is deterministic for a given toolchain and does not depend on where
 # the repository is checked out (each example is compiled from inside its directory,
 # with relative paths and without debug info), but a different clang or wasi-libc
 # version produces different bytes: the committed modules were built with the
-# toolchain of Debian 12 (clang/lld 14.0.6, wasi-libc 0.0~git20220510.9886d3d).
+# toolchain of Debian 12 (clang/lld 14.0.6, wasi-libc 0.0~git20220510.9886d3d, binaryen 108).
 set -euo pipefail
 
 CC="${CC:-clang}"

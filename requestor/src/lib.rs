@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod progress;
 pub mod run;
 pub mod session;
 pub mod verify;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use indicatif::ProgressBar;
 use pinfold_net::protocol::{ErrorReply, ResultReply};
 use pinfold_net::{
     BlobRef, FetchLimits, InputEntry, JobId, JobResult, Multiaddr, Offer, OfferReply, PeerId,
@@ -22,6 +23,7 @@ use pinfold_net::{
 use serde::Serialize;
 use task_defs::{Definition, DefinitionId};
 
+use crate::progress::{self, CountingWriter};
 use crate::session::{Session, SessionConfig};
 use crate::verify::{self, VerifyError};
 
@@ -333,7 +335,8 @@ struct Ctx {
 impl Ctx {
     fn say(&self, msg: &str) {
         if self.opts.progress {
-            eprintln!("requestor: {msg}");
+            // Suspended so the line is not drawn over by (or through) live bars.
+            self.session.bars.suspend(|| eprintln!("requestor: {msg}"));
         }
     }
 }
@@ -382,6 +385,15 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         return Err(usage("--replicas must be at least 1"));
     }
     let prep = prepare(&session, &opts)?;
+    if opts.progress {
+        // Bars for what providers pull from us; the inputs' ids are only known here.
+        if let Some(b) = &prep.offer.bundle {
+            session.served.watch(b.id, "bundle");
+        }
+        for i in &prep.offer.inputs {
+            session.served.watch(i.blake3, &i.name);
+        }
+    }
     let ads = session.wait_for_ads(opts.replicas, opts.wait_ads).await;
     let runtime = prep
         .definition
@@ -709,6 +721,7 @@ async fn fetch_to(
     blob: pinfold_net::BlobId,
     size: u64,
     dest: &Path,
+    name: &str,
 ) -> Result<(), DownloadError> {
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
@@ -720,10 +733,16 @@ async fn fetch_to(
     let deadline = tokio::time::Instant::now() + BUSY_RETRY;
     let mut wait = Duration::from_millis(2);
     let mut broken = 0;
+    // One bar per file across retries (each retry starts the file, and the bar, over).
+    // An empty file gets none: nothing is written to it, so its bar would never finish.
+    let bar = (ctx.opts.progress && size > 0).then(|| progress::bar(&ctx.session.bars, name, size));
     loop {
-        let mut f = tokio::fs::File::create(dest)
+        let f = tokio::fs::File::create(dest)
             .await
             .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
+        let bar = bar.clone().unwrap_or_else(ProgressBar::hidden);
+        bar.reset();
+        let mut f = CountingWriter::new(f, bar.clone());
         match ctx
             .session
             .client
@@ -734,13 +753,17 @@ async fn fetch_to(
                 tokio::io::AsyncWriteExt::flush(&mut f)
                     .await
                     .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
+                bar.finish();
                 return Ok(());
             }
             Err(e) if retryable(&e, &mut broken) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_millis(200));
             }
-            Err(e) => return Err(DownloadError::Transfer(e.to_string())),
+            Err(e) => {
+                bar.abandon();
+                return Err(DownloadError::Transfer(e.to_string()));
+            }
         }
     }
 }
@@ -793,16 +816,30 @@ async fn download(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<PathBuf, Dow
     std::fs::create_dir(s.join("outputs")).map_err(|e| DownloadError::Transfer(e.to_string()))?;
     let o = &r.outcome;
     let mut wanted = vec![
-        (o.stdout.id, o.stdout.size, s.join("stdout")),
-        (o.stderr.id, o.stderr.size, s.join("stderr")),
+        (
+            o.stdout.id,
+            o.stdout.size,
+            s.join("stdout"),
+            "stdout".to_string(),
+        ),
+        (
+            o.stderr.id,
+            o.stderr.size,
+            s.join("stderr"),
+            "stderr".to_string(),
+        ),
     ];
     for f in &r.files {
-        wanted.push((f.blake3, f.size, s.join("outputs").join(&f.path)));
+        let dest = s.join("outputs").join(&f.path);
+        wanted.push((f.blake3, f.size, dest, f.path.clone()));
     }
     // Two at a time: what a provider serves one peer at once by default.
-    let mut fetches = futures::stream::iter(wanted)
-        .map(|(id, size, dest)| async move { fetch_to(ctx, peer, id, size, &dest).await })
-        .buffer_unordered(2);
+    let mut fetches =
+        futures::stream::iter(wanted)
+            .map(|(id, size, dest, name)| async move {
+                fetch_to(ctx, peer, id, size, &dest, &name).await
+            })
+            .buffer_unordered(2);
     while let Some(r) = fetches.next().await {
         r?;
     }

@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use indicatif::MultiProgress;
 use pinfold_net::{
     BlobId, BlobReader, BlobStore, Client, Event, Keypair, MemoryBlobStore, Multiaddr, NetConfig,
     PathBlobStore, PeerId, ProviderEntry,
 };
+
+use crate::progress::ProgressStore;
 
 /// Blobs the requestor serves: a packed bundle in memory, input files in place.
 #[derive(Debug, Default)]
@@ -50,6 +53,11 @@ pub struct Session {
     pub client: Client,
     /// What this session serves.
     pub blobs: Arc<RequestorBlobs>,
+    /// The store the network serves from: `blobs`, with a progress bar on reads of blobs
+    /// a run asked to watch.
+    pub served: Arc<ProgressStore<RequestorBlobs>>,
+    /// Where transfer progress bars are drawn (stderr; hidden when it is not a terminal).
+    pub bars: MultiProgress,
     /// Peers dialled successfully.
     pub dialled: Vec<PeerId>,
     /// Dials that failed, with the error.
@@ -66,7 +74,9 @@ impl Session {
         net.kad = false;
         net.gossip_heartbeat = Duration::from_millis(200);
         let blobs = Arc::new(RequestorBlobs::default());
-        let (client, mut events, event_loop) = pinfold_net::new(net, Some(blobs.clone()))?;
+        let bars = MultiProgress::new();
+        let served = Arc::new(ProgressStore::new(blobs.clone(), bars.clone()));
+        let (client, mut events, event_loop) = pinfold_net::new(net, Some(served.clone()))?;
         tokio::spawn(event_loop.run());
         let connected = Arc::new(Mutex::new(BTreeSet::new()));
         let c = connected.clone();
@@ -104,6 +114,8 @@ impl Session {
         Ok(Session {
             client,
             blobs,
+            served,
+            bars,
             dialled,
             failed,
             connected,

@@ -54,9 +54,10 @@ impl GateConfig {
     }
 }
 
-/// The state file of one log: named by origin and key, so two registries never share state.
-pub fn state_file(dir: &Path, origin: &str, log_key: &PublicKey) -> PathBuf {
-    let safe: String = origin
+/// A log origin made safe as part of a file name: at most 64 characters, only ASCII
+/// alphanumerics and `-` kept (origins are free text chosen by the registry operator).
+pub(crate) fn origin_file_stem(origin: &str) -> String {
+    origin
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -66,7 +67,12 @@ pub fn state_file(dir: &Path, origin: &str, log_key: &PublicKey) -> PathBuf {
             }
         })
         .take(64)
-        .collect();
+        .collect()
+}
+
+/// The state file of one log: named by origin and key, so two registries never share state.
+pub fn state_file(dir: &Path, origin: &str, log_key: &PublicKey) -> PathBuf {
+    let safe = origin_file_stem(origin);
     let tag = blake3::hash(log_key.to_string().as_bytes()).to_hex();
     dir.join(format!("{safe}-{}.json", &tag[..16]))
 }

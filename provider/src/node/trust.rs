@@ -493,18 +493,7 @@ fn write_alarm(dir: &Path, evidence: &SplitViewEvidence) -> std::io::Result<Path
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let safe: String = evidence
-        .origin
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
+    let safe = crate::gate::origin_file_stem(&evidence.origin);
     let path = dir.join(format!("{SPLIT_VIEW_PREFIX}{safe}.json"));
     if path.exists() {
         return Ok(path);

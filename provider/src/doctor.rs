@@ -760,6 +760,64 @@ async fn docker_checks(d: &bollard::Docker, opts: &DoctorOptions, checks: &mut V
         format!("rootless {rootless}, userns-remap {userns}"),
         Some("userns-remap maps container root to an unprivileged host uid (CIS 2.9); tasks already run non-root"),
     ));
+    // Daemon-wide defaults (CIS 2.14, 2.15, 2.2). pinfold sets no-new-privileges and
+    // network=none on every container itself, so these are second lines: warn, not fail.
+    let nnp = sec.iter().any(|s| s.contains("name=no-new-privileges"));
+    checks.push(Check::new(
+        "docker.no-new-privileges",
+        if nnp { CheckStatus::Pass } else { CheckStatus::Warn },
+        format!("daemon default no-new-privileges {nnp}"),
+        Some("set \"no-new-privileges\": true in daemon.json (CIS 2.14); pinfold already sets it per container"),
+    ));
+    let live = info.live_restore_enabled == Some(true);
+    checks.push(Check::new(
+        "docker.live-restore",
+        if live { CheckStatus::Pass } else { CheckStatus::Warn },
+        format!("live-restore {live}"),
+        Some("set \"live-restore\": true in daemon.json (CIS 2.15) so a daemon restart does not kill running tasks"),
+    ));
+    checks.push(match within(t, d.inspect_network("bridge", None)).await {
+        Ok(n) => {
+            let icc = n
+                .options
+                .as_ref()
+                .and_then(|o| o.get("com.docker.network.bridge.enable_icc"))
+                .cloned()
+                .unwrap_or_else(|| "true".into());
+            Check::new(
+                "docker.icc",
+                if icc == "false" { CheckStatus::Pass } else { CheckStatus::Warn },
+                format!("default bridge enable_icc={icc}"),
+                Some("set \"icc\": false in daemon.json (CIS 2.2); pinfold's containers have no network, but other containers on this host talk freely"),
+            )
+        }
+        Err(e) => Check::new(
+            "docker.icc",
+            CheckStatus::Warn,
+            format!("cannot inspect the default bridge network: {e}"),
+            Some("check the daemon's icc setting by hand (CIS 2.2)"),
+        ),
+    });
+    let containerd = version
+        .components
+        .iter()
+        .flatten()
+        .find(|c| c.name.eq_ignore_ascii_case("containerd"))
+        .map(|c| c.version.clone());
+    checks.push(match containerd {
+        Some(v) => Check::new(
+            "containerd.version",
+            CheckStatus::Pass,
+            format!("containerd {v} (the container escapes checked above are runc's)"),
+            None,
+        ),
+        None => Check::new(
+            "containerd.version",
+            CheckStatus::Warn,
+            "the daemon does not report a containerd version",
+            Some("check containerd --version by hand and keep it patched"),
+        ),
+    });
     let cgroup_v = info
         .cgroup_version
         .map(|v| v.to_string())

@@ -19,7 +19,8 @@ pub struct Limits {
     pub max_inbound_per_peer: usize,
     /// Job-protocol requests awaiting an answer from all peers together.
     pub max_inbound_total: usize,
-    /// Concurrent job-protocol streams per connection (the request-response limit).
+    /// Concurrent job-protocol streams per connection (the request-response limit); half
+    /// of them is the most requests this node sends one peer at once, the rest wait.
     pub max_concurrent_streams: usize,
     /// Strikes (malformed or oversized messages, forged ads, lying transfers) before a ban.
     pub max_strikes: u32,

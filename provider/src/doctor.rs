@@ -957,6 +957,60 @@ pub fn render_text(r: &Report) -> String {
 mod tests {
     use super::*;
 
+    /// The socket verdicts on a stand-in file: world access fails, a non-root owner or a
+    /// group-writable socket of a group other than docker/root warns, root:root or
+    /// root:docker at 0660 or stricter passes, and a missing socket warns.
+    #[test]
+    fn socket_verdicts_follow_owner_group_and_mode() {
+        use std::os::unix::fs::{PermissionsExt as _, chown};
+        // Changing owners needs root: these checks run as root in CI, so not being root
+        // is a loud failure rather than a silent pass.
+        // /proc/self belongs to the process's effective uid.
+        assert_eq!(
+            std::fs::metadata("/proc/self").unwrap().uid(),
+            0,
+            "this test changes file owners and must run as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        std::fs::write(&sock, b"").unwrap();
+        let verdict = |uid: u32, gid: u32, mode: u32| {
+            chown(&sock, Some(uid), Some(gid)).unwrap();
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(mode)).unwrap();
+            socket_check(&sock).status
+        };
+        let docker_gid = std::fs::read_to_string("/etc/group")
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f[0] == "docker").then(|| f[2].parse::<u32>().unwrap())
+            });
+        assert_eq!(verdict(0, 0, 0o660), CheckStatus::Pass);
+        assert_eq!(verdict(0, 0, 0o600), CheckStatus::Pass);
+        if let Some(g) = docker_gid {
+            assert_eq!(verdict(0, g, 0o660), CheckStatus::Pass);
+        }
+        assert_eq!(verdict(0, 0, 0o666), CheckStatus::Fail, "world writable");
+        assert_eq!(verdict(0, 0, 0o664), CheckStatus::Fail, "world readable");
+        assert_eq!(
+            verdict(0, 0, 0o662),
+            CheckStatus::Fail,
+            "world writable only"
+        );
+        assert_eq!(verdict(1000, 0, 0o660), CheckStatus::Warn, "non-root owner");
+        // A group no one expects (an unlisted gid) with write access.
+        assert_eq!(verdict(0, 54321, 0o660), CheckStatus::Warn, "foreign group");
+        assert_eq!(
+            verdict(0, 54321, 0o640),
+            CheckStatus::Pass,
+            "group read only"
+        );
+        let missing = socket_check(&dir.path().join("absent.sock"));
+        assert_eq!(missing.status, CheckStatus::Warn);
+        assert!(missing.fix.is_some());
+    }
+
     #[test]
     fn versions_parse_and_order() {
         let order = [

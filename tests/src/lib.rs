@@ -187,6 +187,19 @@ pub fn provider_toml(
     k: usize,
     extra: &str,
 ) -> String {
+    provider_toml_with_network(url, log_key, reviewers, k, "", extra)
+}
+
+/// [`provider_toml`] with `network` lines added to the `[network]` table (a second
+/// `[network]` header in `extra` would be a duplicate table).
+pub fn provider_toml_with_network(
+    url: &str,
+    log_key: &str,
+    reviewers: &[&str],
+    k: usize,
+    network: &str,
+    extra: &str,
+) -> String {
     let reviewers = reviewers
         .iter()
         .map(|r| format!("{r:?}"))
@@ -194,7 +207,7 @@ pub fn provider_toml(
         .join(", ");
     format!(
         "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\nkad = false\n\
-         ad_interval_secs = 2\ngossip_heartbeat_ms = 100\n\n\
+         ad_interval_secs = 2\ngossip_heartbeat_ms = 100\n{network}\n\n\
          [registry]\nurl = {url:?}\nlog_key = {log_key:?}\nreviewers = [{reviewers}]\n\
          threshold = {k}\nmax_age_secs = 300\n\n{extra}\n"
     )
@@ -273,6 +286,33 @@ impl ProviderProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A size field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}"))
+    }
+
+    /// Open file descriptors of the process (entries of `/proc/<pid>/fd`).
+    pub fn fd_count(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .count()
+    }
+
+    /// The TCP port of the first listen address.
+    pub fn tcp_port(&self) -> u16 {
+        self.addr()
+            .split('/')
+            .nth(4)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no tcp port in {}", self.addr()))
     }
 
     /// Kills the node with SIGKILL and reaps it.

@@ -163,6 +163,11 @@ impl Client {
     }
 
     /// Sends a job-protocol request and waits for the (validated) response.
+    ///
+    /// At most half of `max_concurrent_streams` requests to one peer are on the wire at
+    /// once (a connection has that many stream slots, and request-response fails a request
+    /// beyond them outright); more wait in the event loop for a slot, within this call's
+    /// timeout and the loop's bound on pending requests.
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
         // The behaviour times the exchange out itself; the margin covers the loop's latency.
         let timeout = self.limits.request_timeout + Duration::from_secs(5);

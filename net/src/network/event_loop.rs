@@ -1,7 +1,7 @@
 //! The event loop: owns the swarm, runs commands, turns swarm events into node events,
 //! validates gossip and inbound requests, and keeps strikes and bans.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ad::{AdError, Insert, ProviderView, SignedAd};
 use crate::codec::Inbound;
 use crate::config::Limits;
-use crate::protocol::{ErrorReply, Response};
+use crate::protocol::{ErrorReply, Request, Response};
 use crate::transfer;
 
 use super::{
     Behaviour, BehaviourEvent, Command, Event, KAD_PROTOCOL, MAX_PENDING, NetError,
     PROVIDERS_TOPIC, Responder, check_response, split_peer, unix_now,
 };
+
+/// A job-protocol request waiting for a free stream slot to its peer, with its caller.
+pub(super) type QueuedRequest = (Box<Request>, oneshot::Sender<Result<Response, NetError>>);
 
 /// Owns the swarm; drive it with [`EventLoop::run`]. It stops when every [`Client`] and
 /// [`Responder`] is dropped.
@@ -46,6 +49,9 @@ pub struct EventLoop {
     pub(super) pending_dial: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, NetError>>>>,
     pub(super) pending_requests:
         HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, NetError>>)>,
+    pub(super) outbound_per_peer: HashMap<PeerId, usize>,
+    pub(super) queued_requests: HashMap<PeerId, VecDeque<QueuedRequest>>,
+    pub(super) queued_total: usize,
     pub(super) pending_pings: HashMap<PeerId, Vec<oneshot::Sender<Result<Duration, NetError>>>>,
     pub(super) in_flight: HashMap<InboundRequestId, PeerId>,
     pub(super) inbound_per_peer: HashMap<PeerId, usize>,
@@ -143,16 +149,20 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if self.pending_requests.len() >= MAX_PENDING {
+                if self.pending_requests.len() + self.queued_total >= MAX_PENDING {
                     let _ = reply.send(Err(NetError::Overloaded));
                     return;
                 }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .jobs
-                    .send_request(&peer, Inbound::Request(*request));
-                self.pending_requests.insert(id, (peer, reply));
+                let on_wire = self.outbound_per_peer.get(&peer).copied().unwrap_or(0);
+                if on_wire < self.max_outbound_per_peer() {
+                    self.send_request(peer, request, reply);
+                } else {
+                    self.queued_requests
+                        .entry(peer)
+                        .or_default()
+                        .push_back((request, reply));
+                    self.queued_total += 1;
+                }
             }
             Command::Respond {
                 channel,
@@ -184,6 +194,54 @@ impl EventLoop {
             Command::Strike { peer, reason } => self.strike(peer, reason),
             Command::IsBanned { peer, reply } => {
                 let _ = reply.send(self.bans.contains_key(&peer));
+            }
+        }
+    }
+
+    /// Job-protocol requests to one peer on the wire at once. request-response gives a
+    /// connection `max_concurrent_streams` stream slots, inbound and outbound together, and
+    /// fails an outbound request beyond them at once ("max sub-streams reached") while the
+    /// remote drops an inbound stream beyond its own; half the slots leave room for the
+    /// peer's requests to us on the same connection.
+    fn max_outbound_per_peer(&self) -> usize {
+        (self.limits.max_concurrent_streams / 2).max(1)
+    }
+
+    fn send_request(
+        &mut self,
+        peer: PeerId,
+        request: Box<Request>,
+        reply: oneshot::Sender<Result<Response, NetError>>,
+    ) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .jobs
+            .send_request(&peer, Inbound::Request(*request));
+        self.pending_requests.insert(id, (peer, reply));
+        *self.outbound_per_peer.entry(peer).or_insert(0) += 1;
+    }
+
+    /// An outbound request to `peer` ended: the next one queued for it whose caller still
+    /// waits goes out.
+    fn finish_outbound(&mut self, peer: PeerId) {
+        if let Some(n) = self.outbound_per_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.outbound_per_peer.remove(&peer);
+            }
+        }
+        while let Some(queue) = self.queued_requests.get_mut(&peer) {
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                self.queued_requests.remove(&peer);
+            }
+            let Some((request, reply)) = next else { break };
+            self.queued_total -= 1;
+            // A caller that gave up (its timeout covers the wait here) is skipped.
+            if !reply.is_closed() {
+                self.send_request(peer, request, reply);
+                break;
             }
         }
     }
@@ -487,7 +545,8 @@ impl EventLoop {
                     },
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                if let Some((to, reply)) = self.pending_requests.remove(&request_id) {
+                    self.finish_outbound(to);
                     let result = match check_response(&response, &peer) {
                         Ok(()) => Ok(response),
                         Err(e) => {
@@ -510,7 +569,8 @@ impl EventLoop {
                     // The response did not decode or went over the cap.
                     self.strike(peer, format!("malformed response: {e}"));
                 }
-                if let Some((_, reply)) = self.pending_requests.remove(&request_id) {
+                if let Some((to, reply)) = self.pending_requests.remove(&request_id) {
+                    self.finish_outbound(to);
                     let _ = reply.send(Err(NetError::Request(error.to_string())));
                 }
             }

@@ -257,6 +257,45 @@ async fn concurrent_offers_per_peer_are_capped() {
     drain(holder.await.unwrap());
 }
 
+#[tokio::test]
+async fn requests_beyond_a_connections_stream_slots_wait_for_one_instead_of_failing() {
+    // More offers in flight to one peer than request-response has stream slots on a
+    // connection (16): each must still get its answer, none "max sub-streams reached".
+    let mut config = test_config();
+    config.limits.max_inbound_per_peer = 64;
+    let mut p = spawn_with(config, "/ip4/127.0.0.1/tcp/0", None).await;
+    let r = spawn(None).await;
+    drain(r.events);
+    r.client.dial(p.addr.clone()).await.unwrap();
+    let provider = p.peer;
+    // The provider answers every request after a pause, so they all overlap.
+    let answering = tokio::spawn(async move {
+        while let Some(event) = p.events.next().await {
+            if let Event::Request {
+                peer,
+                request,
+                responder,
+            } = event
+            {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = responder.send(accept_all(peer, &request)).await;
+                });
+            }
+        }
+    });
+    let mut offers = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let c = r.client.clone();
+        offers.spawn(async move { c.offer(provider, offer()).await });
+    }
+    while let Some(reply) = offers.join_next().await {
+        let reply = reply.unwrap();
+        assert!(matches!(reply, Ok(OfferReply::Accept(_))), "{reply:?}");
+    }
+    answering.abort();
+}
+
 fn job_result(keypair: &pinfold_net::Keypair, requestor: PeerId) -> pinfold_net::JobResult {
     use pinfold_net::protocol::{OutcomeSummary, OutputEntry};
     use pinfold_net::{BlobRef, Receipt, ReceiptBody, ReceiptUsage, RunStatus};

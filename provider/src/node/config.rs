@@ -50,6 +50,24 @@ pub struct NetworkSection {
     pub ad_interval_secs: u64,
     /// Gossip heartbeat in milliseconds (lower spreads ads faster, costs more chatter).
     pub gossip_heartbeat_ms: u64,
+    /// Longest job-protocol exchange in milliseconds, the node's decision included. It is
+    /// also how long a peer may hold a request stream open without sending its request.
+    pub request_timeout_ms: u64,
+    /// Longest wait in milliseconds for any single read or write of a blob transfer
+    /// (a request, a header, one 64 KiB group), so a stalled peer frees its slot.
+    pub transfer_timeout_ms: u64,
+    /// Connections with no open stream close after this many milliseconds.
+    pub idle_timeout_ms: u64,
+}
+
+impl NetworkSection {
+    /// Applies the configured timeouts to the network layer's settings.
+    pub fn apply_timeouts(&self, net: &mut pinfold_net::NetConfig) {
+        use std::time::Duration;
+        net.limits.request_timeout = Duration::from_millis(self.request_timeout_ms.max(100));
+        net.limits.blob_io_timeout = Duration::from_millis(self.transfer_timeout_ms.max(100));
+        net.idle_timeout = Duration::from_millis(self.idle_timeout_ms.max(100));
+    }
 }
 
 impl Default for NetworkSection {
@@ -64,6 +82,9 @@ impl Default for NetworkSection {
             kad: true,
             ad_interval_secs: 30,
             gossip_heartbeat_ms: 1000,
+            request_timeout_ms: 30_000,
+            transfer_timeout_ms: 20_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -139,6 +160,10 @@ pub struct CapsSection {
     pub output_bytes: u64,
     /// Seconds a finished job's outputs stay available for download.
     pub retain_secs: u64,
+    /// Free bytes kept in reserve on the data and work directories' filesystems: an offer
+    /// whose inputs, bundle and output limit would eat into them is refused, so the job
+    /// store, the compile cache and an output writer's overshoot always have room.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for CapsSection {
@@ -149,6 +174,7 @@ impl Default for CapsSection {
             input_bytes: 256 << 20,
             output_bytes: 256 << 20,
             retain_secs: 600,
+            disk_reserve_bytes: 64 << 20,
         }
     }
 }
@@ -223,6 +249,12 @@ mdns = true
 kad = true
 # Seconds between signed capability ads.
 ad_interval_secs = 30
+# How long a job-protocol exchange may take (also how long a peer may hold a request
+# stream open without sending), one blob-transfer read or write may stall, and an
+# unused connection stays open; milliseconds.
+request_timeout_ms = 30000
+transfer_timeout_ms = 20000
+idle_timeout_ms = 60000
 
 [registry]
 # Only definitions approved in this registry's verified log run here.
@@ -249,6 +281,9 @@ concurrent_tasks = 2
 input_bytes = 268435456          # per task
 output_bytes = 268435456         # per task
 retain_secs = 600                # how long finished outputs stay downloadable
+# Free disk space kept in reserve (data and work directories); offers whose inputs and
+# output limit do not fit above it are refused as over the caps.
+disk_reserve_bytes = 67108864
 
 [requestors]
 # Peer ids. An empty allow list serves everyone not denied.

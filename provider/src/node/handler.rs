@@ -84,6 +84,185 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// What a job puts on disk: inputs and outputs in the work directory, the bundle (unless
+/// held) in the data directory. `output` is `None` until the definition, and so its output
+/// limit, is known.
+#[derive(Debug, Clone, Copy)]
+struct DiskNeed {
+    input: u64,
+    bundle: u64,
+    output: Option<u64>,
+}
+
+/// Free disk space promised to jobs in flight, so two offers never both count the same
+/// free bytes. What a running job has written already shows in `statvfs` and still in its
+/// claim, which errs on the side of refusing.
+#[derive(Debug, Default)]
+pub(super) struct DiskBudget {
+    promised: Mutex<u64>,
+}
+
+/// One job's share of the [`DiskBudget`], given back when dropped (after its result is
+/// built; the outputs it then keeps on disk are counted by `statvfs` itself).
+pub(super) struct DiskClaim {
+    budget: Arc<DiskBudget>,
+    bytes: u64,
+    output_claimed: bool,
+}
+
+impl Drop for DiskClaim {
+    fn drop(&mut self) {
+        let mut p = self.budget.lock();
+        *p = p.saturating_sub(self.bytes);
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64, String> {
+    rustix::fs::statvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .map_err(|e| format!("cannot measure free disk space in {}: {e}", dir.display()))
+}
+
+/// Whether two directories share a filesystem (assumed when either cannot be read, which
+/// counts everything against one and so errs on the side of refusing).
+fn same_fs(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
+    }
+}
+
+impl DiskBudget {
+    fn lock(&self) -> Lock<'_, u64> {
+        self.promised.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims what `need` takes, keeping `caps.disk_reserve_bytes` free; the error says
+    /// what is missing where.
+    fn claim(self: &Arc<Self>, cfg: &NodeConfig, need: DiskNeed) -> Result<DiskClaim, String> {
+        let mut claim = DiskClaim {
+            budget: self.clone(),
+            bytes: 0,
+            output_claimed: false,
+        };
+        self.add(cfg, &mut claim, need)?;
+        Ok(claim)
+    }
+
+    /// Adds the output limit, once the definition is known, to a claim made without it.
+    fn claim_output(
+        &self,
+        cfg: &NodeConfig,
+        claim: &mut DiskClaim,
+        output: u64,
+    ) -> Result<(), String> {
+        if claim.output_claimed {
+            return Ok(());
+        }
+        let need = DiskNeed {
+            input: 0,
+            bundle: 0,
+            output: Some(output),
+        };
+        self.add(cfg, claim, need)
+    }
+
+    fn add(&self, cfg: &NodeConfig, claim: &mut DiskClaim, need: DiskNeed) -> Result<(), String> {
+        let reserve = cfg.caps.disk_reserve_bytes;
+        let (work, data) = (&cfg.paths.work_dir, &cfg.paths.data_dir);
+        let output = need.output.unwrap_or(0);
+        let shared = same_fs(work, data);
+        let mut on_work = need.input.saturating_add(output);
+        if shared {
+            on_work = on_work.saturating_add(need.bundle);
+        }
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (need.input, "of input"),
+            (output, "of output limit"),
+            (need.bundle, "of bundle"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        let short = |dir: &Path, needed: u64, free: u64, promised: u64| {
+            cap_text(
+                &format!(
+                    "not enough free disk space: the job needs {needed} bytes ({}) in {}, \
+                     which has {free} bytes free, {promised} promised to jobs in flight and \
+                     {reserve} kept in reserve",
+                    parts.join(", "),
+                    dir.display()
+                ),
+                MAX_REASON,
+            )
+        };
+        let mut promised = self.lock();
+        let free = free_bytes(work)?;
+        if free < on_work.saturating_add(*promised).saturating_add(reserve) {
+            return Err(short(work, on_work, free, *promised));
+        }
+        if !shared && need.bundle > 0 {
+            let free = free_bytes(data)?;
+            if free < need.bundle.saturating_add(reserve) {
+                return Err(short(data, need.bundle, free, 0));
+            }
+        }
+        let total = need
+            .input
+            .saturating_add(output)
+            .saturating_add(need.bundle);
+        *promised = promised.saturating_add(total);
+        claim.bytes = claim.bytes.saturating_add(total);
+        claim.output_claimed |= need.output.is_some();
+        Ok(())
+    }
+}
+
+/// Why the node can take no work at all, when its data or work directory has less free
+/// space than the reserve.
+fn disk_low(cfg: &NodeConfig) -> Option<String> {
+    let reserve = cfg.caps.disk_reserve_bytes;
+    for dir in [&cfg.paths.data_dir, &cfg.paths.work_dir] {
+        match free_bytes(dir) {
+            Ok(free) if free >= reserve => {}
+            Ok(free) => {
+                return Some(format!(
+                    "{} has {free} bytes free, {reserve} are kept in reserve",
+                    dir.display()
+                ));
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
+/// Why a run's outputs must be discarded because the work directory's filesystem filled up
+/// during it. A guest's write then failed with "no space left on device", and a guest that
+/// ignores that (most do) would otherwise succeed with truncated outputs the node would
+/// sign. The run is reported `rejected`, the provider's failure, so the requestor tries
+/// elsewhere; a run a limit stopped keeps its status, since the limit is what ended it.
+fn disk_filled(outcome: &Outcome, work_dir: &Path) -> Option<String> {
+    if !matches!(
+        outcome.status,
+        Status::Succeeded | Status::Failed | Status::Trapped
+    ) {
+        return None;
+    }
+    let s = rustix::fs::statvfs(work_dir).ok()?;
+    // Some filesystems (btrfs) report no inode counts at all: only a real count can be full.
+    let full = s.f_bavail == 0 || (s.f_files > 0 && s.f_favail == 0);
+    full.then(|| {
+        "the provider's disk filled up during the run (no space left on device in its work \
+         directory); the run's outputs were discarded"
+            .to_string()
+    })
+}
+
 /// Everything the node owns except the network handle.
 pub(super) struct Inner {
     cfg: NodeConfig,
@@ -229,6 +408,7 @@ pub(super) struct Node {
     inner: Inner,
     client: Client,
     slots: Arc<Semaphore>,
+    disk: Arc<DiskBudget>,
     jobs: Mutex<HashMap<String, Job>>,
     definitions: Mutex<HashMap<String, Arc<Definition>>>,
     counter: AtomicU64,
@@ -247,6 +427,7 @@ impl Node {
             inner,
             client,
             slots,
+            disk: Arc::new(DiskBudget::default()),
             jobs: Mutex::new(HashMap::new()),
             definitions: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
@@ -314,12 +495,16 @@ impl Node {
             return Some(d.clone());
         }
         let bytes = std::fs::read(self.bundle_path(id)).ok()?;
-        let def = task_defs::bundle::read(&bytes).ok()?;
-        // A bundle file that no longer matches its name is not ours to run.
-        if def.id.to_string() != id {
-            let _ = std::fs::remove_file(self.bundle_path(id));
-            return None;
-        }
+        // A bundle file that no longer parses (cut short by a crash) or no longer matches
+        // its name is not ours to run; it goes, so it is neither advertised nor kept.
+        let def = match task_defs::bundle::read(&bytes) {
+            Ok(def) if def.id.to_string() == id => def,
+            _ => {
+                tracing::warn!("removing unusable held bundle {id}");
+                let _ = std::fs::remove_file(self.bundle_path(id));
+                return None;
+            }
+        };
         let def = Arc::new(def);
         self.cache_definition(def.clone());
         Some(def)
@@ -339,10 +524,9 @@ impl Node {
     fn keep_bundle(&self, bytes: &[u8], def: &Arc<Definition>) {
         let path = self.bundle_path(&def.id.to_string());
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .is_err()
-        {
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+            // Not fatal (the job has the bundle in memory), but no partial file stays.
+            tracing::warn!("not keeping bundle {}: {e}", def.id);
             let _ = std::fs::remove_file(&tmp);
         }
         self.cache_definition(def.clone());
@@ -427,10 +611,18 @@ pub(super) async fn serve(
                     advertise(&node).await;
                 }
             }
-            _ = sweep.tick() => retire(&node),
+            _ = sweep.tick() => {
+                retire(&node);
+                if let Err(e) = node.inner.store.retry_backlog() {
+                    tracing::warn!("job store: {e}");
+                }
+            }
         }
     }
     stop_jobs(&node);
+    if let Err(e) = node.inner.store.retry_backlog() {
+        tracing::error!("job store: {e}; jobs in flight will show as interrupted");
+    }
 }
 
 fn on_event(node: &Arc<Node>, ev: Event) {
@@ -675,7 +867,14 @@ async fn offer_reply(node: &Arc<Node>, peer: PeerId, offer: Offer) -> OfferReply
         .offered(&job_id, &peer.to_base58(), &offer.definition)
     {
         tracing::error!("job store: {e}");
-        return reject(RejectReason::Busy);
+        // A store that cannot write is almost always a full disk; say so rather than
+        // "busy", which would have the requestor ask again and again.
+        return reject(match disk_low(&node.inner.cfg) {
+            Some(low) => RejectReason::OverCaps(format!(
+                "not enough free disk space: the job store cannot record the offer ({low})"
+            )),
+            None => RejectReason::Busy,
+        });
     }
     let reply = decide(node, peer, &offer, &job_id).await;
     match &reply {
@@ -686,7 +885,7 @@ async fn offer_reply(node: &Arc<Node>, peer: PeerId, offer: Offer) -> OfferReply
         }
     }
     match reply {
-        Ok((fetch, held, permit)) => {
+        Ok((fetch, held, permit, claim)) => {
             let n = node.clone();
             let id = job_id.clone();
             let dir = node.inner.cfg.paths.work_dir.join(&job_id);
@@ -704,7 +903,7 @@ async fn offer_reply(node: &Arc<Node>, peer: PeerId, offer: Offer) -> OfferReply
                 },
             );
             let handle =
-                tokio::spawn(async move { run_job(n, peer, id, offer, held, permit).await });
+                tokio::spawn(async move { run_job(n, peer, id, offer, held, permit, claim).await });
             if let Some(j) = node.jobs().get_mut(&job_id) {
                 j.task = Some(handle.abort_handle());
             }
@@ -719,7 +918,12 @@ async fn offer_reply(node: &Arc<Node>, peer: PeerId, offer: Offer) -> OfferReply
     }
 }
 
-type Decision = (Vec<BlobId>, Option<Arc<Definition>>, OwnedSemaphorePermit);
+type Decision = (
+    Vec<BlobId>,
+    Option<Arc<Definition>>,
+    OwnedSemaphorePermit,
+    DiskClaim,
+);
 
 /// Every check that can be made before the bundle is in hand.
 async fn decide(
@@ -793,6 +997,23 @@ async fn decide(
     if node.jobs().len() >= MAX_TRACKED_JOBS {
         return Err(RejectReason::Busy);
     }
+    // The output limit is known only once the definition is; a job offered without a
+    // bundle the node holds claims it when the bundle arrives (`run_job`).
+    let claim = node
+        .disk
+        .claim(
+            &i.cfg,
+            DiskNeed {
+                input: offer.input_bytes(),
+                bundle: if held.is_none() {
+                    offer.bundle.as_ref().map_or(0, |b| b.size)
+                } else {
+                    0
+                },
+                output: held.as_ref().map(|d| d.manifest.limits.output),
+            },
+        )
+        .map_err(RejectReason::OverCaps)?;
     let permit = node
         .slots
         .clone()
@@ -810,7 +1031,7 @@ async fn decide(
             fetch.push(input.blake3);
         }
     }
-    Ok((fetch, held, permit))
+    Ok((fetch, held, permit, claim))
 }
 
 /// Whether a failed fetch is worth repeating: "busy" always (bounded by the job's hold
@@ -949,6 +1170,7 @@ async fn run_job(
     mut offer: Offer,
     held: Option<Arc<Definition>>,
     permit: OwnedSemaphorePermit,
+    mut claim: DiskClaim,
 ) {
     // Moved out so the values go to the executor and are dropped (and zeroed) with the
     // run; nothing after the run (store, receipt, result) can reach them.
@@ -961,6 +1183,8 @@ async fn run_job(
     let prepared = tokio::time::timeout(Duration::from_secs(HOLD_SECS), async {
         let def = obtain_definition(&node, peer, &offer, held).await?;
         check_definition(&node, &def, &offer.params, &offer.secrets).map_err(|r| r.to_string())?;
+        node.disk
+            .claim_output(&node.inner.cfg, &mut claim, def.manifest.limits.output)?;
         for d in [&dir, &input_dir, &output_dir] {
             crate::fsio::create_private_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
@@ -999,13 +1223,45 @@ async fn run_job(
     };
     drop(permit);
     node.ad_kick.store(true, Ordering::Relaxed);
+    // Before anything is removed, which would hide that the disk was full.
+    if let Some(reason) = disk_filled(&outcome, &node.inner.cfg.paths.work_dir) {
+        tracing::warn!(job = %job_id, "{reason}");
+        if let Err(e) = remove_tree(&output_dir) {
+            tracing::warn!(job = %job_id, "removing {}: {e}", output_dir.display());
+        }
+        outcome = Outcome {
+            usage: outcome.usage.clone(),
+            ..Outcome::rejected(reason)
+        };
+    }
+    // Inputs are never served back: free their space now rather than after retention.
+    if let Err(e) = remove_tree(&input_dir) {
+        tracing::warn!(job = %job_id, "removing {}: {e}", input_dir.display());
+    }
     if node.inner.fault == Some(Fault::WrongOutput) {
         inject_wrong_output(&mut outcome, &output_dir);
     }
     let ended_ms = now_ms();
     let finished = finish(
         &node, peer, &job_id, &offer, &outcome, &dir, started_ms, ended_ms,
-    );
+    )
+    .or_else(|e| {
+        // The results could not be kept (a full disk, most likely: the stdio files are
+        // written here). A signed rejected result saying why still reaches the requestor,
+        // which then tries elsewhere, instead of a job the node silently forgets.
+        tracing::error!(job = %job_id, "keeping the results: {e}");
+        let _ = remove_tree(&output_dir);
+        outcome = Outcome {
+            usage: outcome.usage.clone(),
+            ..Outcome::rejected(format!(
+                "the provider could not keep the run's results: {e}"
+            ))
+        };
+        finish(
+            &node, peer, &job_id, &offer, &outcome, &dir, started_ms, ended_ms,
+        )
+    });
+    drop(claim);
     match finished {
         Ok((result, served)) => {
             if let Err(e) = node.inner.store.finished(
@@ -1172,5 +1428,49 @@ fn finish(
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_claims_count_each_other_keep_the_reserve_and_are_given_back_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::default();
+        cfg.paths.data_dir = dir.path().to_path_buf();
+        cfg.paths.work_dir = dir.path().to_path_buf();
+        cfg.caps.disk_reserve_bytes = 0;
+        let free = free_bytes(dir.path()).unwrap();
+        let budget = Arc::new(DiskBudget::default());
+        // Three fifths of the free space each: one fits, two do not, whatever else the
+        // machine writes meanwhile.
+        let need = DiskNeed {
+            input: free / 5 * 3,
+            bundle: 0,
+            output: None,
+        };
+        let a = budget.claim(&cfg, need).unwrap();
+        let e = budget.claim(&cfg, need).err().unwrap();
+        assert!(
+            e.starts_with("not enough free disk space") && e.contains("promised to jobs in flight"),
+            "{e}"
+        );
+        drop(a);
+        let mut b = budget.claim(&cfg, need).unwrap();
+        // The output limit, once known, is claimed on top, and only once.
+        assert!(budget.claim_output(&cfg, &mut b, free).is_err());
+        budget.claim_output(&cfg, &mut b, 1).unwrap();
+        budget.claim_output(&cfg, &mut b, free).unwrap();
+        drop(b);
+        assert_eq!(*budget.lock(), 0);
+        // The reserve is never handed out.
+        cfg.caps.disk_reserve_bytes = free.saturating_mul(2);
+        let e = budget.claim(&cfg, need).err().unwrap();
+        assert!(e.contains("kept in reserve"), "{e}");
+        assert!(disk_low(&cfg).is_some());
+        cfg.caps.disk_reserve_bytes = 0;
+        assert!(disk_low(&cfg).is_none());
     }
 }

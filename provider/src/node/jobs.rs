@@ -6,7 +6,13 @@
 //! job that was in flight `interrupted`: such a job is never reported as succeeded.
 //! WAL mode with `synchronous = NORMAL` keeps a write well under a millisecond; a power
 //! loss may forget the last transitions, never corrupt the file.
+//!
+//! A transition that cannot be written (a full disk: SQLite rolls the transaction back and
+//! the file stays intact) is kept in memory, bounded, and replayed in order before the next
+//! write and by [`JobStore::retry_backlog`], so once space is freed the store catches up
+//! instead of showing a finished job as running until the next restart.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -84,7 +90,104 @@ pub struct JobRow {
 /// The SQLite job store.
 #[derive(Debug)]
 pub struct JobStore {
-    conn: Mutex<Connection>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    conn: Connection,
+    /// Writes that failed, oldest first, replayed before any newer one.
+    backlog: VecDeque<Write>,
+}
+
+/// Most failed writes kept for replay. Past it the oldest go (logged): a store that has not
+/// been able to write for thousands of transitions needs an operator, not more memory.
+const MAX_BACKLOG: usize = 4096;
+
+/// A write of a job's progress, with the time it happened (kept if it cannot be made yet).
+#[derive(Debug, Clone)]
+enum Write {
+    Transition {
+        id: String,
+        stage: Stage,
+        detail: Option<String>,
+        at: i64,
+    },
+    Finished {
+        id: String,
+        status: String,
+        exit_code: Option<i32>,
+        outputs: String,
+        detail: Option<String>,
+        at: i64,
+    },
+}
+
+impl Write {
+    fn apply(&self, c: &mut Connection) -> rusqlite::Result<()> {
+        let tx = c.transaction()?;
+        match self {
+            Write::Transition {
+                id,
+                stage,
+                detail,
+                at,
+            } => {
+                tx.execute(
+                    "UPDATE jobs SET state = ?2, updated_ms = ?3, detail = COALESCE(?4, detail)
+                     WHERE id = ?1",
+                    params![id, stage.as_str(), at, detail],
+                )?;
+                tx.execute(
+                    "INSERT INTO transitions (job_id, state, at_ms, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, stage.as_str(), at, detail],
+                )?;
+            }
+            Write::Finished {
+                id,
+                status,
+                exit_code,
+                outputs,
+                detail,
+                at,
+            } => {
+                tx.execute(
+                    "UPDATE jobs SET state = 'finished', status = ?2, exit_code = ?3, outputs = ?4,
+                         detail = COALESCE(?5, detail), updated_ms = ?6
+                     WHERE id = ?1",
+                    params![id, status, exit_code, outputs, detail, at],
+                )?;
+                tx.execute(
+                    "INSERT INTO transitions (job_id, state, at_ms, detail)
+                     VALUES (?1, 'finished', ?2, ?3)",
+                    params![id, at, status],
+                )?;
+            }
+        }
+        tx.commit()
+    }
+}
+
+impl State {
+    /// Replays the backlog in order; stops at the first write that still fails.
+    fn drain(&mut self) -> rusqlite::Result<usize> {
+        let mut n = 0;
+        while let Some(w) = self.backlog.front() {
+            w.apply(&mut self.conn)?;
+            self.backlog.pop_front();
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn keep(&mut self, w: Write) {
+        if self.backlog.len() >= MAX_BACKLOG
+            && let Some(lost) = self.backlog.pop_front()
+        {
+            tracing::error!("job store backlog full; dropping the oldest unwritten write {lost:?}");
+        }
+        self.backlog.push_back(w);
+    }
 }
 
 fn db_err(e: rusqlite::Error) -> NodeError {
@@ -126,24 +229,78 @@ CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
 impl JobStore {
     /// Opens (creating) `path`.
     pub fn open(path: &Path) -> Result<JobStore, NodeError> {
-        let conn = Connection::open(path).map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        let open = || {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok::<_, rusqlite::Error>(conn)
+        };
+        // On a full disk SQLite cannot even map its WAL index and says only "disk I/O
+        // error"; name the file and the free space so the operator knows what to fix.
+        let conn = open().map_err(|e| {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let free = rustix::fs::statvfs(dir)
+                .map(|s| {
+                    format!(
+                        " ({} bytes free on its filesystem)",
+                        s.f_bavail * s.f_frsize
+                    )
+                })
+                .unwrap_or_default();
+            NodeError::Store(format!("{}: {e}{free}", path.display()))
+        })?;
         Ok(JobStore {
-            conn: Mutex::new(conn),
+            state: Mutex::new(State {
+                conn,
+                backlog: VecDeque::new(),
+            }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new offer.
+    /// Makes `w` after every earlier write that failed; keeps it for later if it cannot.
+    fn write(&self, w: Write) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        match s.drain().and_then(|_| w.apply(&mut s.conn)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                s.keep(w);
+                Err(NodeError::Store(format!(
+                    "{e} (kept in memory; {} write(s) wait for the store)",
+                    s.backlog.len()
+                )))
+            }
+        }
+    }
+
+    /// Replays writes that failed earlier; returns how many are still waiting.
+    pub fn retry_backlog(&self) -> Result<usize, NodeError> {
+        let mut s = self.lock();
+        if s.backlog.is_empty() {
+            return Ok(0);
+        }
+        match s.drain() {
+            Ok(n) => {
+                tracing::info!("job store caught up: wrote {n} delayed write(s)");
+                Ok(0)
+            }
+            Err(e) => Err(NodeError::Store(format!(
+                "{e} ({} write(s) still wait for the store)",
+                s.backlog.len()
+            ))),
+        }
+    }
+
+    /// Records a new offer. An offer that cannot be recorded is refused by the caller, so
+    /// it is never kept for later; earlier writes still waiting go first.
     pub fn offered(&self, id: &str, requestor: &str, definition: &str) -> Result<(), NodeError> {
         let now = now_ms() as i64;
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(db_err)?;
+        let mut s = self.lock();
+        s.drain().map_err(db_err)?;
+        let tx = s.conn.transaction().map_err(db_err)?;
         tx.execute(
             "INSERT INTO jobs (id, requestor, definition, state, created_ms, updated_ms)
              VALUES (?1, ?2, ?3, 'offered', ?4, ?4)",
@@ -165,21 +322,12 @@ impl JobStore {
         stage: Stage,
         detail: Option<&str>,
     ) -> Result<(), NodeError> {
-        let now = now_ms() as i64;
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(db_err)?;
-        tx.execute(
-            "UPDATE jobs SET state = ?2, updated_ms = ?3, detail = COALESCE(?4, detail)
-             WHERE id = ?1",
-            params![id, stage.as_str(), now, detail],
-        )
-        .map_err(db_err)?;
-        tx.execute(
-            "INSERT INTO transitions (job_id, state, at_ms, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![id, stage.as_str(), now, detail],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        self.write(Write::Transition {
+            id: id.to_string(),
+            stage,
+            detail: detail.map(str::to_string),
+            at: now_ms() as i64,
+        })
     }
 
     /// Records the outcome and moves the job to `finished`.
@@ -191,31 +339,22 @@ impl JobStore {
         outputs: &str,
         detail: Option<&str>,
     ) -> Result<(), NodeError> {
-        let now = now_ms() as i64;
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(db_err)?;
-        tx.execute(
-            "UPDATE jobs SET state = 'finished', status = ?2, exit_code = ?3, outputs = ?4,
-                 detail = COALESCE(?5, detail), updated_ms = ?6
-             WHERE id = ?1",
-            params![id, status, exit_code, outputs, detail, now],
-        )
-        .map_err(db_err)?;
-        tx.execute(
-            "INSERT INTO transitions (job_id, state, at_ms, detail)
-             VALUES (?1, 'finished', ?2, ?3)",
-            params![id, now, status],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        self.write(Write::Finished {
+            id: id.to_string(),
+            status: status.to_string(),
+            exit_code,
+            outputs: outputs.to_string(),
+            detail: detail.map(str::to_string),
+            at: now_ms() as i64,
+        })
     }
 
     /// Marks every job that was in flight when the node stopped `interrupted`; returns
     /// their ids. Call once at start-up, before serving.
     pub fn recover(&self) -> Result<Vec<String>, NodeError> {
         let now = now_ms() as i64;
-        let mut c = self.lock();
-        let tx = c.transaction().map_err(db_err)?;
+        let mut s = self.lock();
+        let tx = s.conn.transaction().map_err(db_err)?;
         let ids: Vec<String> = {
             let mut st = tx
                 .prepare(
@@ -249,6 +388,7 @@ impl JobStore {
     /// One job.
     pub fn get(&self, id: &str) -> Result<Option<JobRow>, NodeError> {
         self.lock()
+            .conn
             .query_row(&format!("{SELECT} WHERE id = ?1"), params![id], row_to_job)
             .optional()
             .map_err(db_err)
@@ -256,8 +396,9 @@ impl JobStore {
 
     /// Every job, newest first (at most `limit`).
     pub fn list(&self, limit: usize) -> Result<Vec<JobRow>, NodeError> {
-        let c = self.lock();
-        let mut st = c
+        let s = self.lock();
+        let mut st = s
+            .conn
             .prepare(&format!("{SELECT} ORDER BY created_ms DESC, id LIMIT ?1"))
             .map_err(db_err)?;
         st.query_map(params![limit as i64], row_to_job)
@@ -268,8 +409,9 @@ impl JobStore {
 
     /// A job's transitions, oldest first, as (stage, Unix ms).
     pub fn history(&self, id: &str) -> Result<Vec<(String, u64)>, NodeError> {
-        let c = self.lock();
-        let mut st = c
+        let s = self.lock();
+        let mut st = s
+            .conn
             .prepare("SELECT state, at_ms FROM transitions WHERE job_id = ?1 ORDER BY rowid")
             .map_err(db_err)?;
         st.query_map(params![id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
@@ -321,5 +463,46 @@ mod tests {
         let h: Vec<String> = s.history("a").unwrap().into_iter().map(|h| h.0).collect();
         assert_eq!(h, ["offered", "running", "interrupted"]);
         assert!(s.recover().unwrap().is_empty());
+    }
+
+    #[test]
+    fn writes_that_fail_for_lack_of_space_are_replayed_in_order_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = JobStore::open(&dir.path().join("jobs.sqlite")).unwrap();
+        s.offered("a", "req", "blake3:00").unwrap();
+        // SQLite's own size cap fails writes with SQLITE_FULL, as a full disk does.
+        let pages: i64 = s
+            .lock()
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.lock()
+            .conn
+            .execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+            .unwrap();
+        let big = "x".repeat(64 << 10);
+        let e = s.transition("a", Stage::Running, Some(&big)).unwrap_err();
+        assert!(e.to_string().contains("full"), "{e}");
+        // A later write that would fit waits behind the earlier one: history stays in order.
+        assert!(
+            s.finished("a", "succeeded", Some(0), "blake3:11", None)
+                .is_err()
+        );
+        assert_eq!(s.get("a").unwrap().unwrap().state, "offered");
+        assert!(s.retry_backlog().is_err());
+
+        s.lock()
+            .conn
+            .execute_batch("PRAGMA max_page_count = 1073741823")
+            .unwrap();
+        assert_eq!(s.retry_backlog().unwrap(), 0);
+        let row = s.get("a").unwrap().unwrap();
+        assert_eq!(
+            (row.state.as_str(), row.status.as_deref()),
+            ("finished", Some("succeeded"))
+        );
+        let h: Vec<String> = s.history("a").unwrap().into_iter().map(|h| h.0).collect();
+        assert_eq!(h, ["offered", "running", "finished"]);
+        assert_eq!(s.retry_backlog().unwrap(), 0);
     }
 }

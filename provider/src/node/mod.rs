@@ -159,6 +159,7 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     net.kad = config.network.kad;
     net.kad_server = true;
     net.gossip_heartbeat = Duration::from_millis(config.network.gossip_heartbeat_ms.max(10));
+    config.network.apply_timeouts(&mut net);
     let fault = Fault::from_env();
     let inner = handler::Inner::new(config, store, fault).await?;
     let (client, events, event_loop) = pinfold_net::new(net, Some(inner.blobs.clone()))?;

@@ -486,6 +486,25 @@ async fn images_not_pinned_here_are_rejected() {
     assert!(e.contains("not pinned by digest"), "{e}");
 }
 
+/// A definition that asks for network is refused before a container exists: the hardened
+/// executor only offers `network_mode=none`, and silently running without the network a task
+/// asked for would be a lie to the requestor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_capability_is_rejected_before_any_container() {
+    let case = Case::new();
+    let exec = executor("netcap").await;
+    let mut def = docker_def(&case, "netcap", &Spec::sh("true"));
+    def.manifest.capabilities.network = true;
+    let (input, output) = case.run_dirs();
+    let o = run_in(&exec, &def, input, output).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(
+        o.reason.as_deref().unwrap().contains("network access"),
+        "{o:?}"
+    );
+    assert_no_containers(&exec).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_is_refused_by_default() {
     let case = Case::new();

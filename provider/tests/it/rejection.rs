@@ -2,6 +2,7 @@
 
 use provider::Status;
 use provider::fsio::{FsError, TreeCaps, stage_inputs};
+use provider::{WasmConfig, WasmExecutor};
 
 use crate::harness::{Case, Spec, exit_wat};
 
@@ -78,6 +79,74 @@ async fn policy_refusals_are_rejected() {
         Status::Rejected,
         "requestors cannot invent params"
     );
+}
+
+/// Wasm has no socket imports to give, so a definition that asks for network is refused
+/// rather than run without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_capability_is_rejected() {
+    let case = Case::new();
+    let exec = case.executor();
+    let mut def = case.wat_def("net", &exit_wat(0), &Spec::default());
+    def.manifest.capabilities.network = true;
+    let (o, _) = case.run(&exec, &def).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    assert!(
+        o.reason.as_deref().unwrap().contains("network access"),
+        "{o:?}"
+    );
+}
+
+/// A module of `n` exported functions, each with a little arithmetic: big enough that
+/// Cranelift needs measurable time, small enough to build instantly.
+fn many_functions_wat(n: usize) -> String {
+    let mut w = String::from("(module (memory 1)");
+    for i in 0..n {
+        w.push_str(&format!(
+            "(func (export \"f{i}\") (param i64) (result i64) \
+             local.get 0 i64.const {i} i64.mul i64.const 7 i64.add \
+             local.get 0 i64.const 3 i64.rotl i64.xor)"
+        ));
+    }
+    w.push_str("(func (export \"_start\")))");
+    w
+}
+
+/// Module size and compile time are bounded before any guest code runs: an oversized
+/// module is refused without compiling it, and a compile that outlives the provider's
+/// budget is abandoned as `rejected`, so a hostile module cannot pin the node in Cranelift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_modules_and_slow_compiles_are_rejected() {
+    let case = Case::new();
+    let module = wat::parse_str(many_functions_wat(4000)).unwrap();
+    let def = case.def_with_module("big", &module, &Spec::default());
+
+    let small = WasmExecutor::new(WasmConfig {
+        cache_dir: Some(case.path().join("cache-small")),
+        max_module_bytes: module.len() as u64 - 1,
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    let (o, _) = case.run(&small, &def).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    let reason = o.reason.unwrap();
+    assert!(reason.contains("maximum"), "{reason}");
+    assert!(reason.contains(&module.len().to_string()), "{reason}");
+
+    let hasty = WasmExecutor::new(WasmConfig {
+        cache_dir: Some(case.path().join("cache-hasty")),
+        compile_timeout: std::time::Duration::from_millis(1),
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    let (o, _) = case.run(&hasty, &def).await;
+    assert_eq!(o.status, Status::Rejected, "{o:?}");
+    let reason = o.reason.unwrap();
+    assert!(reason.contains("longer than 1 ms"), "{reason}");
+
+    // The same module within both bounds runs: the refusals above were the bounds'.
+    let (o, _) = case.run(&case.executor(), &def).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
 }
 
 #[test]

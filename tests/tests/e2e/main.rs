@@ -2,6 +2,8 @@
 
 mod bundles;
 mod exec;
+mod faults;
+mod load;
 mod network;
 mod registry;
 mod splitview;

@@ -35,14 +35,16 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::id::BlobId;
-use crate::tree::{self, Cv, GROUP_SIZE, GroupVerifier};
+use crate::tree::{self, Cv, GROUP_SIZE, GroupVerifier, VerifyError};
 
 /// Protocol name of blob transfer.
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/pinfold/blob/1");
 
 const MAGIC: &[u8; 4] = b"PFB1";
-const REQUEST_LEN: usize = 4 + 32 + 8;
-const HEADER_LEN: usize = 9;
+/// Bytes of a blob request: magic, the identity, the requester's size cap (big-endian).
+pub const REQUEST_LEN: usize = 4 + 32 + 8;
+/// Bytes of the serving side's header: a status byte and the blob size (big-endian).
+pub const HEADER_LEN: usize = 9;
 
 const STATUS_OK: u8 = 0;
 const STATUS_NOT_FOUND: u8 = 1;
@@ -415,25 +417,24 @@ pub(crate) async fn fetch<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Sends the request and reads the header; returns the announced size once it is acceptable.
-async fn request(
-    stream: &mut Stream,
+/// Parses a blob request as the serving side reads it: the identity asked for and the
+/// requester's size cap, or `None` when the magic is wrong (the requester misbehaved).
+pub fn parse_request(req: &[u8; REQUEST_LEN]) -> Option<(BlobId, u64)> {
+    if &req[..4] != MAGIC {
+        return None;
+    }
+    let id = BlobId(req[4..36].try_into().expect("32 bytes"));
+    let max = u64::from_be_bytes(req[36..].try_into().expect("8 bytes"));
+    Some((id, max))
+}
+
+/// Parses the serving side's header for a fetch of `id` under `limits`: the announced size
+/// once it is acceptable, else the typed answer or the reason to refuse it.
+pub fn parse_header(
+    header: &[u8; HEADER_LEN],
     id: BlobId,
     limits: FetchLimits,
-    io_timeout: Duration,
 ) -> Result<u64, TransferError> {
-    let mut req = [0u8; REQUEST_LEN];
-    req[..4].copy_from_slice(MAGIC);
-    req[4..36].copy_from_slice(&id.0);
-    req[36..].copy_from_slice(&limits.max_size.to_be_bytes());
-    timed(io_timeout, "request", async {
-        stream.write_all(&req).await?;
-        stream.flush().await
-    })
-    .await?;
-
-    let mut header = [0u8; HEADER_LEN];
-    timed(io_timeout, "header", stream.read_exact(&mut header)).await?;
     let size = u64::from_be_bytes(header[1..].try_into().expect("8 bytes"));
     match header[0] {
         STATUS_OK => {}
@@ -465,6 +466,42 @@ async fn request(
     Ok(size)
 }
 
+/// The verifier for the content of blob `id` of `size` bytes, from the raw CV list that
+/// followed an OK header (32 bytes per group; empty when [`tree::has_cv_list`] is false).
+/// The list is checked against the identity here, before any content is read.
+pub fn cv_list_verifier(id: BlobId, size: u64, raw: &[u8]) -> Result<GroupVerifier, VerifyError> {
+    if !raw.len().is_multiple_of(32) {
+        return Err(VerifyError::BadCvList);
+    }
+    let cvs = raw
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    GroupVerifier::new(id, size, cvs)
+}
+
+/// Sends the request and reads the header; returns the announced size once it is acceptable.
+async fn request(
+    stream: &mut Stream,
+    id: BlobId,
+    limits: FetchLimits,
+    io_timeout: Duration,
+) -> Result<u64, TransferError> {
+    let mut req = [0u8; REQUEST_LEN];
+    req[..4].copy_from_slice(MAGIC);
+    req[4..36].copy_from_slice(&id.0);
+    req[36..].copy_from_slice(&limits.max_size.to_be_bytes());
+    timed(io_timeout, "request", async {
+        stream.write_all(&req).await?;
+        stream.flush().await
+    })
+    .await?;
+
+    let mut header = [0u8; HEADER_LEN];
+    timed(io_timeout, "header", stream.read_exact(&mut header)).await?;
+    parse_header(&header, id, limits)
+}
+
 /// Reads the CV list and content of a blob of `size` bytes after an OK header.
 async fn receive<W: AsyncWrite + Unpin>(
     stream: &mut Stream,
@@ -474,20 +511,16 @@ async fn receive<W: AsyncWrite + Unpin>(
     sink: &mut W,
 ) -> Result<FetchStats, TransferError> {
     let mut received = HEADER_LEN as u64;
-    let mut cvs: Vec<Cv> = Vec::new();
+    let mut raw = Vec::new();
     if tree::has_cv_list(size) {
         // Bounded by max_size: one CV per 64 KiB the requester agreed to receive.
         let n = tree::group_count(size) as usize;
-        let mut raw = vec![0u8; n * 32];
+        raw = vec![0u8; n * 32];
         timed(io_timeout, "group hashes", stream.read_exact(&mut raw)).await?;
         received += raw.len() as u64;
-        cvs = raw
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32 bytes"))
-            .collect();
     }
     let mut verifier =
-        GroupVerifier::new(id, size, cvs).map_err(|_| TransferError::BadCvList { received })?;
+        cv_list_verifier(id, size, &raw).map_err(|_| TransferError::BadCvList { received })?;
 
     let mut buf = vec![0u8; GROUP_SIZE as usize];
     while !verifier.is_done() {
@@ -714,11 +747,9 @@ async fn serve(
     let t = cfg.io_timeout;
     let mut req = [0u8; REQUEST_LEN];
     io_step(t, "request", stream.read_exact(&mut req)).await?;
-    if &req[..4] != MAGIC {
+    let Some((id, max)) = parse_request(&req) else {
         return Err(ServeError::Misbehaved("bad blob request magic".into()));
-    }
-    let id = BlobId(req[4..36].try_into().expect("32 bytes"));
-    let max = u64::from_be_bytes(req[36..].try_into().expect("8 bytes"));
+    };
 
     let opened = cfg
         .store

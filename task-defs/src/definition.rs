@@ -84,6 +84,21 @@ pub struct Definition {
     pub footprint: Option<Footprint>,
 }
 
+/// Every string in a JSON value, object keys included, in document order.
+fn json_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                out.push(k);
+                json_strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Is `p` a normalised relative path we accept inside a definition?
 pub fn valid_rel_path(p: &str) -> Result<(), String> {
     if p.is_empty() {
@@ -211,7 +226,8 @@ impl Definition {
                 ));
             }
         }
-        for hit in secrets::scan(manifest_text.as_bytes()) {
+        let raw_hits = secrets::scan(manifest_text.as_bytes());
+        for hit in &raw_hits {
             let line = manifest_text.as_bytes()[..hit.offset]
                 .iter()
                 .filter(|&&b| b == b'\n')
@@ -237,6 +253,32 @@ impl Definition {
                 return Err(Error::Invalid(all));
             }
         };
+
+        // The scan above reads the manifest as written, so a credential spelled with TOML
+        // escapes ("\u0041KIA...") would pass it while meaning the very same value, and
+        // validity would depend on spelling rather than meaning. So every string of the
+        // manifest's meaning (its identity document, keys included) is scanned decoded too;
+        // a kind the raw scan already reported is not reported again.
+        let mut reported: BTreeSet<&str> = raw_hits.iter().map(|h| h.kind).collect();
+        let meaning = identity::manifest_value(&manifest);
+        let mut strings = Vec::new();
+        json_strings(&meaning, &mut strings);
+        for s in strings {
+            for hit in secrets::scan(s.as_bytes()) {
+                if reported.insert(hit.kind) {
+                    d.out.push(Diagnostic {
+                        rule: Rule::Secret,
+                        file: MANIFEST_FILE.into(),
+                        line: None,
+                        key: None,
+                        message: format!(
+                            "looks like a {} once its escapes are decoded; credentials never belong in a definition (declare a secret in capabilities.secrets)",
+                            hit.kind
+                        ),
+                    });
+                }
+            }
+        }
 
         for k in manifest.capabilities.env.keys() {
             if secrets::secret_like_env_name(k) {

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod cli;
+mod fuzz_regressions;
 mod harness;
 mod identity;
 mod props;

@@ -32,7 +32,7 @@ use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::id::BlobId;
 use crate::tree::{self, Cv, GROUP_SIZE, GroupVerifier, VerifyError};
@@ -56,8 +56,12 @@ const STATUS_ERROR: u8 = 4;
 const SERVE_BUFFER: usize = 256 * 1024;
 /// Total CV-list bytes the serving side caches.
 const CV_CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// Refusals ("busy") written at once; beyond that, extra streams are just dropped.
-const MAX_REFUSALS: usize = 64;
+/// Streams whose request is being read, or whose "busy" refusal is being written, at once;
+/// beyond that, extra streams are just dropped.
+const MAX_UNSERVED: usize = 64;
+/// Longest wait for a requester's 44-byte request. A real requester writes it right after
+/// opening the stream, so a peer that stays silent this long is a slow-loris.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A blob opened for reading.
 pub struct BlobReader {
@@ -589,10 +593,11 @@ pub(crate) struct ServerConfig {
 }
 
 /// Serves blobs from a store until the incoming-stream handle closes.
+#[derive(Clone)]
 pub(crate) struct Server {
     cfg: ServerConfig,
     total: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
+    unserved: Arc<Semaphore>,
     per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
     cache: Arc<Mutex<CvCache>>,
 }
@@ -619,7 +624,7 @@ impl Server {
     pub(crate) fn new(cfg: ServerConfig) -> Self {
         Server {
             total: Arc::new(Semaphore::new(cfg.total.max(1))),
-            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            unserved: Arc::new(Semaphore::new(MAX_UNSERVED)),
             per_peer: Arc::default(),
             cache: Arc::default(),
             cfg,
@@ -640,46 +645,56 @@ impl Server {
     }
 
     pub(crate) async fn run(self, mut incoming: IncomingStreams) {
-        while let Some((peer, mut stream)) = incoming.next().await {
-            let permit = Arc::clone(&self.total).try_acquire_owned().ok();
-            let slot = permit.as_ref().and_then(|_| self.peer_slot(peer));
-            match (permit, slot) {
-                (Some(permit), Some(slot)) => {
-                    let cfg = self.cfg.clone();
-                    let cache = Arc::clone(&self.cache);
-                    tokio::spawn(async move {
-                        let result = serve(&cfg, &cache, &mut stream).await;
-                        match result {
-                            Ok(()) => {
-                                let _ = tokio::time::timeout(cfg.io_timeout, stream.close()).await;
-                            }
-                            Err(ServeError::Misbehaved(why)) => {
-                                tracing::debug!(%peer, why, "blob requester misbehaved");
-                                let _ = cfg.strikes.try_send((peer, why));
-                            }
-                            Err(ServeError::Gone(why)) => {
-                                tracing::debug!(%peer, why, "blob transfer ended early");
-                            }
-                        }
-                        drop((slot, permit));
-                    });
-                }
-                _ => {
-                    // Over a limit: say so briefly, within a bounded number of refusals.
-                    if let Ok(r) = Arc::clone(&self.refusals).try_acquire_owned() {
-                        let t = self.cfg.io_timeout;
-                        tokio::spawn(async move {
-                            let _ = tokio::time::timeout(t, async {
-                                write_header(&mut stream, STATUS_BUSY, 0).await?;
-                                stream.close().await
-                            })
-                            .await;
-                            drop(r);
-                        });
-                    }
-                }
+        while let Some((peer, stream)) = incoming.next().await {
+            // Serving slots are few and taken only once a complete request is in: a peer
+            // that opens streams and never sends holds at most an `unserved` permit (shared
+            // by all peers, bounded, released at the short request deadline), never the
+            // slots other requesters' downloads need.
+            let Ok(unserved) = Arc::clone(&self.unserved).try_acquire_owned() else {
+                continue;
+            };
+            tokio::spawn(self.clone().handle(peer, stream, unserved));
+        }
+    }
+
+    async fn handle(self, peer: PeerId, mut stream: Stream, unserved: OwnedSemaphorePermit) {
+        let t = self.cfg.io_timeout;
+        let mut req = [0u8; REQUEST_LEN];
+        if let Err(ServeError::Gone(why) | ServeError::Misbehaved(why)) = io_step(
+            t.min(REQUEST_DEADLINE),
+            "request",
+            stream.read_exact(&mut req),
+        )
+        .await
+        {
+            tracing::debug!(%peer, why, "blob request never arrived");
+            return;
+        }
+        let permit = Arc::clone(&self.total).try_acquire_owned().ok();
+        let slot = permit.as_ref().and_then(|_| self.peer_slot(peer));
+        let (Some(permit), Some(slot)) = (permit, slot) else {
+            // Over a limit: say so briefly, still under the `unserved` permit.
+            let _ = tokio::time::timeout(t, async {
+                write_header(&mut stream, STATUS_BUSY, 0).await?;
+                stream.close().await
+            })
+            .await;
+            return;
+        };
+        drop(unserved);
+        match serve(&self.cfg, &self.cache, &mut stream, &req).await {
+            Ok(()) => {
+                let _ = tokio::time::timeout(t, stream.close()).await;
+            }
+            Err(ServeError::Misbehaved(why)) => {
+                tracing::debug!(%peer, why, "blob requester misbehaved");
+                let _ = self.cfg.strikes.try_send((peer, why));
+            }
+            Err(ServeError::Gone(why)) => {
+                tracing::debug!(%peer, why, "blob transfer ended early");
             }
         }
+        drop((slot, permit));
     }
 }
 
@@ -743,11 +758,10 @@ async fn serve(
     cfg: &ServerConfig,
     cache: &Mutex<CvCache>,
     stream: &mut Stream,
+    req: &[u8; REQUEST_LEN],
 ) -> Result<(), ServeError> {
     let t = cfg.io_timeout;
-    let mut req = [0u8; REQUEST_LEN];
-    io_step(t, "request", stream.read_exact(&mut req)).await?;
-    let Some((id, max)) = parse_request(&req) else {
+    let Some((id, max)) = parse_request(req) else {
         return Err(ServeError::Misbehaved("bad blob request magic".into()));
     };
 

@@ -735,8 +735,11 @@ async fn settled_fds(p: &ProviderProcess) -> usize {
 /// it (sqlite's journal, a socket in the middle of closing).
 const FD_SLACK: usize = 3;
 
-const LORIS_PEERS: usize = 4;
-const LORIS_JOB_STREAMS: usize = 16;
+// 8 peers × 4 silent blob streams: were serving slots (2 per peer, 16 in all) taken before a
+// request arrived, these would hold every one of them and the legitimate requestor's output
+// download would be refused busy until they time out.
+const LORIS_PEERS: usize = 8;
+const LORIS_JOB_STREAMS: usize = 8;
 const LORIS_BLOB_STREAMS: usize = 4;
 const LORIS_TCP: usize = 40;
 const LORIS_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
@@ -762,6 +765,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     let baseline = settled_fds(&p).await;
 
     let open = Arc::new(AtomicUsize::new(0));
+    let blob_open = Arc::new(AtomicUsize::new(0));
     let mut job_waits = Vec::new();
     let mut blob_waits = Vec::new();
     let mut loris = Vec::new();
@@ -775,10 +779,17 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
                 let s = b.open(provider, protocol.clone()).await;
                 let open = Arc::clone(&open);
                 open.fetch_add(1, Ordering::SeqCst);
+                let blob = (protocol == BLOB_PROTOCOL).then(|| Arc::clone(&blob_open));
+                if let Some(b) = &blob {
+                    b.fetch_add(1, Ordering::SeqCst);
+                }
                 let cap = LORIS_REQUEST_TIMEOUT.max(LORIS_TRANSFER_TIMEOUT) + SLACK;
                 waits.push(tokio::spawn(async move {
                     let closed = hold_stream(s, Instant::now(), cap).await;
                     open.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(b) = blob {
+                        b.fetch_sub(1, Ordering::SeqCst);
+                    }
                     closed
                 }));
             }
@@ -800,6 +811,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     // A legitimate requestor is served while all of that is held open.
     let legit = ordinary_run(&w, &p, None).await;
     let still_open = open.load(Ordering::SeqCst);
+    let blob_still_open = blob_open.load(Ordering::SeqCst);
 
     let job_closed = gather(job_waits).await;
     let blob_closed = gather(blob_waits).await;
@@ -863,6 +875,14 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     assert!(
         still_open > 0,
         "the legitimate run outlasted every slow-loris stream"
+    );
+    // Its output download was served while every silent blob stream was still held: silent
+    // streams never take serving slots (with slots taken before the request, this run
+    // waited out the slow-loris, about 3.9 s, and found these streams closed).
+    assert_eq!(
+        blob_still_open,
+        LORIS_PEERS * LORIS_BLOB_STREAMS,
+        "the legitimate run had to wait for silent blob streams to time out"
     );
     assert!(
         back,

@@ -156,6 +156,96 @@ pub fn keygen(scratch: &Scratch, name: &str) -> (PathBuf, String) {
     (file, public.trim_end().to_string())
 }
 
+/// A `task-defs serve` process trusting two reviewers (k = 2), with the author's and the
+/// reviewers' keys: the registry most end-to-end tests publish to and approve in.
+#[derive(Debug)]
+pub struct ReviewedRegistry {
+    /// The server.
+    pub server: RegistryProcess,
+    /// The author's secret key file.
+    pub author: PathBuf,
+    /// Each reviewer's (secret key file, public key text).
+    pub reviewers: [(PathBuf, String); 2],
+}
+
+impl ReviewedRegistry {
+    /// Generates the keys in `s` and starts the registry in `s/registry`.
+    pub fn start(s: &Scratch) -> ReviewedRegistry {
+        let (author, _) = keygen(s, "author");
+        let r1 = keygen(s, "r1");
+        let r2 = keygen(s, "r2");
+        let server = RegistryProcess::start(
+            &s.path("registry"),
+            &["--reviewer", &r1.1, "--reviewer", &r2.1, "--threshold", "2"],
+        );
+        ReviewedRegistry {
+            server,
+            author,
+            reviewers: [r1, r2],
+        }
+    }
+
+    /// Publishes the definition in `dir` as the author; returns its identity.
+    pub fn publish(&self, dir: &Path) -> String {
+        let out = ok_stdout(&run(
+            "task-defs",
+            &[
+                &"publish",
+                &dir,
+                &"--registry",
+                &self.server.url,
+                &"--key",
+                &self.author,
+                &"--json",
+            ],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
+        v["id"].as_str().expect("an id").to_string()
+    }
+
+    /// Reviewer `which` signs `verb` (approve, reject, revoke) for `id`.
+    pub fn review(&self, verb: &str, id: &str, which: usize) {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"review",
+            &verb,
+            &id,
+            &"--registry",
+            &self.server.url,
+            &"--key",
+            &self.reviewers[which].0,
+        ];
+        if verb != "approve" {
+            args.extend([&"--reason" as &dyn AsRef<std::ffi::OsStr>, &"test"]);
+        }
+        ok_stdout(&run("task-defs", &args));
+    }
+
+    /// Both reviewers approve `id`.
+    pub fn approve(&self, id: &str) {
+        self.review("approve", id, 0);
+        self.review("approve", id, 1);
+    }
+
+    /// Publishes `dir` and has both reviewers approve it; returns its identity.
+    pub fn approved(&self, dir: &Path) -> String {
+        let id = self.publish(dir);
+        self.approve(&id);
+        id
+    }
+
+    /// `provider.toml` for a node trusting this registry: [`provider_toml_with_network`].
+    pub fn provider_toml(&self, network: &str, extra: &str) -> String {
+        provider_toml_with_network(
+            &self.server.url,
+            &self.server.log_key(),
+            &[&self.reviewers[0].1, &self.reviewers[1].1],
+            2,
+            network,
+            extra,
+        )
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use pinfold_e2e::{
-    ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout, provider_toml, run,
+    ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout,
 };
 use task_defs::registry::client::{Client, sync};
 use task_defs::registry::unix_now;
@@ -115,60 +115,21 @@ impl Drop for Tmpfs {
 /// A registry with two trusted reviewers (k = 2) and the keys to act on it.
 struct World {
     s: Scratch,
-    server: RegistryProcess,
-    author: PathBuf,
-    reviewers: [(PathBuf, String); 2],
+    reg: ReviewedRegistry,
+}
+
+impl std::ops::Deref for World {
+    type Target = ReviewedRegistry;
+    fn deref(&self) -> &ReviewedRegistry {
+        &self.reg
+    }
 }
 
 impl World {
     fn new() -> World {
         let s = Scratch::new();
-        let (author, _) = keygen(&s, "author");
-        let r1 = keygen(&s, "r1");
-        let r2 = keygen(&s, "r2");
-        let server = RegistryProcess::start(
-            &s.path("registry"),
-            &["--reviewer", &r1.1, "--reviewer", &r2.1, "--threshold", "2"],
-        );
-        World {
-            s,
-            server,
-            author,
-            reviewers: [r1, r2],
-        }
-    }
-
-    /// Publishes `dir` and has both reviewers approve it; returns its identity.
-    fn approved(&self, dir: &Path) -> String {
-        let out = ok_stdout(&run(
-            "task-defs",
-            &[
-                &"publish",
-                &dir,
-                &"--registry",
-                &self.server.url,
-                &"--key",
-                &self.author,
-                &"--json",
-            ],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let id = v["id"].as_str().unwrap().to_string();
-        for (key, _) in &self.reviewers {
-            ok_stdout(&run(
-                "task-defs",
-                &[
-                    &"review",
-                    &"approve",
-                    &id,
-                    &"--registry",
-                    &self.server.url,
-                    &"--key",
-                    key,
-                ],
-            ));
-        }
-        id
+        let reg = ReviewedRegistry::start(&s);
+        World { s, reg }
     }
 
     /// A node whose data and work directories live on `disk`.
@@ -178,13 +139,7 @@ impl World {
             disk.dir.join("data"),
             disk.dir.join("work")
         );
-        let toml = provider_toml(
-            &self.server.url,
-            &self.server.log_key(),
-            &[&self.reviewers[0].1, &self.reviewers[1].1],
-            2,
-            &extra,
-        );
+        let toml = self.reg.provider_toml("", &extra);
         ProviderProcess::start(&self.s.path(name), Some(&toml), &[], &[])
     }
 

@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
-use pinfold_e2e::{
-    ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout,
-    provider_toml_with_network, run,
-};
+use pinfold_e2e::{ProviderProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout, run};
 use pinfold_net::protocol::{ErrorReply, JOB_PROTOCOL, ResultReply};
 use pinfold_net::transfer::BLOB_PROTOCOL;
 use pinfold_net::{
@@ -43,8 +40,7 @@ const SLACK: Duration = Duration::from_secs(3);
 /// A registry with wordfreq published and approved by both trusted reviewers (k = 2).
 struct World {
     s: Scratch,
-    server: RegistryProcess,
-    reviewers: [String; 2],
+    reg: ReviewedRegistry,
     definition: String,
     bundle: Arc<[u8]>,
 }
@@ -52,49 +48,15 @@ struct World {
 impl World {
     fn new() -> World {
         let s = Scratch::new();
-        let (author, _) = keygen(&s, "author");
-        let (k1, r1) = keygen(&s, "r1");
-        let (k2, r2) = keygen(&s, "r2");
-        let server = RegistryProcess::start(
-            &s.path("registry"),
-            &["--reviewer", &r1, "--reviewer", &r2, "--threshold", "2"],
-        );
+        let reg = ReviewedRegistry::start(&s);
         let dir = example("wordfreq");
-        let out = ok_stdout(&run(
-            "task-defs",
-            &[
-                &"publish",
-                &dir,
-                &"--registry",
-                &server.url,
-                &"--key",
-                &author,
-                &"--json",
-            ],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
-        let definition = v["id"].as_str().expect("an id").to_string();
-        for key in [&k1, &k2] {
-            ok_stdout(&run(
-                "task-defs",
-                &[
-                    &"review",
-                    &"approve",
-                    &definition,
-                    &"--registry",
-                    &server.url,
-                    &"--key",
-                    key,
-                ],
-            ));
-        }
+        let definition = reg.approved(&dir);
         let packed = s.path("wordfreq.bundle");
         ok_stdout(&run("task-defs", &[&"pack", &dir, &"-o", &packed]));
         let bundle = std::fs::read(&packed).expect("packed bundle").into();
         World {
             s,
-            server,
-            reviewers: [r1, r2],
+            reg,
             definition,
             bundle,
         }
@@ -102,14 +64,7 @@ impl World {
 
     /// A provider node `name` with `network` lines in `[network]` and `extra` tables.
     fn provider(&self, name: &str, network: &str, extra: &str) -> ProviderProcess {
-        let toml = provider_toml_with_network(
-            &self.server.url,
-            &self.server.log_key(),
-            &[&self.reviewers[0], &self.reviewers[1]],
-            2,
-            network,
-            extra,
-        );
+        let toml = self.reg.provider_toml(network, extra);
         ProviderProcess::start(&self.s.path(name), Some(&toml), &[], &[])
     }
 

@@ -7,82 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pinfold_e2e::{
-    ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout, provider_toml, run,
-};
+use pinfold_e2e::{ProviderProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout, run};
 
 /// A registry with two trusted reviewers (k = 2) and the keys to act on it.
 struct World {
     s: Scratch,
-    server: RegistryProcess,
-    author: PathBuf,
-    reviewers: [(PathBuf, String); 2],
+    reg: ReviewedRegistry,
+}
+
+impl std::ops::Deref for World {
+    type Target = ReviewedRegistry;
+    fn deref(&self) -> &ReviewedRegistry {
+        &self.reg
+    }
 }
 
 impl World {
     fn new() -> World {
         let s = Scratch::new();
-        let (author, _) = keygen(&s, "author");
-        let r1 = keygen(&s, "r1");
-        let r2 = keygen(&s, "r2");
-        let server = RegistryProcess::start(
-            &s.path("registry"),
-            &["--reviewer", &r1.1, "--reviewer", &r2.1, "--threshold", "2"],
-        );
-        World {
-            s,
-            server,
-            author,
-            reviewers: [r1, r2],
-        }
-    }
-
-    fn publish(&self, dir: &Path) -> String {
-        let out = ok_stdout(&run(
-            "task-defs",
-            &[
-                &"publish",
-                &dir,
-                &"--registry",
-                &self.server.url,
-                &"--key",
-                &self.author,
-                &"--json",
-            ],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    fn review(&self, verb: &str, id: &str, which: usize) {
-        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"review",
-            &verb,
-            &id,
-            &"--registry",
-            &self.server.url,
-            &"--key",
-            &self.reviewers[which].0,
-        ];
-        if verb != "approve" {
-            args.extend([&"--reason" as &dyn AsRef<std::ffi::OsStr>, &"test"]);
-        }
-        ok_stdout(&run("task-defs", &args));
-    }
-
-    fn approve(&self, id: &str) {
-        self.review("approve", id, 0);
-        self.review("approve", id, 1);
+        let reg = ReviewedRegistry::start(&s);
+        World { s, reg }
     }
 
     fn toml(&self, extra: &str) -> String {
-        provider_toml(
-            &self.server.url,
-            &self.server.log_key(),
-            &[&self.reviewers[0].1, &self.reviewers[1].1],
-            2,
-            extra,
-        )
+        self.reg.provider_toml("", extra)
     }
 
     fn provider(&self, name: &str, extra: &str, env: &[(&str, &str)]) -> ProviderProcess {

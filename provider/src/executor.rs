@@ -26,6 +26,29 @@ pub struct RunRequest {
     pub secrets: BTreeMap<String, SecretValue>,
 }
 
+/// The checks every executor makes of a request before spending anything on it: no network
+/// (neither runtime offers any, and running without what a task asked for would be a lie),
+/// exactly the declared secrets, params that resolve, and an empty output directory.
+/// Returns the rendered argument list, or why the run is rejected.
+pub fn admit_request(req: &RunRequest) -> Result<Vec<String>, String> {
+    let m = &req.definition.manifest;
+    if m.capabilities.network {
+        return Err("this provider does not offer network access".into());
+    }
+    check_secrets(&m.capabilities.secrets, &req.secrets)?;
+    let args = m
+        .resolve_params(&req.params)
+        .and_then(|v| m.render_args(&v))?;
+    match std::fs::read_dir(&req.output_dir).map(|mut it| it.next().is_none()) {
+        Ok(true) => Ok(args),
+        Ok(false) => Err("the output directory is not empty".into()),
+        Err(e) => Err(format!(
+            "output directory {}: {e}",
+            req.output_dir.display()
+        )),
+    }
+}
+
 /// Checks that `secrets` supplies exactly the names the definition declares.
 pub fn check_secrets(
     declared: &[String],

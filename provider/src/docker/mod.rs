@@ -456,12 +456,10 @@ impl DockerExecutor {
                 ));
             }
         }
-        if m.capabilities.network {
-            return Outcome::rejected("this provider does not offer network access");
-        }
-        if let Err(reason) = crate::executor::check_secrets(&m.capabilities.secrets, &req.secrets) {
-            return Outcome::rejected(reason);
-        }
+        let args = match crate::executor::admit_request(&req) {
+            Ok(a) => a,
+            Err(reason) => return Outcome::rejected(reason),
+        };
         let with_secrets = !req.secrets.is_empty();
         if with_secrets {
             if !cfg.hardened {
@@ -498,23 +496,6 @@ impl DockerExecutor {
             return Outcome::rejected(format!(
                 "working directory {workdir:?} is under /proc, /sys or /dev"
             ));
-        }
-        let args = match m
-            .resolve_params(&req.params)
-            .and_then(|v| m.render_args(&v))
-        {
-            Ok(a) => a,
-            Err(e) => return Outcome::rejected(e),
-        };
-        match std::fs::read_dir(&req.output_dir).map(|mut it| it.next().is_none()) {
-            Ok(true) => {}
-            Ok(false) => return Outcome::rejected("the output directory is not empty"),
-            Err(e) => {
-                return Outcome::rejected(format!(
-                    "output directory {}: {e}",
-                    req.output_dir.display()
-                ));
-            }
         }
         let input_dir = match std::fs::canonicalize(&req.input_dir) {
             Ok(p) => p,

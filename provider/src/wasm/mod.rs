@@ -605,29 +605,10 @@ impl WasmExecutor {
                 m.limits.memory, cfg.max_memory
             ));
         }
-        if m.capabilities.network {
-            return Outcome::rejected("this provider does not offer network access");
-        }
-        if let Err(reason) = crate::executor::check_secrets(&m.capabilities.secrets, &req.secrets) {
-            return Outcome::rejected(reason);
-        }
-        let args = match m
-            .resolve_params(&req.params)
-            .and_then(|v| m.render_args(&v))
-        {
+        let args = match crate::executor::admit_request(&req) {
             Ok(a) => a,
-            Err(e) => return Outcome::rejected(e),
+            Err(reason) => return Outcome::rejected(reason),
         };
-        match std::fs::read_dir(&req.output_dir).map(|mut it| it.next().is_none()) {
-            Ok(true) => {}
-            Ok(false) => return Outcome::rejected("the output directory is not empty"),
-            Err(e) => {
-                return Outcome::rejected(format!(
-                    "output directory {}: {e}",
-                    req.output_dir.display()
-                ));
-            }
-        }
         let deterministic = m.capabilities.deterministic;
         let metered = deterministic || m.limits.fuel.is_some();
 

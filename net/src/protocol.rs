@@ -46,6 +46,18 @@ pub const MAX_DETAIL: usize = 1024;
 pub const MAX_OUTPUT_FILES: usize = 4096;
 /// Longest output path.
 pub const MAX_OUTPUT_PATH: usize = 1024;
+/// Most bytes of all output paths of a result together (so that a result listing
+/// [`MAX_OUTPUT_FILES`] files still fits one job-protocol message).
+pub const MAX_OUTPUT_PATHS_TOTAL: usize = 256 * 1024;
+
+/// The output limit set, in one place: what a result may list. A provider applies exactly
+/// these rules when it collects a run's outputs (anything beyond them makes the run
+/// `output_exceeded`, decided by the provider), and a requestor applies them to the result
+/// it receives (anything beyond them is then a protocol violation, since an honest
+/// provider never sends it). `path` is `/`-separated and relative to the output directory.
+pub fn check_output_path(path: &str) -> Result<(), String> {
+    check_relative_path("output path", path, MAX_OUTPUT_PATH)
+}
 
 /// A provider-chosen job identifier (at most [`MAX_JOB_ID`] printable ASCII characters).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -377,8 +389,15 @@ impl JobResult {
         if self.files.len() > MAX_OUTPUT_FILES {
             return Err(format!("more than {MAX_OUTPUT_FILES} output files"));
         }
+        let mut total = 0usize;
         for f in &self.files {
-            check_relative_path("output path", &f.path, MAX_OUTPUT_PATH)?;
+            check_output_path(&f.path)?;
+            total += f.path.len();
+        }
+        if total > MAX_OUTPUT_PATHS_TOTAL {
+            return Err(format!(
+                "output paths exceed {MAX_OUTPUT_PATHS_TOTAL} bytes together"
+            ));
         }
         let b = &self.receipt.body;
         if b.job_id != self.job_id

@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
             secrets: Default::default(),
         }));
         assert_eq!(o.status, Status::Succeeded, "{o:?}");
-        assert_eq!(o.stdout, "hello\n");
+        assert_eq!(o.stdout, b"hello\n");
     };
 
     let mut g = c.benchmark_group("docker_trivial");

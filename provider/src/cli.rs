@@ -6,6 +6,7 @@
 //! 8 refused to run an unreviewed definition · 9 provider-side error (I/O, staging, cache).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -300,7 +301,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
     })?;
 
     if let Some(out) = &args.output {
-        copy_outputs(&output_dir, out)?;
+        copy_outputs(&output_dir, out, &outcome.files)?;
     }
     Ok(report(&outcome, args.json))
 }
@@ -323,20 +324,15 @@ fn check_empty_or_absent(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Copies the returned outputs (regular files and directories only) into `dest`.
-fn copy_outputs(src: &Path, dest: &Path) -> anyhow::Result<()> {
+/// Copies exactly the files the run returned into `dest`: what the executor counted against
+/// `limits.output`, never whatever else the guest left behind (a sparse 1 TiB file, a tree
+/// past the entry cap).
+fn copy_outputs(src: &Path, dest: &Path, files: &[crate::OutputFile]) -> anyhow::Result<()> {
     if !dest.exists() {
         std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     }
-    fsio::collect_outputs(
-        src,
-        Some(dest),
-        TreeCaps {
-            bytes: u64::MAX,
-            entries: u64::MAX,
-        },
-    )
-    .with_context(|| format!("copying outputs to {}", dest.display()))?;
+    fsio::copy_returned(src, dest, files)
+        .with_context(|| format!("copying outputs to {}", dest.display()))?;
     Ok(())
 }
 
@@ -351,8 +347,10 @@ fn report(o: &Outcome, json: bool) -> i32 {
             }
         }
     } else {
-        print!("{}", o.stdout);
-        eprint!("{}", o.stderr);
+        // The exact bytes the task wrote, not a lossy rendering of them.
+        let _ = std::io::stdout().write_all(&o.stdout);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().write_all(&o.stderr);
         let mut line = format!("status: {}", o.status);
         if let Some(c) = o.exit_code {
             line.push_str(&format!(" (exit code {c})"));

@@ -157,12 +157,15 @@ pub struct Outcome {
     pub reason: Option<String>,
     /// The guest's exit code, when it exited.
     pub exit_code: Option<i32>,
-    /// Captured stdout (lossy UTF-8).
-    pub stdout: String,
+    /// Captured stdout, the exact bytes the guest wrote (the output digest covers these,
+    /// and the node serves these; JSON shows them as lossy UTF-8).
+    #[serde(with = "lossy_text")]
+    pub stdout: Vec<u8>,
     /// Whether stdout hit its cap.
     pub stdout_truncated: bool,
-    /// Captured stderr (lossy UTF-8).
-    pub stderr: String,
+    /// Captured stderr, the exact bytes (JSON shows them as lossy UTF-8).
+    #[serde(with = "lossy_text")]
+    pub stderr: Vec<u8>,
     /// Whether stderr hit its cap.
     pub stderr_truncated: bool,
     /// The output digest, `blake3:<hex>`; see [`output_digest`] for its definition.
@@ -176,15 +179,25 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Stdout as text (lossy UTF-8), for showing it.
+    pub fn stdout_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stdout)
+    }
+
+    /// Stderr as text (lossy UTF-8), for showing it.
+    pub fn stderr_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.stderr)
+    }
+
     /// An outcome for a run that never started.
     pub fn rejected(reason: impl Into<String>) -> Outcome {
         Outcome {
             status: Status::Rejected,
             reason: Some(reason.into()),
             exit_code: None,
-            stdout: String::new(),
+            stdout: Vec::new(),
             stdout_truncated: false,
-            stderr: String::new(),
+            stderr: Vec::new(),
             stderr_truncated: false,
             outputs: output_digest(&[], b""),
             files: Vec::new(),
@@ -216,4 +229,18 @@ pub fn output_digest(files: &[OutputFile], stdout: &[u8]) -> String {
     let mut out = Vec::new();
     task_defs::identity::write_canonical(&doc, &mut out);
     format!("blake3:{}", blake3::hash(&out).to_hex())
+}
+
+/// Serde for captured stdio: the exact bytes in memory, text (lossy UTF-8) in JSON, since
+/// `provider exec --json` readers want a string and the digest never comes from JSON.
+mod lossy_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
 }

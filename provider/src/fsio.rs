@@ -9,10 +9,13 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pinfold_net::protocol::{MAX_OUTPUT_FILES, MAX_OUTPUT_PATH, MAX_OUTPUT_PATHS_TOTAL};
 
 use crate::executor::{Dropped, OutputFile};
 
-/// Deepest directory nesting walked in a staged or collected tree.
+/// Deepest directory nesting of staged inputs (outputs are bounded by path length instead).
 pub const MAX_DEPTH: usize = 32;
 
 /// Errors from staging inputs or copying outputs.
@@ -52,6 +55,9 @@ pub enum FsError {
     /// The tree nests deeper than [`MAX_DEPTH`].
     #[error("{}: nested deeper than {MAX_DEPTH} directories", .0.display())]
     TooDeep(PathBuf),
+    /// The walk ran past its deadline.
+    #[error("the time limit passed while collecting outputs")]
+    Deadline,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
@@ -230,138 +236,313 @@ pub struct Collected {
     pub dropped: Vec<Dropped>,
     /// Total bytes of the returned files.
     pub bytes: u64,
-    /// Whether the caps were hit (some entries were then dropped).
+    /// Whether a limit was hit (some entries were then dropped); see `exceeded_by`.
     pub exceeded: bool,
+    /// The first limit that was hit, as a reason for `output_exceeded`.
+    pub exceeded_by: Option<String>,
+}
+
+impl Collected {
+    fn exceed(&mut self, why: impl FnOnce() -> String) {
+        self.exceeded = true;
+        if self.exceeded_by.is_none() {
+            self.exceeded_by = Some(why());
+        }
+    }
 }
 
 /// Walks a guest-written tree, hashing regular files and copying them to `copy_to` if given.
 ///
-/// Links and special files are listed in `dropped`, never followed or opened. Entries
-/// beyond `caps` are dropped too and `exceeded` is set.
+/// The result respects the output limit set that requestors check
+/// ([`pinfold_net::protocol::check_output_path`], [`MAX_OUTPUT_FILES`],
+/// [`MAX_OUTPUT_PATHS_TOTAL`]) and `caps`, at any depth: an entry beyond any of them is
+/// dropped and `exceeded` set, so a hostile task can make its own run `output_exceeded`
+/// but never make an honest provider send a result the requestor must refuse. Links and
+/// special files are listed in `dropped`, never followed or opened; they are not limit
+/// violations. A file is judged by its apparent size before a byte of it is read, so a
+/// sparse 1 TiB file costs nothing to refuse.
 pub fn collect_outputs(
     root: &Path,
     copy_to: Option<&Path>,
     caps: TreeCaps,
 ) -> Result<Collected, FsError> {
-    let mut c = Collected::default();
-    let mut entries = 0u64;
-    walk_out(root, "", copy_to, 0, caps, &mut entries, &mut c)?;
+    collect_outputs_until(root, copy_to, caps, None)
+}
+
+/// [`collect_outputs`] that gives up with [`FsError::Deadline`] once `deadline` passes:
+/// collecting is part of a run's time limit, and a guest that leaves thousands of files
+/// must not stretch it.
+pub fn collect_outputs_until(
+    root: &Path,
+    copy_to: Option<&Path>,
+    caps: TreeCaps,
+    deadline: Option<Instant>,
+) -> Result<Collected, FsError> {
+    let mut w = OutWalk {
+        caps,
+        deadline,
+        entries: 0,
+        path_bytes: 0,
+        c: Collected::default(),
+    };
+    w.walk(root, "", copy_to)?;
+    let mut c = w.c;
     c.files
         .sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(c)
 }
 
-fn walk_out(
-    dir: &Path,
-    rel: &str,
-    copy_to: Option<&Path>,
-    depth: usize,
+struct OutWalk {
     caps: TreeCaps,
-    entries: &mut u64,
-    c: &mut Collected,
-) -> Result<(), FsError> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err(dir))?;
-    names.sort();
-    for name in names {
-        let path = dir.join(&name);
-        let lossy = name.to_string_lossy();
-        let rel_path = if rel.is_empty() {
-            lossy.to_string()
-        } else {
-            format!("{rel}/{lossy}")
-        };
-        let drop = |c: &mut Collected, reason: &str| {
-            c.dropped.push(Dropped {
-                path: rel_path.clone(),
-                reason: reason.to_string(),
-            })
-        };
-        *entries += 1;
-        if *entries > caps.entries {
-            c.exceeded = true;
-            drop(c, "output entry limit reached");
-            continue;
-        }
-        if name.to_str().is_none() {
-            drop(c, "name is not utf-8");
-            continue;
-        }
-        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        let ft = meta.file_type();
-        let dst = copy_to.map(|d| d.join(&name));
-        if ft.is_symlink() {
-            drop(c, "symbolic link (not followed)");
-        } else if ft.is_dir() {
-            if depth + 1 >= MAX_DEPTH {
-                drop(c, "directory nested too deep");
-                continue;
-            }
-            if let Some(d) = &dst {
-                fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(d)
-                    .map_err(io_err(d))?;
-            }
-            walk_out(
-                &path,
-                &rel_path,
-                dst.as_deref(),
-                depth + 1,
-                caps,
-                entries,
-                c,
-            )?;
-        } else if ft.is_file() {
-            let remaining = caps.bytes.saturating_sub(c.bytes);
-            match copy_file_checked(&path, &meta, dst.as_deref(), remaining)? {
-                Some((size, hash)) => {
-                    c.bytes += size;
-                    c.files.push(OutputFile {
-                        path: rel_path,
-                        size,
-                        blake3: hash.to_hex().to_string(),
-                    });
-                }
-                None => {
-                    c.exceeded = true;
-                    drop(c, "output byte limit reached");
-                }
-            }
-        } else {
-            drop(c, "special file (device, socket or fifo)");
-        }
-    }
-    Ok(())
+    deadline: Option<Instant>,
+    entries: u64,
+    path_bytes: usize,
+    c: Collected,
 }
 
-/// Apparent size of a tree (file lengths) and its entry count, by `lstat` only.
-///
-/// Stops early once either exceeds its cap; used by the output watcher while the guest
-/// runs, so it must stay cheap and must never follow anything.
-pub fn tree_usage(root: &Path, caps: TreeCaps) -> (u64, u64) {
-    let mut bytes = 0u64;
-    let mut entries = 0u64;
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            entries += 1;
-            let Ok(meta) = e.metadata() else { continue };
-            // DirEntry::metadata does not traverse symlinks; only file content counts.
-            if meta.is_file() {
-                bytes = bytes.saturating_add(meta.len());
+impl OutWalk {
+    fn walk(&mut self, dir: &Path, rel: &str, copy_to: Option<&Path>) -> Result<(), FsError> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(dir))?;
+        names.sort();
+        for name in names {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(FsError::Deadline);
             }
-            if meta.is_dir() && depth < MAX_DEPTH {
-                stack.push((e.path(), depth + 1));
+            let path = dir.join(&name);
+            let lossy = name.to_string_lossy();
+            let rel_path = if rel.is_empty() {
+                lossy.to_string()
+            } else {
+                format!("{rel}/{lossy}")
+            };
+            let c = &mut self.c;
+            let drop = |c: &mut Collected, reason: &str| {
+                c.dropped.push(Dropped {
+                    path: cap_chars(&rel_path, 512),
+                    reason: reason.to_string(),
+                })
+            };
+            self.entries += 1;
+            if self.entries > self.caps.entries {
+                let limit = self.caps.entries;
+                c.exceed(|| format!("more than {limit} entries in the output directory"));
+                drop(c, "output entry limit reached");
+                continue;
             }
-            if bytes > caps.bytes || entries > caps.entries {
-                return (bytes, entries);
+            if name.to_str().is_none() {
+                c.exceed(|| "an output name is not UTF-8".into());
+                drop(c, "name is not utf-8");
+                continue;
+            }
+            if let Err(why) = pinfold_net::protocol::check_output_path(&rel_path) {
+                c.exceed(|| why.clone());
+                drop(c, &why);
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                // Removed by the guest's leftovers? Nothing runs any more; treat as gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(FsError::Io { path, source: e }),
+            };
+            let ft = meta.file_type();
+            let dst = copy_to.map(|d| d.join(&name));
+            if ft.is_symlink() {
+                drop(c, "symbolic link (not followed)");
+            } else if ft.is_dir() {
+                if let Some(d) = &dst {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(d)
+                        .map_err(io_err(d))?;
+                }
+                self.walk(&path, &rel_path, dst.as_deref())?;
+            } else if ft.is_file() {
+                if c.files.len() >= MAX_OUTPUT_FILES {
+                    c.exceed(|| format!("more than {MAX_OUTPUT_FILES} output files"));
+                    drop(c, "output file limit reached");
+                    continue;
+                }
+                if self.path_bytes + rel_path.len() > MAX_OUTPUT_PATHS_TOTAL {
+                    c.exceed(|| {
+                        format!("output paths exceed {MAX_OUTPUT_PATHS_TOTAL} bytes together")
+                    });
+                    drop(c, "output path total reached");
+                    continue;
+                }
+                let remaining = self.caps.bytes.saturating_sub(c.bytes);
+                match copy_file_checked(&path, &meta, dst.as_deref(), remaining)? {
+                    Some((size, hash)) => {
+                        c.bytes += size;
+                        self.path_bytes += rel_path.len();
+                        c.files.push(OutputFile {
+                            path: rel_path,
+                            size,
+                            blake3: hash.to_hex().to_string(),
+                        });
+                    }
+                    None => {
+                        let limit = self.caps.bytes;
+                        c.exceed(|| format!("output files exceed {limit} bytes"));
+                        drop(c, "output byte limit reached");
+                    }
+                }
+            } else {
+                drop(c, "special file (device, socket or fifo)");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cap_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Copies exactly the files a run returned (and nothing else) from `src` into `dest`,
+/// re-checking each one's size and BLAKE3 as it is copied. The copy is therefore bounded by
+/// what the collection counted against `limits.output`, whatever the guest left behind.
+pub fn copy_returned(src: &Path, dest: &Path, files: &[OutputFile]) -> Result<u64, FsError> {
+    let mut total = 0u64;
+    for f in files {
+        pinfold_net::protocol::check_output_path(&f.path)
+            .map_err(|_| FsError::BadName(f.path.clone().into()))?;
+        let mut from = src.to_path_buf();
+        let mut to = dest.to_path_buf();
+        let segs: Vec<&str> = f.path.split('/').collect();
+        for (i, seg) in segs.iter().enumerate() {
+            from.push(seg);
+            to.push(seg);
+            let meta = fs::symlink_metadata(&from).map_err(io_err(&from))?;
+            let last = i + 1 == segs.len();
+            if meta.file_type().is_symlink() {
+                return Err(FsError::Symlink(from));
+            }
+            if !last {
+                if !meta.is_dir() {
+                    return Err(FsError::Changed(from));
+                }
+                match fs::DirBuilder::new().mode(0o755).create(&to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&to).map_err(io_err(&to))?.is_dir() {
+                            return Err(FsError::Changed(to));
+                        }
+                    }
+                    Err(e) => {
+                        return Err(FsError::Io {
+                            path: to,
+                            source: e,
+                        });
+                    }
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                return Err(FsError::Changed(from));
+            }
+            match copy_file_checked(&from, &meta, Some(&to), f.size)? {
+                Some((n, hash)) if n == f.size && hash.to_hex().as_str() == f.blake3 => {
+                    total += n;
+                }
+                _ => {
+                    let _ = fs::remove_file(&to);
+                    return Err(FsError::Changed(from));
+                }
             }
         }
     }
-    (bytes, entries)
+    Ok(total)
+}
+
+/// What the output watch measured of a tree while its guest runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TreeUsage {
+    /// Sum of the regular files' apparent sizes (a sparse file counts at its length).
+    pub apparent: u64,
+    /// Sum of the blocks allocated to every entry, directories included.
+    pub allocated: u64,
+    /// Entries of any kind.
+    pub entries: u64,
+    /// Set when the tree holds something beyond the output limit set (a path longer than
+    /// requestors accept, or a directory the walk could not read).
+    pub beyond_limits: bool,
+}
+
+impl TreeUsage {
+    /// Whether this is over `caps`: apparent bytes, entries, allocated bytes (with
+    /// [`ALLOCATION_SLACK_PER_ENTRY`] per entry) or the output limit set.
+    pub fn over(&self, caps: TreeCaps) -> bool {
+        self.beyond_limits
+            || self.apparent > caps.bytes
+            || self.entries > caps.entries
+            || self.allocated
+                > caps
+                    .bytes
+                    .saturating_add(self.entries.saturating_mul(ALLOCATION_SLACK_PER_ENTRY))
+    }
+}
+
+/// Room the watch allows per entry for block rounding and directory blocks, on top of the
+/// byte cap, before allocated space counts as over the cap: a 1-byte file takes a 4 KiB
+/// block, and ext4 directories take 4 KiB or more. Bounded: entries are capped too.
+pub const ALLOCATION_SLACK_PER_ENTRY: u64 = 8 * 1024;
+
+/// Measures a tree by `lstat` only, at every depth, and stops early once it is over
+/// `caps` (bytes against both apparent and allocated size, the latter with
+/// [`ALLOCATION_SLACK_PER_ENTRY`] per entry).
+///
+/// Used by the output watch while the guest runs, so it must stay cheap, must never follow
+/// anything, and must have no blind spot: there is no depth limit, since a directory whose
+/// relative path is longer than requestors accept is itself over the limits (so every
+/// directory the walk needs is within reach of an ordinary path), and a directory that
+/// cannot be read counts as over the limits rather than as empty.
+pub fn tree_usage(root: &Path, caps: TreeCaps) -> TreeUsage {
+    let mut u = TreeUsage::default();
+    let mut stack: Vec<(PathBuf, usize)> = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, rel_len)) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                u.beyond_limits = true;
+                return u;
+            }
+        };
+        for e in rd {
+            let Ok(e) = e else {
+                u.beyond_limits = true;
+                return u;
+            };
+            u.entries += 1;
+            let name_len = e.file_name().len();
+            let child_len = if rel_len == 0 {
+                name_len
+            } else {
+                rel_len + 1 + name_len
+            };
+            if child_len > MAX_OUTPUT_PATH {
+                u.beyond_limits = true;
+                return u;
+            }
+            // DirEntry::metadata does not traverse symlinks.
+            let Ok(meta) = e.metadata() else { continue };
+            u.allocated = u
+                .allocated
+                .saturating_add(meta.blocks().saturating_mul(512));
+            if meta.is_file() {
+                u.apparent = u.apparent.saturating_add(meta.len());
+            } else if meta.is_dir() {
+                stack.push((e.path(), child_len));
+            }
+            if u.over(caps) {
+                return u;
+            }
+        }
+    }
+    u
 }

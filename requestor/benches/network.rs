@@ -54,6 +54,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The in-process providers' compile workers are this bench executable started again.
+    provider::wasm::dispatch_worker();
     let runs: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -899,9 +899,9 @@ impl DockerExecutor {
             status,
             reason,
             exit_code,
-            stdout: String::from_utf8_lossy(&captured.out).into_owned(),
+            stdout: captured.out.clone(),
             stdout_truncated: captured.out_truncated,
-            stderr: String::from_utf8_lossy(&captured.err).into_owned(),
+            stderr: captured.err.clone(),
             stderr_truncated: captured.err_truncated,
             // Filled in by `finish`, once the files are known.
             outputs: String::new(),

@@ -244,15 +244,9 @@ fn disk_low(cfg: &NodeConfig) -> Option<String> {
 /// Why a run's outputs must be discarded because the work directory's filesystem filled up
 /// during it. A guest's write then failed with "no space left on device", and a guest that
 /// ignores that (most do) would otherwise succeed with truncated outputs the node would
-/// sign. The run is reported `rejected`, the provider's failure, so the requestor tries
-/// elsewhere; a run a limit stopped keeps its status, since the limit is what ended it.
-fn disk_filled(outcome: &Outcome, work_dir: &Path) -> Option<String> {
-    if !matches!(
-        outcome.status,
-        Status::Succeeded | Status::Failed | Status::Trapped
-    ) {
-        return None;
-    }
+/// sign. Checked whatever the status: a run that timed out or hit a limit may well be the
+/// one that filled the disk, and its outputs must go at once, not after retention.
+fn disk_filled(work_dir: &Path) -> Option<String> {
     let s = rustix::fs::statvfs(work_dir).ok()?;
     // Some filesystems (btrfs) report no inode counts at all: only a real count can be full.
     let full = s.f_bavail == 0 || (s.f_files > 0 && s.f_favail == 0);
@@ -261,6 +255,32 @@ fn disk_filled(outcome: &Outcome, work_dir: &Path) -> Option<String> {
          directory); the run's outputs were discarded"
             .to_string()
     })
+}
+
+/// The outcome of a run whose outputs were removed because the disk filled up. A run that
+/// would have counted as the task's own result (succeeded, failed, trapped) becomes
+/// `rejected`, the provider's failure, so the requestor tries elsewhere; a run a limit
+/// stopped keeps its status, since the limit is what ended it, with no files.
+fn discard_outputs(outcome: Outcome, reason: String) -> Outcome {
+    if matches!(
+        outcome.status,
+        Status::Succeeded | Status::Failed | Status::Trapped
+    ) {
+        return Outcome {
+            usage: outcome.usage,
+            ..Outcome::rejected(reason)
+        };
+    }
+    let reason = match &outcome.reason {
+        Some(r) => format!("{r}; {reason}"),
+        None => reason,
+    };
+    Outcome {
+        outputs: output_digest(&[], &outcome.stdout),
+        files: Vec::new(),
+        reason: Some(reason),
+        ..outcome
+    }
 }
 
 /// Everything the node owns except the network handle.
@@ -1224,15 +1244,12 @@ async fn run_job(
     drop(permit);
     node.ad_kick.store(true, Ordering::Relaxed);
     // Before anything is removed, which would hide that the disk was full.
-    if let Some(reason) = disk_filled(&outcome, &node.inner.cfg.paths.work_dir) {
-        tracing::warn!(job = %job_id, "{reason}");
+    if let Some(reason) = disk_filled(&node.inner.cfg.paths.work_dir) {
+        tracing::warn!(job = %job_id, status = %outcome.status, "{reason}");
         if let Err(e) = remove_tree(&output_dir) {
             tracing::warn!(job = %job_id, "removing {}: {e}", output_dir.display());
         }
-        outcome = Outcome {
-            usage: outcome.usage.clone(),
-            ..Outcome::rejected(reason)
-        };
+        outcome = discard_outputs(outcome, reason);
     }
     // Inputs are never served back: free their space now rather than after retention.
     if let Err(e) = remove_tree(&input_dir) {
@@ -1316,7 +1333,7 @@ fn inject_wrong_output(outcome: &mut Outcome, output_dir: &Path) {
     }
     first.size = bytes.len() as u64;
     first.blake3 = blake3::hash(&bytes).to_hex().to_string();
-    outcome.outputs = output_digest(&outcome.files, outcome.stdout.as_bytes());
+    outcome.outputs = output_digest(&outcome.files, &outcome.stdout);
 }
 
 fn run_status(s: Status) -> RunStatus {
@@ -1351,9 +1368,9 @@ fn finish(
         if !dir.exists() {
             crate::fsio::create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let mut stdio = |name: &str, text: &str| -> Result<BlobRef, String> {
+        let mut stdio = |name: &str, bytes: &[u8]| -> Result<BlobRef, String> {
             let path = dir.join(name);
-            std::fs::write(&path, text.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::write(&path, bytes).map_err(|e| format!("{name}: {e}"))?;
             let (id, size) = node
                 .inner
                 .blobs

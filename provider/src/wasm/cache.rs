@@ -49,7 +49,7 @@ pub enum ArtifactKind {
 }
 
 impl ArtifactKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             ArtifactKind::Module => "module",
             ArtifactKind::Component => "component",
@@ -146,7 +146,7 @@ impl ArtifactCache {
         if blake3::hash(&bytes).to_hex().as_bytes() != expected.as_slice() {
             return None;
         }
-        deserialize_verified(engine, &bytes, kind).ok()
+        deserialize_trusted(engine, &bytes, kind, Provenance::Cache).ok()
     }
 
     /// Stores an artifact for `key` (atomically: temp file then rename, checksum last).
@@ -182,19 +182,36 @@ fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Deserialises an artifact whose BLAKE3 matched the checksum this provider wrote.
+/// Where bytes handed to [`deserialize_trusted`] come from; each variant is a reason to
+/// trust them as wasmtime's own output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Provenance {
+    /// Read back from this provider's private cache, matching the BLAKE3 it recorded.
+    Cache,
+    /// Written by this provider's own compile worker over a private pipe, just now.
+    Worker,
+}
+
+/// Deserialises an artifact the provider itself produced (the workspace's one `unsafe`).
 #[allow(unsafe_code)]
-fn deserialize_verified(
+pub(super) fn deserialize_trusted(
     engine: &Engine,
     bytes: &[u8],
     kind: ArtifactKind,
+    provenance: Provenance,
 ) -> wasmtime::Result<Artifact> {
-    // SAFETY: the bytes come from the provider's private (0700, owner-checked) cache
-    // directory and match the BLAKE3 recorded when this provider wrote them from
-    // `Module::serialize` / `Component::serialize` (the same bytes as
-    // `Engine::precompile_module` / `precompile_component`); the key includes the artifact
-    // kind and the engine's compatibility hash, and wasmtime itself rejects artifacts of
-    // the other kind or from an incompatible engine or version.
+    // SAFETY: wasmtime requires these bytes to be its own `Engine::precompile_module` /
+    // `precompile_component` output. They are, for both provenances:
+    // - `Cache`: from the provider's private (0700, owner-checked) cache directory and
+    //   matching the BLAKE3 recorded when this provider wrote them from a compile; the key
+    //   includes the artifact kind and the engine's compatibility hash;
+    // - `Worker`: read from the stdout pipe of the compile worker this process just started
+    //   from its own executable (`compiler.rs`), which wrote exactly what
+    //   `precompile_module` / `precompile_component` returned under the same engine
+    //   configuration.
+    // In both cases wasmtime itself also rejects artifacts of the other kind or from an
+    // incompatible engine or version.
+    let _ = provenance;
     match kind {
         ArtifactKind::Module => unsafe { Module::deserialize(engine, bytes) }.map(Artifact::Module),
         ArtifactKind::Component => {

@@ -60,6 +60,14 @@ impl Prepared {
         Ok(Prepared { pre, imports })
     }
 
+    /// The first `wasi:filesystem` interface the component imports, if any.
+    pub(super) fn filesystem_import(&self) -> Option<&str> {
+        self.imports
+            .iter()
+            .find(|n| n.starts_with("wasi:filesystem/"))
+            .map(String::as_str)
+    }
+
     /// The first import the manifest does not allow, as a rejection reason.
     ///
     /// The definition was checked when it was loaded, but the provider re-checks what it

@@ -64,8 +64,10 @@
 //! there are runs the pool can hold sits in front of it.
 
 mod cache;
+pub mod compiler;
 mod component;
 pub mod determinism;
+mod detfs;
 pub mod stdio;
 
 use std::collections::{BTreeSet, HashMap};
@@ -79,16 +81,17 @@ use bytes::Bytes;
 use task_defs::footprint::{self, Capability};
 use task_defs::{RuntimeKind, RuntimeSpec};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
 
 pub use cache::{Artifact, ArtifactCache, ArtifactKind, CacheError};
+pub use compiler::{CompileError, WORKER_ARG, dispatch_worker};
 
 use crate::executor::{Executor, Outcome, RunRequest, Status, Usage, output_digest};
 use crate::fsio::{self, TreeCaps};
@@ -103,8 +106,15 @@ pub struct WasmConfig {
     pub max_memory: u64,
     /// Largest module accepted, in bytes.
     pub max_module_bytes: u64,
-    /// Longest a module may take to compile.
+    /// Longest a module may take to compile; the compile worker is killed then.
     pub compile_timeout: Duration,
+    /// Most resident memory one compile worker may use before it is killed.
+    pub compile_memory: u64,
+    /// Compiles at once (each in its own worker process).
+    pub max_concurrent_compiles: u32,
+    /// The executable started as compile worker (with [`WORKER_ARG`]): a binary whose
+    /// `main` calls [`dispatch_worker`] first. Defaults to the current executable.
+    pub compile_worker: PathBuf,
     /// Most native stack wasm may use, in bytes.
     pub max_wasm_stack: usize,
     /// Cap on each of stdout and stderr held in memory (further capped by `limits.output`).
@@ -115,7 +125,8 @@ pub struct WasmConfig {
     pub timeout_grace: Duration,
     /// Epoch tick of the background thread.
     pub tick: Duration,
-    /// The output directories are measured every this many ticks.
+    /// The output directories are measured at most every this many ticks (less often when
+    /// a round of measuring takes long; see the watch thread).
     pub watch_every: u32,
     /// Where compiled modules are cached; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
@@ -130,6 +141,9 @@ impl Default for WasmConfig {
             max_memory: 1 << 30,
             max_module_bytes: 64 << 20,
             compile_timeout: Duration::from_secs(30),
+            compile_memory: 1 << 30,
+            max_concurrent_compiles: 2,
+            compile_worker: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("provider")),
             max_wasm_stack: 512 << 10,
             max_stdio_bytes: 4 << 20,
             max_output_entries: 10_000,
@@ -168,12 +182,17 @@ const MAX_COMPONENT_CORE_INSTANCES: u32 = 16;
 const MAX_COMPONENT_MEMORIES: u32 = 4;
 /// Most tables per component (shim modules each bring one).
 const MAX_COMPONENT_TABLES: u32 = 8;
-/// Most live resources and handles a component run may hold, both in the host's WASI
-/// resource table (files, streams, pollables) and in wasmtime's component handle tables.
-/// Both live in host memory, outside `limits.memory`, and wasmtime's defaults (1,000,000
-/// and 100,000) let a guest that never drops a handle use hundreds of MiB of it; real
-/// programs hold a few hundred at most. Past the cap the guest traps.
-const MAX_COMPONENT_HANDLES: usize = 16_384;
+/// Most live resources and handles one run may hold, modules and components alike: the
+/// host's WASI resource table (open files and directories, streams, pollables) and, for
+/// components, wasmtime's component handle tables. An open file or directory is a host
+/// file descriptor, and all of it lives in host memory outside `limits.memory`; wasmtime's
+/// defaults (1,000,000 and 100,000) let one guest exhaust the node's descriptors (a module
+/// opened ~20,000) or use hundreds of MiB. Real programs hold a few dozen. Past the cap the
+/// guest traps (`trapped`, the reason naming the cap), so a node running
+/// [`WasmConfig::max_concurrent`] tasks holds at most that many times this cap for guests.
+pub const MAX_HANDLES: usize = 1_024;
+/// Time allowed beyond the compile timeout for starting the worker and loading its artifact.
+const COMPILE_MARGIN: Duration = Duration::from_secs(5);
 /// Most `InstancePre`s and `CommandPre`s kept in memory per engine.
 const MAX_CACHED_PRES: usize = 256;
 /// The epoch callback yields to the async runtime every this many ticks, so that other
@@ -205,6 +224,8 @@ impl Flags {
 struct Host<W> {
     wasi: W,
     limiter: Limiter,
+    /// The deterministic filesystem view, for deterministic preview-1 runs.
+    det: Option<detfs::DetFs>,
 }
 
 struct Limiter {
@@ -223,7 +244,8 @@ struct Limiter {
 impl Limiter {
     fn new(memory: u64, kind: ArtifactKind, flags: Arc<Flags>) -> Limiter {
         let (instances, tables, memories) = match kind {
-            ArtifactKind::Module => (1, MAX_TABLES, 1),
+            // A deterministic run adds one memory-less, table-less shim instance (`detfs`).
+            ArtifactKind::Module => (2, MAX_TABLES, 1),
             ArtifactKind::Component => (
                 MAX_COMPONENT_CORE_INSTANCES,
                 MAX_COMPONENT_TABLES,
@@ -306,44 +328,62 @@ enum Prepared {
 struct Flavor {
     engine: Engine,
     linker: Linker<Host<WasiP1Ctx>>,
+    /// `linker` with the deterministic filesystem view in front (metered flavour only).
+    det_linker: Option<Linker<Host<WasiP1Ctx>>>,
     component_linker: wasmtime::component::Linker<Host<component::P2>>,
     fingerprint: String,
-    pres: Mutex<HashMap<[u8; 32], Prepared>>,
+    /// Keyed by the bytes' BLAKE3 and whether the deterministic linker made it.
+    pres: Mutex<HashMap<([u8; 32], bool), Prepared>>,
+}
+
+/// The wasmtime configuration of one engine flavour. The compile worker builds its engine
+/// with this same function, so that its artifacts load into the parent's engine.
+pub(crate) fn engine_config(cfg: &WasmConfig, metered: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true)
+        .consume_fuel(metered)
+        .cranelift_nan_canonicalization(metered)
+        .relaxed_simd_deterministic(metered)
+        .max_wasm_stack(cfg.max_wasm_stack)
+        // Fibres need the wasm stack plus room for host calls made from it.
+        .async_stack_size(cfg.max_wasm_stack + (1 << 20));
+    if cfg.pooling {
+        // Sized so that every permitted run can be a component at its maxima: the
+        // semaphore then guarantees that instantiation never waits on or fails for a slot.
+        let n = cfg.max_concurrent;
+        let mut p = PoolingAllocationConfig::default();
+        p.total_core_instances(n * MAX_COMPONENT_CORE_INSTANCES)
+            .total_memories(n * MAX_COMPONENT_MEMORIES)
+            .total_tables(n * MAX_COMPONENT_TABLES)
+            // Two per run: a deterministic run makes one nested call through the `detfs` shim.
+            .total_stacks(n * 2)
+            .total_component_instances(n)
+            .max_core_instances_per_component(MAX_COMPONENT_CORE_INSTANCES)
+            .max_memories_per_component(MAX_COMPONENT_MEMORIES)
+            .max_tables_per_component(MAX_COMPONENT_TABLES)
+            .max_tables_per_module(MAX_TABLES)
+            .max_memories_per_module(1)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX));
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
 }
 
 impl Flavor {
     fn new(cfg: &WasmConfig, metered: bool) -> Result<Flavor, WasmError> {
-        let mut c = Config::new();
-        c.epoch_interruption(true)
-            .consume_fuel(metered)
-            .cranelift_nan_canonicalization(metered)
-            .relaxed_simd_deterministic(metered)
-            .max_wasm_stack(cfg.max_wasm_stack)
-            // Fibres need the wasm stack plus room for host calls made from it.
-            .async_stack_size(cfg.max_wasm_stack + (1 << 20));
-        if cfg.pooling {
-            // Sized so that every permitted run can be a component at its maxima: the
-            // semaphore then guarantees that instantiation never waits on or fails for a slot.
-            let n = cfg.max_concurrent;
-            let mut p = PoolingAllocationConfig::default();
-            p.total_core_instances(n * MAX_COMPONENT_CORE_INSTANCES)
-                .total_memories(n * MAX_COMPONENT_MEMORIES)
-                .total_tables(n * MAX_COMPONENT_TABLES)
-                .total_stacks(n)
-                .total_component_instances(n)
-                .max_core_instances_per_component(MAX_COMPONENT_CORE_INSTANCES)
-                .max_memories_per_component(MAX_COMPONENT_MEMORIES)
-                .max_tables_per_component(MAX_COMPONENT_TABLES)
-                .max_tables_per_module(MAX_TABLES)
-                .max_memories_per_module(1)
-                .table_elements(MAX_TABLE_ELEMENTS)
-                .max_memory_size(usize::try_from(cfg.max_memory).unwrap_or(usize::MAX));
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
-        }
+        let c = engine_config(cfg, metered);
         let engine = Engine::new(&c).map_err(WasmError::Engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host<WasiP1Ctx>| &mut h.wasi)
             .map_err(WasmError::Engine)?;
+        let det_linker = if metered {
+            let mut l = linker.clone();
+            detfs::add_overrides(&mut l, linker.clone()).map_err(WasmError::Engine)?;
+            Some(l)
+        } else {
+            None
+        };
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(WasmError::Engine)?;
         // DefaultHasher::new() has fixed keys, so this is stable for one provider build;
@@ -353,6 +393,7 @@ impl Flavor {
         Ok(Flavor {
             engine,
             linker,
+            det_linker,
             component_linker,
             fingerprint: format!("{:016x}", h.finish()),
             pres: Mutex::new(HashMap::new()),
@@ -372,16 +413,44 @@ struct Watch {
 
 impl Watch {
     fn check(&self) {
+        if self.flags.get() != CAUSE_NONE {
+            return;
+        }
         let stdio = (self.stdout.len() + self.stderr.len()) as u64;
         let cap = TreeCaps {
             bytes: self.max_bytes.saturating_sub(stdio),
             entries: self.max_entries,
         };
-        let (bytes, entries) = fsio::tree_usage(&self.dir, cap);
-        if bytes > cap.bytes || entries > cap.entries {
+        if fsio::tree_usage(&self.dir, cap).over(cap) {
             self.flags.set(CAUSE_OUTPUT);
         }
     }
+}
+
+/// The output watch: measures every running task's output directory, on its own thread so
+/// that a slow walk of a big tree never delays the epoch ticks that enforce time limits.
+/// It waits at least `interval` between rounds and at least four times as long as the last
+/// round took, so walking hostile trees costs at most a fifth of one core.
+fn spawn_watch_thread(
+    watches: WatchList,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("pinfold-watch".into())
+        .spawn(move || {
+            let mut pause = interval;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(pause);
+                let list: Vec<Arc<Watch>> = lock(&watches).clone();
+                let t = Instant::now();
+                for w in list {
+                    w.check();
+                }
+                pause = interval.max(t.elapsed() * 4);
+            }
+        })
+        .map(|_| ())
 }
 
 type WatchList = Arc<Mutex<Vec<Arc<Watch>>>>;
@@ -405,6 +474,8 @@ struct Inner {
     metered: Flavor,
     cache: Option<ArtifactCache>,
     permits: Semaphore,
+    compile_permits: Semaphore,
+    compiler: compiler::Compiler,
     watches: WatchList,
     stop: Arc<AtomicBool>,
 }
@@ -444,33 +515,34 @@ impl WasmExecutor {
         let watches: WatchList = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let engines = [standard.engine.clone(), metered.engine.clone()];
-        let (thread_watches, thread_stop) = (watches.clone(), stop.clone());
-        let (tick, every) = (cfg.tick, u64::from(cfg.watch_every.max(1)));
+        let (thread_stop, tick) = (stop.clone(), cfg.tick);
         std::thread::Builder::new()
             .name("pinfold-epoch".into())
             .spawn(move || {
-                let mut n = 0u64;
                 while !thread_stop.load(Ordering::Acquire) {
                     std::thread::sleep(tick);
                     for e in &engines {
                         e.increment_epoch();
                     }
-                    n += 1;
-                    if n.is_multiple_of(every) {
-                        let list: Vec<Arc<Watch>> = thread_watches
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clone();
-                        for w in list {
-                            w.check();
-                        }
-                    }
                 }
             })
             .map_err(WasmError::Thread)?;
+        spawn_watch_thread(
+            watches.clone(),
+            stop.clone(),
+            cfg.tick * cfg.watch_every.max(1),
+        )
+        .map_err(WasmError::Thread)?;
         Ok(WasmExecutor {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(cfg.max_concurrent as usize),
+                compile_permits: Semaphore::new(cfg.max_concurrent_compiles.max(1) as usize),
+                compiler: compiler::Compiler {
+                    program: cfg.compile_worker.clone(),
+                    timeout: cfg.compile_timeout,
+                    memory: cfg.compile_memory,
+                    max_artifact: cfg.max_module_bytes.saturating_mul(16),
+                },
                 cfg,
                 standard,
                 metered,
@@ -497,45 +569,56 @@ impl WasmExecutor {
     async fn prepare(
         &self,
         metered: bool,
+        deterministic: bool,
         kind: ArtifactKind,
         bytes: &[u8],
     ) -> Result<(Prepared, &'static str), String> {
         let flavor = self.flavor(metered);
         let hash = blake3::hash(bytes);
-        if let Some(p) = lock(&flavor.pres).get(hash.as_bytes()) {
+        if let Some(p) = lock(&flavor.pres).get(&(*hash.as_bytes(), deterministic)) {
             return Ok((p.clone(), "memory"));
         }
+        // One compile at a time per permit: each is a worker process of up to
+        // `compile_memory`, and waiting for a permit counts against the compile timeout.
+        let limit = self.inner.cfg.compile_timeout;
+        let Ok(Ok(_compile_permit)) =
+            tokio::time::timeout(limit, self.inner.compile_permits.acquire()).await
+        else {
+            return Err(format!(
+                "no compile slot became free within {} ms",
+                limit.as_millis()
+            ));
+        };
         let engine = flavor.engine.clone();
         let cache = self.inner.cache.clone();
         let key = ArtifactCache::key(&hash, kind, &flavor.fingerprint);
         let owned = bytes.to_vec();
+        let compiler = self.inner.compiler.clone();
+        let cfg = self.inner.cfg.clone();
         let job =
             tokio::task::spawn_blocking(move || -> Result<(Artifact, &'static str), String> {
                 if let Some(a) = cache.as_ref().and_then(|c| c.load(&engine, &key, kind)) {
                     return Ok((a, "disk"));
                 }
-                let (artifact, serialized) = match kind {
-                    ArtifactKind::Module => {
-                        let m = Module::new(&engine, &owned)
-                            .map_err(|e| format!("invalid module: {e:#}"))?;
-                        let s = m.serialize();
-                        (Artifact::Module(m), s)
-                    }
-                    ArtifactKind::Component => {
-                        let c = Component::new(&engine, &owned)
-                            .map_err(|e| format!("invalid component: {e:#}"))?;
-                        let s = c.serialize();
-                        (Artifact::Component(c), s)
-                    }
-                };
-                if let (Some(c), Ok(art)) = (&cache, serialized) {
+                let serialized = compiler
+                    .compile(&cfg, metered, kind, &owned)
+                    .map_err(|e| e.to_string())?;
+                let artifact = cache::deserialize_trusted(
+                    &engine,
+                    &serialized,
+                    kind,
+                    cache::Provenance::Worker,
+                )
+                .map_err(|e| format!("loading the compiled module failed: {e:#}"))?;
+                if let Some(c) = &cache {
                     // A failed cache write only costs a recompile next time.
-                    let _ = c.store(&key, &art);
+                    let _ = c.store(&key, &serialized);
                 }
                 Ok((artifact, "compiled"))
             });
-        let limit = self.inner.cfg.compile_timeout;
-        let (artifact, source) = match tokio::time::timeout(limit, job).await {
+        // The worker is killed at `limit`; the margin covers starting it and loading the
+        // artifact, so this outer bound only ever fires if something else hangs.
+        let (artifact, source) = match tokio::time::timeout(limit + COMPILE_MARGIN, job).await {
             Err(_) => {
                 return Err(format!(
                     "compiling the module took longer than {} ms",
@@ -551,9 +634,12 @@ impl WasmExecutor {
                     Some(wasmtime::ExternType::Func(_)) => {}
                     _ => return Err("the module exports no _start function".into()),
                 }
+                let linker = match (&flavor.det_linker, deterministic) {
+                    (Some(det), true) => det,
+                    _ => &flavor.linker,
+                };
                 Prepared::Module(
-                    flavor
-                        .linker
+                    linker
                         .instantiate_pre(&module)
                         .map_err(|e| format!("cannot link the module: {e:#}"))?,
                 )
@@ -568,7 +654,7 @@ impl WasmExecutor {
         if pres.len() >= MAX_CACHED_PRES {
             pres.clear();
         }
-        pres.insert(*hash.as_bytes(), prepared.clone());
+        pres.insert((*hash.as_bytes(), deterministic), prepared.clone());
         Ok((prepared, source))
     }
 
@@ -615,14 +701,23 @@ impl WasmExecutor {
         let Ok(_permit) = self.inner.permits.acquire().await else {
             return Outcome::rejected("the executor is shutting down");
         };
-        let (prepared, source) = match self.prepare(metered, kind, bytes).await {
+        let (prepared, source) = match self.prepare(metered, deterministic, kind, bytes).await {
             Ok(p) => p,
             Err(reason) => return Outcome::rejected(reason),
         };
-        if let Prepared::Component(c) = &prepared
-            && let Err(reason) = c.check_imports(&allowed_capabilities(m))
-        {
-            return Outcome::rejected(reason);
+        if let Prepared::Component(c) = &prepared {
+            if let Err(reason) = c.check_imports(&allowed_capabilities(m)) {
+                return Outcome::rejected(reason);
+            }
+            // Preview 2's filesystem reports host times, inodes, sizes and listing order,
+            // which only the preview-1 path virtualises (see `detfs`); refusing is honest,
+            // running would let two providers disagree.
+            if deterministic && let Some(name) = c.filesystem_import() {
+                return Outcome::rejected(format!(
+                    "deterministic mode does not support filesystem access from components \
+                     yet (the component imports {name}); use a preview-1 module"
+                ));
+            }
         }
 
         let stdio_cap = m.limits.output.min(cfg.max_stdio_bytes) as usize;
@@ -719,7 +814,10 @@ impl WasmExecutor {
         // (limiter, fuel, epoch deadline) and the backstop are the same.
         let (result, fuel, peak_memory) = match prepared {
             Prepared::Module(pre) => {
-                let mut store = match meter.store(engine, b.build_p1(), limiter) {
+                let mut wasi = b.build_p1();
+                wasi.ctx().table.set_max_capacity(MAX_HANDLES);
+                let det = deterministic.then(|| detfs::DetFs::new(&req.input_dir, &req.output_dir));
+                let mut store = match meter.store(engine, wasi, limiter, det) {
                     Ok(s) => s,
                     Err(reason) => return Outcome::rejected(reason),
                 };
@@ -734,16 +832,16 @@ impl WasmExecutor {
             }
             Prepared::Component(c) => {
                 let mut table = ResourceTable::new();
-                table.set_max_capacity(MAX_COMPONENT_HANDLES);
+                table.set_max_capacity(MAX_HANDLES);
                 let wasi = component::P2 {
                     ctx: b.build(),
                     table,
                 };
-                let mut store = match meter.store(engine, wasi, limiter) {
+                let mut store = match meter.store(engine, wasi, limiter, None) {
                     Ok(s) => s,
                     Err(reason) => return Outcome::rejected(reason),
                 };
-                store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+                store.set_max_component_handles(MAX_HANDLES);
                 let result =
                     tokio::time::timeout(backstop, component::run(&c.pre, &mut store)).await;
                 let (fuel, peak) = meter.usage(&store);
@@ -785,19 +883,40 @@ impl WasmExecutor {
                 .saturating_sub((out.len() + err.len()) as u64),
             entries: cfg.max_output_entries,
         };
-        let collected = match fsio::collect_outputs(&req.output_dir, None, caps) {
-            Ok(c) => c,
-            Err(e) => {
+        // Collecting is part of the run's time: a guest that leaves thousands of files
+        // must not stretch its limit, and the walk runs off the async workers.
+        let collect_deadline = deadline + cfg.timeout_grace;
+        let out_dir = req.output_dir.clone();
+        let collected = tokio::task::spawn_blocking(move || {
+            fsio::collect_outputs_until(&out_dir, None, caps, Some(collect_deadline))
+        })
+        .await;
+        let collected = match collected {
+            Ok(Ok(c)) => c,
+            Ok(Err(fsio::FsError::Deadline)) => {
+                let mut o = Outcome::rejected(format!(
+                    "the wall-clock limit of {} ms passed while collecting the outputs",
+                    m.limits.timeout_ms
+                ));
+                o.status = Status::TimedOut;
+                o.usage.wall_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                return o;
+            }
+            Ok(Err(e)) => {
                 let mut o = Outcome::rejected(format!("collecting outputs failed: {e}"));
                 o.status = Status::OutputExceeded;
                 return o;
             }
+            Err(e) => return Outcome::rejected(format!("collecting outputs failed: {e}")),
         };
         if collected.exceeded && matches!(status, Status::Succeeded | Status::Failed) {
             status = Status::OutputExceeded;
             reason = Some(format!(
-                "output directory exceeded {} bytes or {} entries",
-                m.limits.output, cfg.max_output_entries
+                "output over the limits: {}",
+                collected
+                    .exceeded_by
+                    .as_deref()
+                    .unwrap_or("the output directory is over its caps")
             ));
             exit_code = None;
         }
@@ -805,11 +924,11 @@ impl WasmExecutor {
             status,
             reason,
             exit_code,
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            stdout_truncated: stdout.truncated(),
-            stderr: String::from_utf8_lossy(&err).into_owned(),
-            stderr_truncated: stderr.truncated(),
             outputs: output_digest(&collected.files, &out),
+            stdout: out,
+            stdout_truncated: stdout.truncated(),
+            stderr: err,
+            stderr_truncated: stderr.truncated(),
             files: collected.files,
             dropped: collected.dropped,
             usage: Usage {
@@ -838,8 +957,9 @@ impl Meter {
         engine: &Engine,
         wasi: W,
         limiter: Limiter,
+        det: Option<detfs::DetFs>,
     ) -> Result<Store<Host<W>>, String> {
-        let mut store = Store::new(engine, Host { wasi, limiter });
+        let mut store = Store::new(engine, Host { wasi, limiter, det });
         store.limiter(|h| &mut h.limiter);
         if self.metered {
             store
@@ -954,6 +1074,21 @@ fn classify(
                 Some(exit.0),
             )
         };
+    }
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    }) {
+        return (
+            Status::Trapped,
+            Some(format!(
+                "handle limit reached: at most {MAX_HANDLES} open files, directories, streams \
+                 and other resources at once (resource table has no free keys)"
+            )),
+            None,
+        );
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         if *trap == Trap::OutOfFuel {

@@ -161,8 +161,8 @@ async fn stdout_of_a_component_is_captured() {
     let def = case.wat_def("hello", &hello("hello from p2\n"), &Spec::default());
     let (o, _) = case.run(&case.executor(), &def).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
-    assert_eq!(o.stdout, "hello from p2\n");
-    assert!(o.stderr.is_empty());
+    assert_eq!(o.stdout_text(), "hello from p2\n");
+    assert!(o.stderr_text().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +194,7 @@ async fn a_component_flooding_stdout_is_output_exceeded() {
     let (o, _) = case.run(&case.executor(), &def).await;
     assert_eq!(o.status, Status::OutputExceeded, "{:?}", o.reason);
     assert!(o.stdout_truncated);
-    assert_eq!(o.stdout.len(), 64 << 10, "kept exactly the cap");
+    assert_eq!(o.stdout_text().len(), 64 << 10, "kept exactly the cap");
     assert!(t.elapsed() < Duration::from_secs(5), "stopped at the cap");
 }
 
@@ -526,7 +526,7 @@ async fn a_component_sees_only_its_two_directories_its_args_and_the_manifest_env
     let (o, _) = case.run(&case.executor(), &def).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(
-        o.stdout,
+        o.stdout_text(),
         "dir:/input\ndir:/output\narg:intro\nenv:GREETING=hi\n"
     );
 }
@@ -576,7 +576,7 @@ async fn a_deterministic_component_sees_fixed_randomness_and_clocks() {
     assert_eq!(a.status, Status::Succeeded, "{a:?}");
     assert!(a.usage.fuel.unwrap() > 0, "deterministic runs are metered");
     assert_eq!(a.outputs, b.outputs);
-    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout_text(), b.stdout_text());
 
     // Control: without deterministic mode the same guest sees fresh entropy each run.
     let free = case.wat_def("entropy-free", &entropy(), &Spec::default());
@@ -599,7 +599,7 @@ async fn a_component_is_served_from_memory_then_from_the_disk_cache() {
     ] {
         let (o, _) = case.run(exec, &def).await;
         assert_eq!(o.status, Status::Succeeded, "{o:?}");
-        assert_eq!(o.stdout, "cached\n");
+        assert_eq!(o.stdout_text(), "cached\n");
         assert_eq!(o.usage.module_source.as_deref(), Some(source));
     }
     // The artifact is filed as a component, so a module lookup can never find it.

@@ -39,9 +39,9 @@ async fn clocks_and_randomness_are_fixed_in_deterministic_mode() {
     let a = case.run(&case.executor(), &det).await.0;
     let b = case.run(&case.executor(), &det).await.0;
     assert_eq!(a.status, Status::Succeeded, "{a:?}");
-    assert!(!a.stdout.is_empty());
+    assert!(!a.stdout_text().is_empty());
     assert_eq!(a.outputs, b.outputs);
-    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout_text(), b.stdout_text());
 
     // Control: without deterministic mode the same guest sees fresh entropy each run.
     let free = case.wat_def("entropy-free", &entropy_wat(), &Spec::default());

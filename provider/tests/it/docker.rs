@@ -204,8 +204,8 @@ async fn happy_path_outputs_digest_and_stdio() {
     let o = run_in(&exec, &def, input, output.clone()).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(o.exit_code, Some(0));
-    assert_eq!(o.stdout, "out\n65534\nC\n/\n");
-    assert_eq!(o.stderr, "err\n");
+    assert_eq!(o.stdout_text(), "out\n65534\nC\n/\n");
+    assert_eq!(o.stderr_text(), "err\n");
     let paths: Vec<&str> = o.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["count", "sub/x"]);
     assert_eq!(
@@ -217,7 +217,10 @@ async fn happy_path_outputs_digest_and_stdio() {
         "nested\n"
     );
     assert_eq!(o.files[0].blake3, blake3::hash(b"13\n").to_hex().as_str());
-    assert_eq!(o.outputs, output_digest(&o.files, o.stdout.as_bytes()));
+    assert_eq!(
+        o.outputs,
+        output_digest(&o.files, o.stdout_text().as_bytes())
+    );
     assert!(o.usage.wall_us > 0);
     assert_no_containers(&exec).await;
 }
@@ -244,7 +247,7 @@ echo "ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
     spec.memory = "48MiB";
     let (o, _) = run(&case, &exec, "inforce", &spec).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
-    let out = &o.stdout;
+    let out = &o.stdout_text();
     let line = |p: &str| {
         out.lines()
             .find(|l| l.starts_with(p))
@@ -304,7 +307,7 @@ async fn root_filesystem_is_read_only_and_tmp_is_noexec() {
     .await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(
-        o.stdout,
+        o.stdout_text(),
         "root-refused\ninput-refused\ntmp-ok\ntmp-noexec\nout-noexec\n"
     );
 }
@@ -325,7 +328,11 @@ async fn network_is_unreachable() {
     )
     .await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
-    assert_eq!(o.stdout, "wget-failed\nnc-failed\nping-failed\n", "{o:?}");
+    assert_eq!(
+        o.stdout_text(),
+        "wget-failed\nnc-failed\nping-failed\n",
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +356,7 @@ async fn mount_chown_and_privilege_changes_fail() {
     // chmod u+s on a file the task owns is allowed by the kernel, but the filesystem is
     // nosuid and no-new-privileges is set, so it grants nothing.
     assert_eq!(
-        o.stdout.replace("setuid-bit-set\n", ""),
+        o.stdout_text().replace("setuid-bit-set\n", ""),
         "mount-failed\nchown-failed\nmknod-failed\ninit-survived\n65534\n",
         "{o:?}"
     );
@@ -377,7 +384,7 @@ async fn fork_bomb_is_held_by_the_pids_limit() {
     // The host (and the engine) are fine: the next run works and sees its own limit.
     let (o, _) = run(&case, &exec, "after-bomb", &Spec::sh("echo alive")).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
-    assert_eq!(o.stdout, "alive\n");
+    assert_eq!(o.stdout_text(), "alive\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,8 +424,8 @@ async fn log_flood_is_capped() {
     let (o, _) = run(&case, &exec, "logflood", &spec).await;
     assert_eq!(o.status, Status::OutputExceeded, "{o:?}");
     assert!(o.stdout_truncated);
-    assert_eq!(o.stdout.len(), 64 << 10);
-    assert!(o.stdout.starts_with("flood\nflood\n"));
+    assert_eq!(o.stdout_text().len(), 64 << 10);
+    assert!(o.stdout_text().starts_with("flood\nflood\n"));
     assert_no_containers(&exec).await;
 
     let mut spec = Spec::sh("yes flood >&2");
@@ -439,7 +446,10 @@ async fn disk_filling_is_stopped_by_the_output_cap() {
     spec.output = "1MiB";
     let (o, output) = run(&case, &exec, "diskfill", &spec).await;
     assert_eq!(o.status, Status::OutputExceeded, "{o:?}");
-    assert!(o.stdout.starts_with("dd=1\n"), "dd must hit ENOSPC: {o:?}");
+    assert!(
+        o.stdout_text().starts_with("dd=1\n"),
+        "dd must hit ENOSPC: {o:?}"
+    );
     let total: u64 = o.files.iter().map(|f| f.size).sum();
     assert!(total <= 1 << 20, "returned {total} bytes");
     let on_disk: u64 = std::fs::read_dir(&output)
@@ -727,7 +737,7 @@ async fn secrets_are_read_only_tmpfs_files_and_leave_nothing_on_disk() {
     // Delivered as a 0400 file of the task's user in a 0500 directory, read-only, and
     // not in the process environment.
     assert_eq!(
-        o.stdout,
+        o.stdout_text(),
         format!("{shifted}\n500 65534\n400 65534\n0\n1\n"),
         "{o:?}"
     );

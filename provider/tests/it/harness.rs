@@ -59,7 +59,7 @@ impl Case {
     pub fn executor(&self) -> WasmExecutor {
         WasmExecutor::new(WasmConfig {
             cache_dir: Some(self.path().join("cache")),
-            ..WasmConfig::default()
+            ..crate::harness::wasm_config()
         })
         .expect("executor")
     }
@@ -153,4 +153,13 @@ pub fn exit_wat(code: i32) -> String {
   (memory (export "memory") 1)
   (func (export "_start") (call $proc_exit (i32.const {code}))))"#
     )
+}
+
+/// The executor configuration tests start from: the defaults, with compiles run by the
+/// `provider` binary (this test binary cannot act as a compile worker).
+pub fn wasm_config() -> WasmConfig {
+    WasmConfig {
+        compile_worker: env!("CARGO_BIN_EXE_provider").into(),
+        ..WasmConfig::default()
+    }
 }

@@ -129,7 +129,7 @@ async fn stdout_flood_is_capped_and_output_exceeded() {
     let (o, _) = case.run(&exec, &def).await;
     assert_eq!(o.status, Status::OutputExceeded, "{:?}", o.reason);
     assert!(o.stdout_truncated);
-    assert_eq!(o.stdout.len(), 64 << 10, "kept exactly the cap");
+    assert_eq!(o.stdout_text().len(), 64 << 10, "kept exactly the cap");
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "stopped at the cap, not by the timeout"
@@ -195,7 +195,7 @@ async fn creating_many_files_is_stopped_near_the_entry_cap() {
     let exec = WasmExecutor::new(WasmConfig {
         cache_dir: Some(case.path().join("cache")),
         max_output_entries: CAP,
-        ..WasmConfig::default()
+        ..crate::harness::wasm_config()
     })
     .expect("executor");
     // Creates empty files /output/<8 letters spelling $i> (O_CREAT|O_EXCL, fd 4 is the output

@@ -124,7 +124,7 @@ async fn oversized_modules_and_slow_compiles_are_rejected() {
     let small = WasmExecutor::new(WasmConfig {
         cache_dir: Some(case.path().join("cache-small")),
         max_module_bytes: module.len() as u64 - 1,
-        ..WasmConfig::default()
+        ..crate::harness::wasm_config()
     })
     .unwrap();
     let (o, _) = case.run(&small, &def).await;
@@ -136,7 +136,7 @@ async fn oversized_modules_and_slow_compiles_are_rejected() {
     let hasty = WasmExecutor::new(WasmConfig {
         cache_dir: Some(case.path().join("cache-hasty")),
         compile_timeout: std::time::Duration::from_millis(1),
-        ..WasmConfig::default()
+        ..crate::harness::wasm_config()
     })
     .unwrap();
     let (o, _) = case.run(&hasty, &def).await;

@@ -145,9 +145,9 @@ async fn secret_reaches_the_guest_as_env_and_not_the_disk() {
     let o = run(&case, &def, secrets).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert!(
-        o.stdout.contains(&format!("API_TOKEN={value}\0")),
+        o.stdout_text().contains(&format!("API_TOKEN={value}\0")),
         "{:?}",
-        o.stdout
+        o.stdout_text()
     );
     // The request's Debug (what a tracing line would print) never shows the value.
     let shown = format!("{:?}", SecretValue::new(value.clone().into_bytes()));

@@ -106,3 +106,116 @@ async fn a_tampered_artifact_is_not_loaded() {
         "a checksum mismatch forces a recompile"
     );
 }
+
+/// Lists /input and /output (in readdir order) with what `stat` says of each entry.
+const METADATA_PROBE: &str = r#"#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+static void show(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[512]; struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        stat(p, &st);
+        printf("%s %s d_ino=%llu ino=%llu dev=%llu nlink=%llu size=%lld mtime=%lld.%09ld atime=%lld ctime=%lld\n",
+            dir, e->d_name, (unsigned long long)e->d_ino, (unsigned long long)st.st_ino,
+            (unsigned long long)st.st_dev, (unsigned long long)st.st_nlink, (long long)st.st_size,
+            (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_atim.tv_sec,
+            (long long)st.st_ctim.tv_sec);
+    }
+    closedir(d);
+}
+int main(void) {
+    const char *names[] = {"zeta", "alpha", "mid", "Beta", "0first"};
+    for (int i = 0; i < 5; i++) {
+        char p[64]; snprintf(p, sizeof p, "/output/%s", names[i]);
+        FILE *f = fopen(p, "w"); fputs(names[i], f); fclose(f);
+    }
+    mkdir("/output/sub", 0755);
+    for (int i = 0; i < 40; i++) { char p[64]; snprintf(p, sizeof p, "/output/sub/n%d", (i * 17) % 40);
+        FILE *f = fopen(p, "w"); fclose(f); }
+    show("/input"); show("/output"); show("/output/sub");
+    return 0;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_runs_agree_on_file_metadata_in_different_scratch_locations() {
+    // Times, inode numbers, directory sizes and readdir order used to come from the host:
+    // two honest providers (here: one on ext4, one on tmpfs) disagreed on a replicated run.
+    let case = Case::new();
+    let def = case.c_def(
+        "meta",
+        METADATA_PROBE,
+        &Spec {
+            deterministic: true,
+            ..Spec::default()
+        },
+    );
+    let tmpfs = case.path().join("tmpfs");
+    std::fs::create_dir_all(&tmpfs).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&tmpfs)
+        .status()
+        .expect("mount");
+    assert!(
+        mounted.success(),
+        "this test mounts a tmpfs: run it as root"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(tmpfs.clone());
+    let exec = case.executor();
+    let mut runs = Vec::new();
+    for root in [case.path().join("ext"), tmpfs.clone()] {
+        let (input, output) = (root.join("in"), root.join("out"));
+        std::fs::create_dir_all(input.join("docs")).unwrap();
+        for n in ["b.txt", "a.txt", "c.txt"] {
+            std::fs::write(input.join(n), n).unwrap();
+        }
+        std::fs::create_dir_all(&output).unwrap();
+        let (o, _) = case
+            .run_in(&exec, &def, BTreeMap::new(), input, output)
+            .await;
+        assert_eq!(o.status, Status::Succeeded, "{o:?}");
+        runs.push(o);
+    }
+    let (a, b) = (&runs[0], &runs[1]);
+    eprintln!("{}", a.stdout_text());
+    assert_eq!(a.stdout_text(), b.stdout_text());
+    assert_eq!(a.outputs, b.outputs);
+    let text = a.stdout_text();
+    // Listings are sorted by name bytes, `.` and `..` first.
+    let names: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("/output "))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [".", "..", "0first", "Beta", "alpha", "mid", "sub", "zeta"]
+    );
+    // readdir and stat agree on inode numbers, times are the fixed epoch, and a directory's
+    // size does not depend on the filesystem.
+    for l in text
+        .lines()
+        .filter(|l| !l.contains(" . ") && !l.contains(" .. "))
+    {
+        let field = |k: &str| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix(k))
+                .unwrap_or_else(|| panic!("{k} in {l}"))
+        };
+        assert_eq!(field("d_ino="), field("ino="), "{l}");
+        assert_eq!(field("mtime="), "946684800.000000000", "{l}");
+        assert_eq!(field("dev="), "0", "{l}");
+    }
+    assert!(text.contains("/output sub ") && text.contains("size=0 mtime"));
+}

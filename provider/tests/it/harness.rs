@@ -163,3 +163,35 @@ pub fn wasm_config() -> WasmConfig {
         ..WasmConfig::default()
     }
 }
+
+impl Case {
+    /// Compiles a C program for `wasm32-wasi` with clang (CI installs it; a machine without
+    /// it fails here loudly rather than skipping the hostile cases written in C).
+    pub fn c_module(&self, name: &str, src: &str) -> Vec<u8> {
+        let dir = self.path().join(format!("c-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, wasm) = (
+            dir.join(format!("{name}.c")),
+            dir.join(format!("{name}.wasm")),
+        );
+        std::fs::write(&c, src).unwrap();
+        let out = std::process::Command::new(std::env::var("CC").unwrap_or("clang".into()))
+            .args(["--target=wasm32-wasi", "-O2", "-o"])
+            .arg(&wasm)
+            .arg(&c)
+            .output()
+            .expect("clang (with the wasm32-wasi target, wasi-libc and lld) must be installed");
+        assert!(
+            out.status.success(),
+            "compiling {name}.c: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&wasm).unwrap()
+    }
+
+    /// A definition whose module is the C program `src`.
+    pub fn c_def(&self, name: &str, src: &str, spec: &Spec) -> Definition {
+        let module = self.c_module(name, src);
+        self.def_with_module(name, &module, spec)
+    }
+}

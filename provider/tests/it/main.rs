@@ -1,6 +1,7 @@
 //! Integration tests of the provider: one binary, one module per area.
 
 mod cli;
+mod compile;
 mod component;
 mod concurrency;
 mod determinism;
@@ -8,6 +9,7 @@ mod docker;
 mod doctor;
 mod harness;
 mod limits;
+mod outputs;
 mod rejection;
 mod sandbox;
 mod secrets;

@@ -146,6 +146,9 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 /// Parses the command line, runs, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Exec(_) | Command::Run(_)) {
+        crate::wasm::raise_descriptor_limit();
+    }
     match cli.command {
         Command::Exec(args) => match exec(&args) {
             Ok(code) => code,

@@ -721,8 +721,7 @@ impl WasmExecutor {
         }
 
         let stdio_cap = m.limits.output.min(cfg.max_stdio_bytes) as usize;
-        let stdout = CappedPipe::new(stdio_cap);
-        let stderr = CappedPipe::new(stdio_cap);
+        let (stdout, stderr) = CappedPipe::pair(stdio_cap);
         let mut b = WasiCtxBuilder::new();
         let mut argv = vec![m.name.clone()];
         argv.extend(args);
@@ -870,7 +869,9 @@ impl WasmExecutor {
             && (stdout.truncated() || stderr.truncated())
         {
             status = Status::OutputExceeded;
-            reason = Some(format!("stdout or stderr exceeded {stdio_cap} bytes"));
+            reason = Some(format!(
+                "stdout and stderr together exceeded {stdio_cap} bytes"
+            ));
             exit_code = None;
         }
 
@@ -939,6 +940,20 @@ impl WasmExecutor {
             },
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit and returns the new
+/// soft limit. Guests may hold [`MAX_HANDLES`] descriptors per run; the node's own
+/// connections and the job store need room beside them, and the usual soft default (1,024)
+/// is one guest's worth.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// What every store of a run is set up with, and how its usage is read back.

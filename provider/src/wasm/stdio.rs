@@ -3,7 +3,9 @@
 //! `MemoryOutputPipe` from wasmtime-wasi silently reports a closed stream when full, so a
 //! guest that ignores write errors would spin until its timeout. This pipe instead keeps
 //! what fits, raises a shared flag, and traps the guest on the first write past the cap,
-//! which the executor reports as `output_exceeded`.
+//! which the executor reports as `output_exceeded`. Stdout and stderr of one run share one
+//! budget ([`CappedPipe::pair`]): both are part of the output a requestor downloads, so
+//! together they stay within `limits.output`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 pub struct CappedPipe {
     buf: Arc<Mutex<Vec<u8>>>,
     cap: usize,
+    /// Bytes taken by every pipe sharing this budget.
+    used: Arc<Mutex<usize>>,
     truncated: Arc<AtomicBool>,
 }
 
@@ -28,8 +32,25 @@ impl CappedPipe {
         CappedPipe {
             buf: Arc::new(Mutex::new(Vec::new())),
             cap,
+            used: Arc::new(Mutex::new(0)),
             truncated: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Two pipes (stdout, stderr) that hold at most `cap` bytes together.
+    pub fn pair(cap: usize) -> (Self, Self) {
+        let a = CappedPipe::new(cap);
+        let b = CappedPipe {
+            buf: Arc::new(Mutex::new(Vec::new())),
+            cap,
+            used: a.used.clone(),
+            truncated: Arc::new(AtomicBool::new(false)),
+        };
+        (a, b)
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What was captured so far.
@@ -60,9 +81,12 @@ impl CappedPipe {
     /// Appends what fits; returns how many bytes were taken and whether some were refused.
     fn append(&self, bytes: &[u8]) -> (usize, bool) {
         let mut buf = self.lock();
-        let room = self.cap.saturating_sub(buf.len());
+        // Always the pipe's own buffer first, then the shared count: one order, no deadlock.
+        let mut used = self.used();
+        let room = self.cap.saturating_sub(*used);
         let n = bytes.len().min(room);
         buf.extend_from_slice(&bytes[..n]);
+        *used += n;
         if n < bytes.len() {
             self.truncated.store(true, Ordering::Release);
             (n, true)
@@ -112,7 +136,7 @@ impl OutputStream for CappedPipe {
         }
         // Always offer at least one byte so that a write past the cap reaches `write`
         // and is detected, instead of the guest waiting forever for room.
-        let room = self.cap.saturating_sub(self.lock().len());
+        let room = self.cap.saturating_sub(*self.used());
         Ok(room.max(1))
     }
 }

@@ -489,7 +489,11 @@ pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| state_err(path, e))
+    write().map_err(|e| {
+        // A failed write (a full disk, most often) must not leave its half behind.
+        let _ = std::fs::remove_file(&tmp);
+        state_err(path, e)
+    })
 }
 
 /// Syncs a verifier (restored from `state` if given, saved back after a successful sync)

@@ -165,6 +165,25 @@ enum Sink {
 /// test's signal that the disk is now full), then writes `chunks` × 64 KiB to `sink`
 /// ignoring every write error, as most programs do, and exits 0.
 fn writer_definition(dir: &Path, name: &str, output_limit: &str, chunks: u32, sink: Sink) {
+    writer_definition_then(dir, name, output_limit, chunks, sink, "60s", false);
+}
+
+/// [`writer_definition`] with a time limit, spinning after its writes instead of exiting
+/// when `spin` is set (so that the run ends `timed_out`).
+fn writer_definition_then(
+    dir: &Path,
+    name: &str,
+    output_limit: &str,
+    chunks: u32,
+    sink: Sink,
+    timeout: &str,
+    spin: bool,
+) {
+    let end = if spin {
+        "(loop $forever (br $forever))"
+    } else {
+        "(call $proc_exit (i32.const 0))"
+    };
     let open = match sink {
         Sink::File => {
             r#"(if (call $path_open (i32.const 4) (i32.const 0) (i32.const 32) (i32.const 7)
@@ -195,7 +214,7 @@ fn writer_definition(dir: &Path, name: &str, output_limit: &str, chunks: u32, si
       (drop (call $fd_write (i32.load (i32.const 12)) (i32.const 0) (i32.const 1) (i32.const 8)))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $l)))
-    (call $proc_exit (i32.const 0))))"#
+    {end}))"#
     );
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -214,7 +233,7 @@ args = []
 
 [limits]
 memory = "16MiB"
-timeout = "60s"
+timeout = "{timeout}"
 output = "{output_limit}"
 
 [capabilities]
@@ -524,6 +543,57 @@ fn a_disk_that_fills_during_a_run_fails_the_job_cleanly_and_the_node_recovers() 
     let (code, v) = request(&p, &wordfreq, &w.s.path("o4"), &[&small]);
     assert_eq!(code, 0, "{v}");
     assert_no_partial_files(&disk);
+}
+
+#[test]
+fn a_run_that_times_out_on_a_full_disk_has_its_outputs_removed_at_once() {
+    // A run a limit ended used to skip the full-disk check, so its partial outputs stayed
+    // on the full disk until retention.
+    let w = World::new();
+    let disk = Tmpfs::mount(&w.s.path("disk"), 64);
+    let dir = w.s.path("spinner");
+    writer_definition_then(&dir, "spinner", "16MiB", 64, Sink::File, "3s", true);
+    let spinner = w.approved(&dir);
+    let wordfreq = w.approved(&example("wordfreq"));
+    let p = w.provider("p", &disk);
+    let child = requestor(&p, &spinner, &w.s.path("o1"), &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let work = disk.dir.join("work");
+    let mut out = None;
+    wait_until(30, "the task to start", || {
+        out = jobs(&p)
+            .iter()
+            .filter(|j| j["state"] == "running")
+            .map(|j| work.join(j["id"].as_str().unwrap()).join("output"))
+            .find(|d| d.is_dir());
+        out.is_some()
+    });
+    let out = out.unwrap();
+    // A little written while there is room, then the disk fills and the task spins on.
+    std::fs::write(out.join("out.bin"), vec![7u8; 4096]).unwrap();
+    assert_eq!(disk.fill(0), 0);
+    std::fs::File::create(out.join("go")).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let v = parse(&o);
+    assert_eq!(o.status.code(), Some(1), "the task's own failure: {v}");
+    assert_eq!(v["kind"], "task_failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("TimedOut"), "{v}");
+    assert!(
+        !out.exists(),
+        "the outputs went at once, not after retention"
+    );
+    let left: Vec<String> = files_under(&disk.dir)
+        .into_iter()
+        .filter(|f| f.ends_with("out.bin") || f.contains("/input/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    disk.unfill();
+    let small = w.file("small.txt", 64);
+    let (code, v) = request(&p, &wordfreq, &w.s.path("o2"), &[&small]);
+    assert_eq!(code, 0, "{v}");
 }
 
 /// Wordfreq at version `1.0.<i>`: a distinct identity per `i`.

@@ -128,7 +128,11 @@ pub fn classify_core(module: &str, name: &str) -> Capability {
             "clock_res_get" | "clock_time_get" | "poll_oneoff" => Capability::Clock,
             "random_get" => Capability::Random,
             "proc_exit" | "proc_raise" | "sched_yield" => Capability::ProcessExit,
-            "sock_accept" | "sock_recv" | "sock_send" | "sock_shutdown" => Capability::Sockets,
+            // Preview 1 cannot create a socket: these only act on descriptors the host
+            // handed over, and pinfold hands over none, so they can only fail (`ENOTSOCK`).
+            // Toolchains import them anyway (Rust std does), so they are plain stdio-like
+            // descriptor calls, not network access.
+            "sock_accept" | "sock_recv" | "sock_send" | "sock_shutdown" => Capability::Stdio,
             // The exact preview-1 list: a prefix match would let an invented `fd_teleport`
             // pass as filesystem access and only fail at link time on the provider.
             "fd_advise"

@@ -309,6 +309,8 @@ impl Inner {
                     max_concurrent: cfg.caps.concurrent_tasks.max(1),
                     max_memory: cfg.caps.memory_bytes,
                     cache_dir: Some(data.join("artifacts")),
+                    // On the disk the node admits jobs against; counted with the outputs.
+                    scratch_parent: Some(cfg.paths.work_dir.clone()),
                     ..WasmConfig::default()
                 })
                 .map_err(|e| NodeError::Executor(e.to_string()))?,

@@ -13,7 +13,7 @@
 //!   given in the order the guest first sees each file (the guest is deterministic, so that
 //!   order is too);
 //! * `fd_readdir` lists the directory itself: the host directory behind the descriptor is
-//!   found by its identity among the run's two preopened trees, its entries are sorted by
+//!   found by its identity among the run's preopened trees, its entries are sorted by
 //!   name bytes and given inode numbers in that order, and the listing is kept per
 //!   descriptor from cookie 0 on, so a guest paging with a small buffer sees one
 //!   consistent, sorted listing.
@@ -62,7 +62,7 @@ const MAX_INDEXED: usize = 200_000;
 
 /// Per-run state of the deterministic filesystem view.
 pub(super) struct DetFs {
-    /// Host roots of the run's preopens (input, output).
+    /// Host roots of the run's preopens (input, output, scratch).
     roots: Vec<PathBuf>,
     /// wasmtime-wasi's own functions, found once per store.
     orig: Option<Orig>,
@@ -100,9 +100,9 @@ struct Entry {
 }
 
 impl DetFs {
-    pub(super) fn new(input: &Path, output: &Path) -> DetFs {
+    pub(super) fn new(roots: &[&Path]) -> DetFs {
         DetFs {
-            roots: vec![input.to_path_buf(), output.to_path_buf()],
+            roots: roots.iter().map(|r| r.to_path_buf()).collect(),
             orig: None,
             inodes: HashMap::new(),
             dirs: HashMap::new(),

@@ -128,6 +128,10 @@ pub struct WasmConfig {
     /// The output directories are measured at most every this many ticks (less often when
     /// a round of measuring takes long; see the watch thread).
     pub watch_every: u32,
+    /// Where each run's scratch root (the writable `/`) is created; `None` is the system's
+    /// temporary directory. The node puts it in its work directory, on the disk it admits
+    /// jobs against.
+    pub scratch_parent: Option<PathBuf>,
     /// Where compiled modules are cached; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
     /// Use the pooling instance allocator (otherwise on-demand).
@@ -150,6 +154,7 @@ impl Default for WasmConfig {
             timeout_grace: Duration::from_millis(1000),
             tick: Duration::from_millis(1),
             watch_every: 2,
+            scratch_parent: None,
             cache_dir: None,
             pooling: true,
         }
@@ -403,7 +408,8 @@ impl Flavor {
 
 /// What the background thread checks for one running task.
 struct Watch {
-    dir: PathBuf,
+    /// The output directory and the scratch root: both count against `limits.output`.
+    dirs: Vec<PathBuf>,
     max_bytes: u64,
     max_entries: u64,
     stdout: CappedPipe,
@@ -421,8 +427,17 @@ impl Watch {
             bytes: self.max_bytes.saturating_sub(stdio),
             entries: self.max_entries,
         };
-        if fsio::tree_usage(&self.dir, cap).over(cap) {
-            self.flags.set(CAUSE_OUTPUT);
+        let mut total = fsio::TreeUsage::default();
+        for dir in &self.dirs {
+            let u = fsio::tree_usage(dir, cap);
+            total.apparent = total.apparent.saturating_add(u.apparent);
+            total.allocated = total.allocated.saturating_add(u.allocated);
+            total.entries = total.entries.saturating_add(u.entries);
+            total.beyond_limits |= u.beyond_limits;
+            if total.over(cap) {
+                self.flags.set(CAUSE_OUTPUT);
+                return;
+            }
         }
     }
 }
@@ -556,6 +571,14 @@ impl WasmExecutor {
     /// The configuration this executor was created with.
     pub fn config(&self) -> &WasmConfig {
         &self.inner.cfg
+    }
+
+    /// A fresh private (0700) scratch directory for one run, removed when dropped.
+    fn scratch_dir(&self) -> std::io::Result<tempfile::TempDir> {
+        let parent = self.inner.cfg.scratch_parent.clone();
+        tempfile::Builder::new()
+            .prefix("pinfold-scratch-")
+            .tempdir_in(parent.unwrap_or_else(std::env::temp_dir))
     }
 
     /// Forgets the in-memory `InstancePre`s (the disk cache stays), e.g. to measure cold starts.
@@ -752,6 +775,17 @@ impl WasmExecutor {
         if let Err(e) = b.preopened_dir(&req.output_dir, &m.io.output, FsPerms::ReadWrite) {
             return Outcome::rejected(format!("opening the output directory: {e:#}"));
         }
+        // A writable scratch root at `/`, so that ordinary programs (relative paths against
+        // the working directory `/`, temporary files) run unchanged. It is counted with the
+        // outputs against `limits.output` while the guest runs, never returned, and removed
+        // when the run ends. Preopened last, so the input and output keep descriptors 3 and 4.
+        let scratch = match self.scratch_dir() {
+            Ok(d) => d,
+            Err(e) => return Outcome::rejected(format!("creating the scratch directory: {e}")),
+        };
+        if let Err(e) = b.preopened_dir(scratch.path(), "/", FsPerms::ReadWrite) {
+            return Outcome::rejected(format!("opening the scratch directory: {e:#}"));
+        }
         b.max_random_size(1 << 20);
         if deterministic {
             let input = match fsio::collect_outputs(
@@ -795,7 +829,7 @@ impl WasmExecutor {
 
         let _watch = {
             let watch = Arc::new(Watch {
-                dir: req.output_dir.clone(),
+                dirs: vec![req.output_dir.clone(), scratch.path().to_path_buf()],
                 max_bytes: m.limits.output,
                 max_entries: cfg.max_output_entries,
                 stdout: stdout.clone(),
@@ -815,7 +849,8 @@ impl WasmExecutor {
             Prepared::Module(pre) => {
                 let mut wasi = b.build_p1();
                 wasi.ctx().table.set_max_capacity(MAX_HANDLES);
-                let det = deterministic.then(|| detfs::DetFs::new(&req.input_dir, &req.output_dir));
+                let det = deterministic
+                    .then(|| detfs::DetFs::new(&[&req.input_dir, &req.output_dir, scratch.path()]));
                 let mut store = match meter.store(engine, wasi, limiter, det) {
                     Ok(s) => s,
                     Err(reason) => return Outcome::rejected(reason),

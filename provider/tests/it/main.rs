@@ -12,4 +12,5 @@ mod limits;
 mod outputs;
 mod rejection;
 mod sandbox;
+mod scratch;
 mod secrets;

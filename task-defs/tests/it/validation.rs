@@ -636,7 +636,8 @@ fn unknown_imports_are_refused_by_name() {
 
 #[test]
 fn sockets_need_the_network_capability() {
-    let m = r#"(module (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))) (func (export "_start")))"#;
+    // WASI 0.2 can create sockets, so its socket interfaces still need the capability.
+    let m = r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#;
     let d = wasm_def_with(m);
     assert_problem(
         &d.problems(),
@@ -644,12 +645,22 @@ fn sockets_need_the_network_capability() {
         Some("runtime.module"),
         "needs capability sockets",
     );
+}
+
+#[test]
+fn preview1_socket_calls_are_descriptor_calls_not_network_access() {
+    // Preview 1 cannot create a socket; `sock_*` only act on descriptors the host hands
+    // over (pinfold hands over none), and ordinary toolchains import them.
+    let m = r#"(module (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))) (func (export "_start")))"#;
     let d = wasm_def_with(m);
-    d.edit(
-        "deterministic = true",
-        "deterministic = true\nnetwork = true",
+    let def = d.load().expect("sock_accept needs no network capability");
+    assert!(
+        !def.footprint
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .contains(&task_defs::footprint::Capability::Sockets)
     );
-    d.load().expect("network = true allows sockets");
 }
 
 #[test]

@@ -65,6 +65,51 @@ impl Default for Scratch {
     }
 }
 
+/// Writes a wasm definition into `dir`: `taskdef.toml` naming `guest.wasm` (built from the
+/// WAT text `wat`), with the given limits and any extra `[capabilities]` lines.
+pub fn wat_definition(dir: &Path, name: &str, wat: &str, limits: Limits<'_>, capabilities: &str) {
+    std::fs::create_dir_all(dir).expect("definition dir");
+    let Limits {
+        memory,
+        timeout,
+        output,
+    } = limits;
+    std::fs::write(
+        dir.join("taskdef.toml"),
+        format!(
+            "format = 1\nname = \"{name}\"\nversion = \"1.0.0\"\n\
+             description = \"an end-to-end test task\"\nlicense = \"MIT\"\n\n\
+             [runtime]\nkind = \"wasm\"\nmodule = \"guest.wasm\"\nargs = []\n\n\
+             [limits]\nmemory = \"{memory}\"\ntimeout = \"{timeout}\"\noutput = \"{output}\"\n\n\
+             [capabilities]\ndeterministic = false\n{capabilities}\n"
+        ),
+    )
+    .expect("writing taskdef.toml");
+    let module = wat::parse_str(wat).unwrap_or_else(|e| panic!("{name}: {e}"));
+    std::fs::write(dir.join("guest.wasm"), module).expect("writing guest.wasm");
+}
+
+/// The limits of a definition written by [`wat_definition`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// `limits.memory`.
+    pub memory: &'a str,
+    /// `limits.timeout`.
+    pub timeout: &'a str,
+    /// `limits.output`.
+    pub output: &'a str,
+}
+
+impl Default for Limits<'_> {
+    fn default() -> Self {
+        Limits {
+            memory: "16MiB",
+            timeout: "10s",
+            output: "1MiB",
+        }
+    }
+}
+
 /// The directory of an example definition.
 pub fn example(name: &str) -> PathBuf {
     repo().join("task-defs/examples").join(name)

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use pinfold_e2e::{
-    ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout,
+    Limits, ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout,
+    wat_definition,
 };
 use task_defs::registry::client::{Client, sync};
 use task_defs::registry::unix_now;
@@ -216,33 +217,17 @@ fn writer_definition_then(
       (br $l)))
     {end}))"#
     );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("taskdef.toml"),
-        format!(
-            r#"format = 1
-name = "{name}"
-version = "1.0.0"
-description = "writes to its output once told the disk is full"
-license = "MIT"
-
-[runtime]
-kind = "wasm"
-module = "guest.wasm"
-args = []
-
-[limits]
-memory = "16MiB"
-timeout = "{timeout}"
-output = "{output_limit}"
-
-[capabilities]
-deterministic = false
-"#
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("guest.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    wat_definition(
+        dir,
+        name,
+        &wat,
+        Limits {
+            timeout,
+            output: output_limit,
+            ..Limits::default()
+        },
+        "",
+    );
 }
 
 fn requestor(p: &ProviderProcess, def: &str, out: &Path, inputs: &[&Path]) -> Command {

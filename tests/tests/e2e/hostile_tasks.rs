@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use pinfold_e2e::{ProviderProcess, ReviewedRegistry, Scratch, bin};
+use pinfold_e2e::{Limits, ProviderProcess, ReviewedRegistry, Scratch, bin, wat_definition};
 
 /// A definition whose `_start` is `body` (WAT), with `data` segments, output on fd 4.
-fn wat_definition(dir: &Path, name: &str, data: &str, body: &str) {
+fn wat_task(dir: &Path, name: &str, data: &str, body: &str) {
     let wat = format!(
         r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -16,30 +16,7 @@ fn wat_definition(dir: &Path, name: &str, data: &str, body: &str) {
   {data}
   (func (export "_start") {body}))"#
     );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("taskdef.toml"),
-        format!(
-            r#"format = 1
-name = "{name}"
-version = "1.0.0"
-description = "a task that tries to make its provider look dishonest"
-license = "MIT"
-
-[runtime]
-kind = "wasm"
-module = "guest.wasm"
-args = []
-
-[limits]
-memory = "16MiB"
-timeout = "20s"
-output = "1MiB"
-"#
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("guest.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    wat_definition(dir, name, &wat, Limits::default(), "");
 }
 
 /// Creates `/output/<name at 64..64+len>` holding one byte.
@@ -78,7 +55,7 @@ fn hostile_task_output_never_makes_an_honest_provider_look_dishonest() {
     // Stdout that is not UTF-8: it used to be stored lossy but signed raw, so the requestor
     // saw a digest mismatch and called the provider a liar.
     let raw = s.path("raw");
-    wat_definition(
+    wat_task(
         &raw,
         "raw",
         r#"(data (i32.const 32) "\ff\fea\80\n")"#,
@@ -89,7 +66,7 @@ fn hostile_task_output_never_makes_an_honest_provider_look_dishonest() {
     // An output name with a control character: beyond what a requestor accepts (it used
     // to ban the provider for it), so the provider must decide output_exceeded itself.
     let control = s.path("control");
-    wat_definition(
+    wat_task(
         &control,
         "control",
         r#"(data (i32.const 32) "x") (data (i32.const 64) "bad\01name")"#,

@@ -133,6 +133,9 @@ pub struct DockerConfig {
     pub log_max_bytes: u64,
     /// Timeout of every Docker API call (not of the task, which has its own).
     pub api_timeout: Duration,
+    /// First wait before the orphan sweep is retried in the background after a removal
+    /// failed at start-up (it doubles up to [`MAX_ORPHAN_RETRY`]).
+    pub orphan_retry: Duration,
     /// Where per-job output mounts are created (`<scratch_dir>/pinfold-docker-<instance>`).
     pub scratch_dir: PathBuf,
     /// Apply the hardening. Only the benchmark that measures the cost of hardening sets
@@ -161,6 +164,7 @@ impl Default for DockerConfig {
             nofile: 1024,
             log_max_bytes: 1 << 20,
             api_timeout: Duration::from_secs(30),
+            orphan_retry: Duration::from_secs(30),
             scratch_dir: std::env::temp_dir(),
             hardened: true,
         }
@@ -187,6 +191,25 @@ impl DockerConfig {
         self.scratch_dir
             .join(format!("pinfold-docker-{}", self.instance))
     }
+}
+
+/// How long each orphan removal may take at start-up before it is left to the background
+/// retry: a healthy engine removes a container in well under a second, and a wedged one
+/// must not hold up every later run.
+pub const STARTUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait between background retries of the orphan sweep.
+pub const MAX_ORPHAN_RETRY: Duration = Duration::from_secs(600);
+
+/// Removes the `pinfold-run-<owner>-*` directories `provider exec` left in `dir` when it
+/// was killed (see [`staging::sweep_run_dirs`] for how they are recognised safely).
+pub fn sweep_stale_run_dirs(dir: &Path) -> usize {
+    staging::sweep_run_dirs(dir, owner_alive)
+}
+
+/// The prefix of `provider exec`'s run directory, naming this process as its owner.
+pub fn run_dir_prefix() -> String {
+    format!("{}{}-", staging::RUN_DIR_PREFIX, owner_tag())
 }
 
 /// Errors creating a Docker executor.
@@ -359,7 +382,14 @@ impl DockerExecutor {
                 seq: AtomicU64::new(0),
             }),
         };
-        exec.cleanup_orphans().await?;
+        // A container that will not go (a wedged runtime, a stuck kill) must not stop this
+        // executor from running anything else: the sweep is retried in the background.
+        if let Err(e) = exec.sweep_orphans(STARTUP_REMOVE_TIMEOUT).await {
+            tracing::warn!(
+                "orphaned pinfold containers could not all be removed ({e}); carrying on and retrying in the background"
+            );
+            exec.retry_orphans_in_background();
+        }
         Ok(exec)
     }
 
@@ -385,7 +415,7 @@ impl DockerExecutor {
 
     /// Removes (with their volumes) every container of this instance whose owning
     /// process is gone, and the scratch mounts such processes left behind. Returns how
-    /// many containers were removed.
+    /// many containers were removed, or the first error once every container was tried.
     ///
     /// Each container and scratch directory records its owner as `<pid>.<start time>`
     /// (the start time from `/proc/<pid>/stat`, so a recycled pid is not mistaken for
@@ -393,27 +423,133 @@ impl DockerExecutor {
     /// side without one removing the other's containers, while anything a crashed or
     /// killed process left is removed by the next one to start.
     pub async fn cleanup_orphans(&self) -> Result<usize, DockerError> {
-        let t = self.inner.cfg.api_timeout;
-        let d = &self.inner.docker;
-        let mut removed = 0;
-        for (id, labels) in list_instance_labels(d, t, &self.inner.cfg.instance).await? {
-            if labels
-                .get(hardening::OWNER_LABEL)
-                .is_some_and(|o| owner_alive(o))
-            {
-                continue;
-            }
-            remove(d, t, &id).await?;
-            removed += 1;
-        }
-        if removed > 0 {
-            tracing::info!(count = removed, "removed orphaned pinfold containers");
-        }
+        self.sweep_orphans(self.inner.cfg.api_timeout).await
+    }
+
+    async fn sweep_orphans(&self, per_removal: Duration) -> Result<usize, DockerError> {
         let root = self.inner.cfg.scratch_root();
+        // Scratch directories first: a failure with the containers must not keep them.
         tokio::task::spawn_blocking(move || staging::cleanup_root(&root, owner_alive))
             .await
             .unwrap_or(0);
+        let removed = self
+            .remove_containers(per_removal, |labels| {
+                !labels
+                    .get(hardening::OWNER_LABEL)
+                    .is_some_and(|o| owner_alive(o))
+            })
+            .await?;
+        if removed > 0 {
+            tracing::info!(count = removed, "removed orphaned pinfold containers");
+        }
         Ok(removed)
+    }
+
+    /// Removes this instance's containers whose labels `doomed` selects, several at once,
+    /// each within `per_removal`. Every one is tried; the first error is returned after.
+    async fn remove_containers(
+        &self,
+        per_removal: Duration,
+        doomed: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Result<usize, DockerError> {
+        let d = &self.inner.docker;
+        let ids: Vec<String> =
+            list_instance_labels(d, self.inner.cfg.api_timeout, &self.inner.cfg.instance)
+                .await?
+                .into_iter()
+                .filter(|(_, labels)| doomed(labels))
+                .map(|(id, _)| id)
+                .collect();
+        let results: Vec<(String, Result<(), DockerError>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let r = remove(d, per_removal, &id).await;
+                (id, r)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut removed = 0;
+        let mut first_err = None;
+        for (id, r) in results {
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(container = %id, "removing a pinfold container failed: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(removed), Err)
+    }
+
+    /// Repeats [`Self::cleanup_orphans`] with a doubling wait until it succeeds or the
+    /// executor is dropped.
+    fn retry_orphans_in_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut wait = self.inner.cfg.orphan_retry;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let exec = DockerExecutor { inner };
+                match exec.cleanup_orphans().await {
+                    Ok(n) => {
+                        tracing::info!(count = n, "orphan sweep retried and done");
+                        return;
+                    }
+                    Err(e) => {
+                        wait = (wait * 2).min(MAX_ORPHAN_RETRY);
+                        tracing::warn!(
+                            "orphan sweep still failing ({e}); retrying in {} s",
+                            wait.as_secs()
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes every container and scratch mount this process made, waiting until the
+    /// engine lists none of its containers (or `within` passes). For a `provider exec`
+    /// that is interrupted: its run future has been dropped, which may leave a container
+    /// running or one whose create was still in flight.
+    pub async fn cleanup_own(&self, within: Duration) -> Result<(), DockerError> {
+        let me = owner_tag();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut quiet = 0;
+        let mut last = Ok(());
+        // Two empty listings in a row: a create in flight when the run was dropped shows
+        // up between them.
+        while quiet < 2 {
+            let left = tokio::time::timeout_at(
+                deadline,
+                self.remove_containers(self.inner.cfg.api_timeout, |l| {
+                    l.get(hardening::OWNER_LABEL) == Some(&me)
+                }),
+            )
+            .await
+            .map_err(|_| DockerError::Timeout("remove"))?;
+            match left {
+                Ok(0) => quiet += 1,
+                Ok(_) => quiet = 0,
+                Err(e) => {
+                    quiet = 0;
+                    last = Err(e);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let root = self.inner.cfg.scratch_root();
+        let me2 = me.clone();
+        tokio::task::spawn_blocking(move || {
+            staging::cleanup_root(&root, |o| o != me2 && owner_alive(o))
+        })
+        .await
+        .unwrap_or(0);
+        if quiet >= 2 { Ok(()) } else { last }
     }
 
     fn job_id(&self) -> String {
@@ -486,6 +622,12 @@ impl DockerExecutor {
                     hardening::SECRETS_TARGET
                 ));
             }
+        }
+        // Validation refuses these already; checked again because a definition can reach
+        // an executor without passing through it, and an id of 2^31 or more is `-1` to
+        // chown ("leave unchanged") while gid 0 is the root group.
+        if let Err(why) = task_defs::manifest::check_user_ids(user.0, user.1) {
+            return Outcome::rejected(format!("runtime.user: {why}"));
         }
         if user.0 == 0 && !cfg.allow_root {
             return Outcome::rejected(
@@ -602,7 +744,11 @@ impl DockerExecutor {
             },
         };
 
-        let output_tmpfs = if hardened { m.limits.output } else { 0 };
+        let output_tmpfs = if hardened {
+            staging::output_tmpfs_size(m.limits.output, cfg.max_output_entries)
+        } else {
+            0
+        };
         let mut env: Vec<String> = m
             .capabilities
             .env

@@ -7,6 +7,7 @@ mod determinism;
 mod docker;
 mod doctor;
 mod harness;
+mod interrupt;
 mod limits;
 mod rejection;
 mod sandbox;

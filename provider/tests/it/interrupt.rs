@@ -1,0 +1,240 @@
+//! The real `provider exec` binary on a sleeping Docker task, interrupted: SIGINT and SIGTERM leave nothing behind, and a SIGKILLed run is swept by the next start.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use provider::docker::hardening;
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::docker::{Spec, docker_def, docker_ready};
+use crate::harness::Case;
+
+/// Generous bound for a child to start its container or to exit after a signal.
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// A `provider exec` child working in its own `$TMPDIR`. Dropped by a failing test, it
+/// SIGKILLs the child and detaches any mount it left under that directory, so a failure
+/// does not leak a tmpfs (its container is swept by the next `provider exec`).
+struct Exec {
+    child: Child,
+    tmp: PathBuf,
+}
+
+impl Exec {
+    fn spawn(case: &Case, tmp: &Path, def: &Path) -> Exec {
+        let child = Command::new(env!("CARGO_BIN_EXE_provider"))
+            .env("TMPDIR", tmp)
+            .env("PINFOLD_CACHE_DIR", case.path().join("cache"))
+            .env("PINFOLD_DOCKER_ISOLATION", "container")
+            .args(["exec", "--allow-unreviewed"])
+            .arg(def)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning provider exec");
+        Exec {
+            child,
+            tmp: tmp.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: Signal) {
+        let pid = Pid::from_raw(self.pid() as i32).expect("a child pid");
+        kill_process(pid, sig).expect("signalling provider exec");
+    }
+
+    /// Waits for the exit; the exit code (`None` if killed by a signal) and stderr.
+    fn wait(&mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + WITHIN;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("waiting for provider exec") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "provider exec did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code(), err)
+    }
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for m in mounts_under(&self.tmp) {
+            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// Containers (id, state) whose owner label names process `pid`.
+async fn containers_of(d: &Docker, pid: u32) -> Vec<(String, String)> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![hardening::OWNER_LABEL.to_string()],
+    )]);
+    let list = d
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("listing containers");
+    let owner = format!("{pid}.");
+    list.into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(hardening::OWNER_LABEL))
+                .is_some_and(|o| o.starts_with(&owner))
+        })
+        .map(|c| {
+            (
+                c.id.unwrap_or_default(),
+                c.state.map(|s| s.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_until_running(d: &Docker, exec: &mut Exec) {
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        if containers_of(d, exec.pid())
+            .await
+            .iter()
+            .any(|(_, s)| s == "running")
+        {
+            return;
+        }
+        if let Some(s) = exec.child.try_wait().unwrap() {
+            let (_, err) = exec.wait();
+            panic!("provider exec ended ({s}) before its container ran: {err}");
+        }
+        assert!(Instant::now() < deadline, "the container never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Mount points at or below `dir`, from this process's mountinfo.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// What `provider exec` leaves in its `$TMPDIR`: run directories and scratch entries.
+fn leftovers(tmp: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(tmp).expect("reading TMPDIR") {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("pinfold-docker-") {
+            for j in std::fs::read_dir(e.path()).unwrap() {
+                left.push(format!(
+                    "{name}/{}",
+                    j.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        } else {
+            left.push(name);
+        }
+    }
+    left
+}
+
+fn sleeping_definition(case: &Case, name: &str) -> PathBuf {
+    let mut spec = Spec::sh("echo started > /output/started; exec sleep 600");
+    spec.timeout = "15m";
+    docker_def(case, name, &spec);
+    case.path().join(format!("def-{name}"))
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM stop the run and remove its container, its output tmpfs
+/// and its run directory before `provider exec` exits with 128 + the signal number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
+    let d = docker_ready().await;
+    let case = Case::new();
+    let def = sleeping_definition(&case, "sleeper");
+    for (sig, name, code) in [(Signal::INT, "sigint", 130), (Signal::TERM, "sigterm", 143)] {
+        let tmp = case.path().join(name);
+        std::fs::create_dir(&tmp).unwrap();
+        let mut exec = Exec::spawn(&case, &tmp, &def);
+        wait_until_running(&d, &mut exec).await;
+        // What the run holds while it runs, so the checks below look in the right places.
+        assert!(
+            !mounts_under(&tmp).is_empty(),
+            "no output tmpfs under {tmp:?}"
+        );
+        assert!(
+            leftovers(&tmp)
+                .iter()
+                .any(|n| n.starts_with("pinfold-run-")),
+            "{:?}",
+            leftovers(&tmp)
+        );
+        let pid = exec.pid();
+        exec.signal(sig);
+        let (got, err) = exec.wait();
+        assert_eq!(got, Some(code), "{name}: {err}");
+        assert!(err.contains("interrupted by"), "{name}: {err}");
+        let left = containers_of(&d, pid).await;
+        assert!(left.is_empty(), "{name}: containers left: {left:?}");
+        assert!(
+            mounts_under(&tmp).is_empty(),
+            "{name}: {:?}",
+            mounts_under(&tmp)
+        );
+        assert!(leftovers(&tmp).is_empty(), "{name}: {:?}", leftovers(&tmp));
+    }
+}
+
+/// SIGKILL cannot be caught: the container keeps running and the tmpfs and run directory
+/// stay, until the next `provider exec` removes all three before it runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_exec_is_swept_by_the_next_start() {
+    let d = docker_ready().await;
+    let case = Case::new();
+    let def = sleeping_definition(&case, "killed");
+    let tmp = case.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut exec = Exec::spawn(&case, &tmp, &def);
+    wait_until_running(&d, &mut exec).await;
+    let pid = exec.pid();
+    exec.signal(Signal::KILL);
+    let (got, _) = exec.wait();
+    assert_eq!(got, None, "killed by a signal");
+    assert_eq!(containers_of(&d, pid).await.len(), 1, "the orphan runs on");
+    assert!(!mounts_under(&tmp).is_empty());
+    assert!(!leftovers(&tmp).is_empty());
+
+    docker_def(&case, "next", &Spec::sh("true"));
+    let mut next = Exec::spawn(&case, &tmp, &case.path().join("def-next"));
+    let (got, err) = next.wait();
+    assert_eq!(got, Some(0), "{err}");
+    let left = containers_of(&d, pid).await;
+    assert!(left.is_empty(), "orphan survived the next start: {left:?}");
+    assert!(mounts_under(&tmp).is_empty(), "{:?}", mounts_under(&tmp));
+    assert!(leftovers(&tmp).is_empty(), "{:?}", leftovers(&tmp));
+}

@@ -3,6 +3,7 @@
 mod bundles;
 mod exec;
 mod faults;
+mod hostile_provider;
 mod load;
 mod network;
 mod registry;

@@ -667,10 +667,36 @@ impl Drop for Stopped {
     }
 }
 
-/// A wedged orphan (its runtime shim stopped, so the engine cannot kill it and `docker rm
-/// -f` never answers, the "docker remove: Timeout error" seen in the field) must not stop
-/// the executor: it starts within the start-up removal timeout, runs tasks, and removes the
-/// orphan in the background once the engine can.
+/// Makes a directory immutable (`chattr +i`) while alive, and mutable again when dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: PathBuf) -> Immutable {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dir)
+            .status()
+            .expect("chattr");
+        assert!(ok.success(), "chattr +i {}", dir.display());
+        Immutable(dir)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Orphans the engine cannot remove must not stop the executor: one wedged (its runtime
+/// shim stopped, so the kill never completes and `docker rm -f` never answers: the
+/// "docker remove: Timeout error" seen in the field) and one whose removal the engine
+/// refuses (its state directory immutable: "unable to remove filesystem", which the
+/// engine does not retry by itself). The executor starts within the start-up removal
+/// timeout, runs tasks, and its background retry removes both once the engine can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_background() {
     let d = docker_ready().await;
@@ -678,36 +704,51 @@ async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_backgrou
     let mut cfg = config("wedged");
     cfg.scratch_dir = case.path().join("scratch");
     cfg.orphan_retry = Duration::from_millis(500);
-    let labels = std::collections::HashMap::from([
-        (hardening::JOB_LABEL.to_string(), "j".to_string()),
-        (hardening::INSTANCE_LABEL.to_string(), cfg.instance.clone()),
-        (
-            hardening::OWNER_LABEL.to_string(),
-            "999999999.1".to_string(),
-        ),
-    ]);
-    let wedged = d
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            bollard::models::ContainerCreateBody {
-                image: Some(image().to_string()),
-                user: Some("65534:65534".into()),
-                cmd: Some(vec!["/bin/sleep".into(), "600".into()]),
-                labels: Some(labels),
-                ..Default::default()
-            },
-        )
+    let mut orphans = Vec::new();
+    for _ in 0..2 {
+        let labels = std::collections::HashMap::from([
+            (hardening::JOB_LABEL.to_string(), "j".to_string()),
+            (hardening::INSTANCE_LABEL.to_string(), cfg.instance.clone()),
+            (
+                hardening::OWNER_LABEL.to_string(),
+                "999999999.1".to_string(),
+            ),
+        ]);
+        let id = d
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                bollard::models::ContainerCreateBody {
+                    image: Some(image().to_string()),
+                    user: Some("65534:65534".into()),
+                    cmd: Some(vec!["/bin/sleep".into(), "600".into()]),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        d.start_container(&id, None).await.unwrap();
+        orphans.push(id);
+    }
+    let root = d
+        .info()
         .await
         .unwrap()
-        .id;
-    d.start_container(&wedged, None).await.unwrap();
-    let stopped = Stopped::new(shim_of(&wedged));
+        .docker_root_dir
+        .expect("docker root dir");
+    let stopped = Stopped::new(shim_of(&orphans[0]));
+    let immutable = Immutable::new(PathBuf::from(root).join("containers").join(&orphans[1]));
 
     let started = Instant::now();
     let exec = DockerExecutor::new(cfg)
         .await
-        .expect("a wedged orphan must not make start-up fail");
+        .expect("orphans the engine cannot remove must not make start-up fail");
     let took = started.elapsed();
+    println!(
+        "figure: executor start-up with a wedged and a stuck orphan: {} ms",
+        took.as_millis()
+    );
     assert!(
         took < docker::STARTUP_REMOVE_TIMEOUT + Duration::from_secs(10),
         "start-up took {took:?}"
@@ -716,23 +757,32 @@ async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_backgrou
     // engine's stuck removal holds.
     let instance = exec.config().instance.clone();
     let listed = || async {
-        docker::list_instance(&d, Duration::from_secs(30), &instance)
+        let all = docker::list_instance(&d, Duration::from_secs(30), &instance)
             .await
-            .unwrap()
-            .contains(&wedged)
+            .unwrap();
+        orphans.iter().filter(|o| all.contains(o)).count()
     };
-    assert!(listed().await, "the wedged orphan cannot have been removed");
+    assert_eq!(listed().await, 2, "the engine cannot have removed them");
     let (o, _) = run(&case, &exec, "after-wedge", &Spec::sh("echo ran")).await;
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(o.stdout, "ran\n");
+    // The refused removal is not retried by the engine: still there after a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(listed().await, 2);
 
-    // The engine recovers; the background retry removes the orphan.
+    // The engine recovers; the background retry removes both.
     drop(stopped);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while listed().await {
-        assert!(Instant::now() < deadline, "the orphan was never removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(immutable);
+    let resumed = Instant::now();
+    let deadline = resumed + Duration::from_secs(60);
+    while listed().await > 0 {
+        assert!(Instant::now() < deadline, "an orphan was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    println!(
+        "figure: both orphans gone {} ms after the engine recovered",
+        resumed.elapsed().as_millis()
+    );
     assert_no_containers(&exec).await;
 }
 
@@ -748,6 +798,10 @@ async fn many_small_files_and_exactly_the_cap_succeed() {
     spec.timeout = "60s";
     let (o, output) = run(&case, &exec, "smallfiles", &spec).await;
     assert_eq!(o.status, Status::Succeeded, "{:?}", o.reason);
+    println!(
+        "figure: 5,000 one-byte files under a 16 MiB cap: succeeded, wall {} ms",
+        o.usage.wall_us / 1000
+    );
     assert_eq!(o.files.len(), 5000);
     assert!(o.files.iter().all(|f| f.size == 1));
     assert_eq!(std::fs::read_dir(&output).unwrap().count(), 5000);

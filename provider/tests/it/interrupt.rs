@@ -195,8 +195,13 @@ async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
             leftovers(&tmp)
         );
         let pid = exec.pid();
+        let sent = Instant::now();
         exec.signal(sig);
         let (got, err) = exec.wait();
+        println!(
+            "figure: provider exec {name} to exit, container removed: {} ms",
+            sent.elapsed().as_millis()
+        );
         assert_eq!(got, Some(code), "{name}: {err}");
         assert!(err.contains("interrupted by"), "{name}: {err}");
         let left = containers_of(&d, pid).await;
@@ -230,8 +235,13 @@ async fn a_sigkilled_exec_is_swept_by_the_next_start() {
     assert!(!leftovers(&tmp).is_empty());
 
     docker_def(&case, "next", &Spec::sh("true"));
+    let started = Instant::now();
     let mut next = Exec::spawn(&case, &tmp, &case.path().join("def-next"));
     let (got, err) = next.wait();
+    println!(
+        "figure: next provider exec (sweep + a trivial task): {} ms",
+        started.elapsed().as_millis()
+    );
     assert_eq!(got, Some(0), "{err}");
     let left = containers_of(&d, pid).await;
     assert!(left.is_empty(), "orphan survived the next start: {left:?}");

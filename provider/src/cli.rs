@@ -74,6 +74,11 @@ pub enum Command {
     Run(crate::node::cli::RunArgs),
     /// List the node's jobs and their states.
     Jobs(crate::node::cli::JobsArgs),
+    /// Internal: started by `provider exec` for a Docker definition; when that process dies
+    /// without dismissing it (SIGKILL, a crash), removes the containers, mounts and run
+    /// directory it left.
+    #[command(name = "__exec-watchdog", hide = true)]
+    ExecWatchdog,
 }
 
 /// Arguments of `provider doctor`.
@@ -159,6 +164,7 @@ pub fn main() -> i32 {
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
         Command::Jobs(args) => crate::node::cli::jobs(&args),
+        Command::ExecWatchdog => exec_watchdog(),
         Command::Doctor(args) => match doctor(&args) {
             Ok(code) => code,
             Err(e) => {
@@ -358,6 +364,9 @@ async fn run_until_signal(
             }
         },
     };
+    // Signals are handled here; for what cannot be (SIGKILL, a crash) a watchdog process
+    // cleans up after us, unless dismissed once everything is known to be gone.
+    let watchdog = docker.as_ref().and_then(|_| Watchdog::spawn());
     let run = async {
         anyhow::Ok(match &docker {
             None => WasmExecutor::new(cfg)?.run(req).await,
@@ -365,21 +374,115 @@ async fn run_until_signal(
         })
     };
     let (name, code) = tokio::select! {
-        o = run => return o.map(Ok),
+        o = run => {
+            if let Some(w) = watchdog {
+                w.dismiss();
+            }
+            return o.map(Ok);
+        }
         s = signals.recv() => s,
     };
     if let Some(d) = &docker {
         tokio::select! {
-            r = d.cleanup_own(d.config().api_timeout) => if let Err(e) = r {
-                eprintln!("warning: removing this run's container: {e:#}; the next provider exec removes it");
+            r = d.cleanup_own(d.config().api_timeout) => match r {
+                Ok(()) => {
+                    if let Some(w) = watchdog {
+                        w.dismiss();
+                    }
+                }
+                Err(e) => eprintln!(
+                    "warning: removing this run's container: {e:#}; a watchdog retries once this process exits"
+                ),
             },
             (again, _) = signals.recv() => {
-                eprintln!("warning: {again} again: leaving the container to the next provider exec's sweep");
+                eprintln!("warning: {again} again: leaving the cleanup to a watchdog that runs once this process exits");
             }
         }
     }
     eprintln!("error: interrupted by {name}; the run was stopped and cleaned up");
     Ok(Err(code))
+}
+
+/// A child `provider __exec-watchdog` holding the read end of a pipe whose write end only
+/// this process has. Dropped without [`Watchdog::dismiss`] (or when this process dies in
+/// any way, SIGKILL included, which closes the pipe), the watchdog sees end-of-file and
+/// removes what this process left: its containers, mounts and run directory.
+struct Watchdog {
+    stdin: std::process::ChildStdin,
+}
+
+impl Watchdog {
+    /// Starts the watchdog in its own process group (so a terminal's Ctrl-C, which goes
+    /// to the whole foreground group, does not stop it too); `None` if it cannot start,
+    /// and then the next `provider exec` sweeps instead.
+    fn spawn() -> Option<Watchdog> {
+        use std::os::unix::process::CommandExt as _;
+        let started = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("__exec-watchdog")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0)
+                .spawn()
+        });
+        match started {
+            Ok(mut child) => child.stdin.take().map(|stdin| Watchdog { stdin }),
+            Err(e) => {
+                eprintln!(
+                    "warning: no cleanup watchdog ({e}); the next provider exec sweeps instead"
+                );
+                None
+            }
+        }
+    }
+
+    /// Tells the watchdog everything is clean: it exits without touching anything.
+    fn dismiss(mut self) {
+        use std::io::Write as _;
+        let _ = self.stdin.write_all(b"x");
+    }
+}
+
+/// `provider __exec-watchdog`: waits for its parent `provider exec` to dismiss it or die;
+/// on death, removes the containers and scratch mounts of every dead owner of the
+/// instance (the parent's included) and their run directories. Always exits 0.
+fn exec_watchdog() -> i32 {
+    use std::io::Read as _;
+    let parent = std::os::unix::process::parent_id();
+    let mut byte = [0u8; 1];
+    let dismissed = loop {
+        match std::io::stdin().read(&mut byte) {
+            Ok(n) => break n == 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break false,
+        }
+    };
+    if dismissed {
+        return 0;
+    }
+    // The pipe closes as the parent exits; once we are reparented it is gone (a zombie at
+    // most, which owns nothing), so its containers are orphans, which is exactly what an
+    // executor's start-up sweep removes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::os::unix::process::parent_id() == parent && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    rt.block_on(async {
+        if let Ok(cfg) = DockerConfig::from_env()
+            && let Ok(d) = DockerExecutor::new(cfg).await
+        {
+            let _ = d.cleanup_orphans().await;
+        }
+    });
+    crate::docker::sweep_stale_run_dirs(&std::env::temp_dir());
+    0
 }
 
 /// Whether a staging failure is the caller's doing (a link, socket, fifo or device given

@@ -1259,13 +1259,13 @@ pub fn owner_tag() -> String {
 fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields resume after the last
-    // `)`, with the state (field 3) first, so starttime (field 22) is the 20th.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    // `)`, with the state (field 3) first, so starttime (field 22) is the 19th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // A zombie has exited and only waits to be reaped: it owns nothing any more.
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the process an owner tag names is still running (the same process, not a
@@ -1334,5 +1334,24 @@ mod tests {
         assert!(!owner_alive(&format!("{pid}.{}", start + 1)));
         assert!(!owner_alive("999999999.1"));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn a_zombie_owns_nothing() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie until `wait`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(process_start_time(pid), None);
+        child.wait().unwrap();
     }
 }

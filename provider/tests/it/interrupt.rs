@@ -1,4 +1,4 @@
-//! The real `provider exec` binary on a sleeping Docker task, interrupted: SIGINT and SIGTERM leave nothing behind, and a SIGKILLed run is swept by the next start.
+//! The real `provider exec` binary on a sleeping Docker task, interrupted: SIGINT and SIGTERM leave nothing behind, a SIGKILLed run is cleaned up by its watchdog, and one whose watchdog died too is swept by the next start.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -131,6 +131,38 @@ async fn wait_until_running(d: &Docker, exec: &mut Exec) {
     }
 }
 
+/// The `provider __exec-watchdog` child of process `pid`.
+fn watchdog_of(pid: u32) -> Option<Pid> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_watchdog = cmd.split(|b| *b == 0).any(|a| a == b"__exec-watchdog");
+        (ppid == pid && is_watchdog)
+            .then(|| Pid::from_raw(e.file_name().to_str()?.parse().ok()?))
+            .flatten()
+    })
+}
+
+fn gone(pid: Pid) -> bool {
+    let deadline = Instant::now() + WITHIN;
+    while std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+    {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Mount points at or below `dir`, from this process's mountinfo.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let prefix = dir.display().to_string();
@@ -195,6 +227,7 @@ async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
             leftovers(&tmp)
         );
         let pid = exec.pid();
+        let watchdog = watchdog_of(pid).expect("a watchdog beside the run");
         let sent = Instant::now();
         exec.signal(sig);
         let (got, err) = exec.wait();
@@ -212,13 +245,14 @@ async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
             mounts_under(&tmp)
         );
         assert!(leftovers(&tmp).is_empty(), "{name}: {:?}", leftovers(&tmp));
+        assert!(gone(watchdog), "{name}: the dismissed watchdog lingers");
     }
 }
 
-/// SIGKILL cannot be caught: the container keeps running and the tmpfs and run directory
-/// stay, until the next `provider exec` removes all three before it runs anything.
+/// SIGKILL cannot be caught, but it closes the pipe to the run's watchdog, which then
+/// removes the container, the tmpfs and the run directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_exec_is_swept_by_the_next_start() {
+async fn a_sigkilled_exec_is_cleaned_up_by_its_watchdog() {
     let d = docker_ready().await;
     let case = Case::new();
     let def = sleeping_definition(&case, "killed");
@@ -227,6 +261,37 @@ async fn a_sigkilled_exec_is_swept_by_the_next_start() {
     let mut exec = Exec::spawn(&case, &tmp, &def);
     wait_until_running(&d, &mut exec).await;
     let pid = exec.pid();
+    let watchdog = watchdog_of(pid).expect("a watchdog beside the run");
+    let killed = Instant::now();
+    exec.signal(Signal::KILL);
+    let (got, _) = exec.wait();
+    assert_eq!(got, None, "killed by a signal");
+    assert!(gone(watchdog), "the watchdog never finished");
+    println!(
+        "figure: SIGKILLed provider exec cleaned up by its watchdog in {} ms",
+        killed.elapsed().as_millis()
+    );
+    let left = containers_of(&d, pid).await;
+    assert!(left.is_empty(), "containers left: {left:?}");
+    assert!(mounts_under(&tmp).is_empty(), "{:?}", mounts_under(&tmp));
+    assert!(leftovers(&tmp).is_empty(), "{:?}", leftovers(&tmp));
+}
+
+/// With the watchdog SIGKILLed too, the container keeps running and the tmpfs and run
+/// directory stay, until the next `provider exec` removes all three before it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_exec_and_watchdog_are_swept_by_the_next_start() {
+    let d = docker_ready().await;
+    let case = Case::new();
+    let def = sleeping_definition(&case, "killed");
+    let tmp = case.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut exec = Exec::spawn(&case, &tmp, &def);
+    wait_until_running(&d, &mut exec).await;
+    let pid = exec.pid();
+    let watchdog = watchdog_of(pid).expect("a watchdog beside the run");
+    kill_process(watchdog, Signal::KILL).unwrap();
+    assert!(gone(watchdog));
     exec.signal(Signal::KILL);
     let (got, _) = exec.wait();
     assert_eq!(got, None, "killed by a signal");

@@ -59,7 +59,7 @@ pub struct RunArgs {
     #[arg(long = "secret", value_name = "NAME=@FILE")]
     pub secrets: Vec<String>,
     /// Directory for outputs, stdio and the receipt (default a fresh
-    /// ./pinfold-out/run-<time>-<random>; a provider never chooses the name).
+    /// ./pinfold-out/run-TIME-RANDOM; a provider never chooses the name).
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
     /// Largest output to accept, in bytes (files together, stdout and stderr each), when

@@ -26,21 +26,27 @@
 //! the container stops, so its files could only be copied out of a running container,
 //! and the container stops by itself when the task ends. Polling a plain bind-mounted
 //! directory (what the wasm executor does) lets a fast writer overshoot by whatever it
-//! writes between polls. So the provider mounts a tmpfs of exactly `limits.output` bytes
-//! (and [`DockerConfig::max_output_entries`] inodes, `noexec,nosuid,nodev`, mode 0700,
-//! owned by the task's uid) on a per-job directory under [`DockerConfig::scratch_dir`],
-//! binds it at `io.output`, and after the container is gone copies regular files and
-//! directories out with [`crate::fsio::collect_outputs`] (never following a link), then
-//! unmounts it. A disk-filling task gets `ENOSPC` from the tmpfs; a full tmpfs ends the
-//! run as `output_exceeded`. Costs and assumptions:
+//! writes between polls. So the provider mounts a tmpfs (`noexec,nosuid,nodev`, mode
+//! 0700, owned by the task's uid) on a per-job directory under
+//! [`DockerConfig::scratch_dir`], binds it at `io.output`, and after the container is gone
+//! copies regular files and directories out with [`crate::fsio::collect_outputs`] (never
+//! following a link), then unmounts it. The tmpfs holds `limits.output` bytes in any file
+//! shape: tmpfs charges whole pages, so it gets a page per possible file on top
+//! (`staging::output_tmpfs_size`: 5,000 one-byte files take 20 MB of pages) and
+//! [`DockerConfig::max_output_entries`] + 2 inodes. The byte cap itself is exact and is
+//! enforced when the outputs are collected, on apparent sizes (a sparse file counts its
+//! length): anything over it is `output_exceeded` with the entries over it dropped. A
+//! disk-filling task gets `ENOSPC` from the tmpfs, which a tree within the cap never
+//! fills, so a full tmpfs also ends the run as `output_exceeded`. Costs and assumptions:
 //! * mounting needs root (or `CAP_SYS_ADMIN`); the provider talks to the Docker socket,
 //!   which is root-equivalent anyway, and `provider doctor` reports it;
 //! * the scratch directory must be in the daemon's mount namespace (checked at start-up
 //!   when the daemon's pid is readable), or the daemon would bind the empty directory
 //!   underneath the tmpfs;
 //! * tmpfs pages are charged to the writer's memory cgroup, so the container's memory
-//!   limit is `limits.memory + limits.output`: the output cap is enforced by the tmpfs
-//!   size, and the memory limit still bounds what the run can pin in RAM in total.
+//!   limit is `limits.memory` plus the tmpfs size: the memory limit still bounds what the
+//!   run can pin in RAM in total (with the default 10,000 entries, the page allowance adds
+//!   39 MiB; `max_output_entries` trades it against how many files a task may return).
 //!
 //! Inputs are the provider's staging directory, made world-readable (the task runs as a
 //! non-root user) and bound read-only at `io.input`.
@@ -54,7 +60,13 @@
 //! (a drop guard covers cancellation), every container carries `pinfold.job=<job id>`,
 //! `pinfold.instance=<instance>` and `pinfold.owner=<pid>.<start time>`, and
 //! [`DockerExecutor::new`] removes every container and scratch mount of the instance
-//! whose owning process is gone (see [`DockerExecutor::cleanup_orphans`]). The attach
+//! whose owning process is gone (see [`DockerExecutor::cleanup_orphans`]), giving each
+//! removal [`STARTUP_REMOVE_TIMEOUT`]: an orphan the engine cannot remove (a wedged
+//! runtime, a refused filesystem removal) is logged and retried in the background, never
+//! fatal, so one stuck container does not stop every later run. An interrupted `provider
+//! exec` removes its own containers with [`DockerExecutor::cleanup_own`]; one killed
+//! outright is cleaned up by its watchdog process or, failing that, by the next start,
+//! which also removes its `pinfold-run-*` directory ([`sweep_stale_run_dirs`]). The attach
 //! stream is drained to its end even past the cap: an undrained attach connection blocks
 //! the daemon's stdio copier and, with it, the kill and every later call on the container.
 //! Every Docker call has a timeout.
@@ -202,7 +214,7 @@ pub const STARTUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_ORPHAN_RETRY: Duration = Duration::from_secs(600);
 
 /// Removes the `pinfold-run-<owner>-*` directories `provider exec` left in `dir` when it
-/// was killed (see [`staging::sweep_run_dirs`] for how they are recognised safely).
+/// was killed (see `staging::sweep_run_dirs` for how they are recognised safely).
 pub fn sweep_stale_run_dirs(dir: &Path) -> usize {
     staging::sweep_run_dirs(dir, owner_alive)
 }

@@ -344,8 +344,9 @@ impl Signals {
 
 /// Runs `req`, or, at SIGINT or SIGTERM, stops it and removes what it made: dropping the
 /// run unmounts its tmpfs and removes its scratch directories, and every container this
-/// process created is removed before returning (a second signal skips the wait; the next
-/// start sweeps what is left). `Err` carries the exit code of an interrupted run.
+/// process created is removed before returning (a second signal skips the wait, and the
+/// watchdog, left undismissed, cleans up once this process has exited). `Err` carries the
+/// exit code of an interrupted run.
 async fn run_until_signal(
     kind: RuntimeKind,
     cfg: WasmConfig,

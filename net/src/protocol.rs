@@ -59,7 +59,13 @@ pub fn check_output_path(path: &str) -> Result<(), String> {
     check_relative_path("output path", path, MAX_OUTPUT_PATH)
 }
 
-/// A provider-chosen job identifier (at most [`MAX_JOB_ID`] printable ASCII characters).
+/// A provider-chosen job identifier: 1 to [`MAX_JOB_ID`] characters from `A-Z a-z 0-9 _ -`.
+///
+/// The id comes from a peer and travels into log lines, the provider's work directory and
+/// the requestor's reports, so its alphabet leaves nothing to interpret: no `/`, `.`, `\`,
+/// spaces or control characters, hence never a path, a parent, a hidden name or a forged
+/// log line. Both sides check every id they receive (requests, accepts, results) with
+/// [`JobId::validate`]. A requestor still never names a file after one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(pub String);
@@ -67,11 +73,12 @@ pub struct JobId(pub String);
 impl JobId {
     /// Checks length and alphabet.
     pub fn validate(&self) -> Result<(), String> {
-        if self.0.is_empty()
-            || self.0.len() > MAX_JOB_ID
-            || !self.0.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err("job id must be 1 to 64 printable ascii characters".into());
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        if self.0.is_empty() || self.0.len() > MAX_JOB_ID || !self.0.bytes().all(ok) {
+            return Err(format!(
+                "job id {:?} is not 1 to {MAX_JOB_ID} characters of A-Z, a-z, 0-9, _ and -",
+                trunc(&self.0)
+            ));
         }
         Ok(())
     }
@@ -531,6 +538,52 @@ impl Response {
             Response::Result(ResultReply::Done(r)) => r.validate(),
             Response::Error(ErrorReply::Invalid(d)) => check_detail(d),
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job id can never be a path or carry a control character, wherever it arrives.
+    #[test]
+    fn job_ids_are_a_narrow_alphabet_wherever_they_arrive() {
+        let longest = "a".repeat(MAX_JOB_ID);
+        for good in ["a", "0123456789abcdef0123", "job_1-B", longest.as_str()] {
+            assert_eq!(JobId(good.into()).validate(), Ok(()), "{good:?}");
+        }
+        let too_long = "a".repeat(MAX_JOB_ID + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../x",
+            "/etc/cron.d/x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "a b",
+            "line\nforged",
+            "nul\0",
+            "caf\u{e9}",
+            too_long.as_str(),
+        ] {
+            let id = JobId(bad.into());
+            assert!(id.validate().is_err(), "{bad:?}");
+            let accept = Response::Offer(OfferReply::Accept(Accept {
+                job_id: id.clone(),
+                fetch: Vec::new(),
+                hold_secs: 1,
+            }));
+            assert!(accept.validate().is_err(), "accept with {bad:?}");
+            for r in [
+                Request::Status { job_id: id.clone() },
+                Request::Result { job_id: id.clone() },
+                Request::Cancel { job_id: id },
+            ] {
+                assert!(r.validate().is_err(), "{r:?}");
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Exit codes (documented in `provider --help` too):
 //! 0 succeeded · 1 failed (guest exit code ≠ 0) · 2 usage error · 3 trapped ·
 //! 4 timed_out · 5 memory_exceeded · 6 output_exceeded · 7 rejected ·
-//! 8 refused to run an unreviewed definition · 9 provider-side error (I/O, staging, cache).
+//! 8 refused to run an unreviewed definition · 9 provider-side error (I/O, staging, cache) ·
+//! 130/143 interrupted by SIGINT/SIGTERM (the run stopped and cleaned up).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -19,6 +20,8 @@ use crate::executor::{Executor, Outcome, RunRequest, Status};
 use crate::fsio::{self, TreeCaps};
 use crate::wasm::{WasmConfig, WasmExecutor};
 
+/// Exit code for a usage error (what clap uses for its own).
+pub const EXIT_USAGE: i32 = 2;
 /// Exit code for a refused unreviewed definition.
 pub const EXIT_UNREVIEWED: i32 = 8;
 /// Exit code for a provider-side error.
@@ -50,7 +53,7 @@ pub fn exit_code(status: Status) -> i32 {
     about,
     after_help = "exit codes: 0 succeeded, 1 failed, 2 usage error, 3 trapped, 4 timed_out, \
                   5 memory_exceeded, 6 output_exceeded, 7 rejected, 8 unreviewed definition refused, \
-                  9 provider error"
+                  9 provider error, 130/143 interrupted by SIGINT/SIGTERM (cleaned up)"
 )]
 pub struct Cli {
     /// What to do.
@@ -72,6 +75,11 @@ pub enum Command {
     Run(crate::node::cli::RunArgs),
     /// List the node's jobs and their states.
     Jobs(crate::node::cli::JobsArgs),
+    /// Internal: started by `provider exec` for a Docker definition; when that process dies
+    /// without dismissing it (SIGKILL, a crash), removes the containers, mounts and run
+    /// directory it left.
+    #[command(name = "__exec-watchdog", hide = true)]
+    ExecWatchdog,
 }
 
 /// Arguments of `provider doctor`.
@@ -160,6 +168,7 @@ pub fn main() -> i32 {
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
         Command::Jobs(args) => crate::node::cli::jobs(&args),
+        Command::ExecWatchdog => exec_watchdog(),
         Command::Doctor(args) => match doctor(&args) {
             Ok(code) => code,
             Err(e) => {
@@ -229,8 +238,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            // A usage error, as clap reports its own.
-            return Ok(2);
+            return Ok(EXIT_USAGE);
         }
     };
     let definition = match Definition::load(&args.definition) {
@@ -253,8 +261,20 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         check_empty_or_absent(out)?;
     }
 
+    // Signals are caught from here on, so the run directory below is always removed; one
+    // left by a provider exec that was SIGKILLed is swept first.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::new().context("installing signal handlers")?
+    };
+    crate::docker::sweep_stale_run_dirs(&std::env::temp_dir());
     let work = tempfile::Builder::new()
-        .prefix("pinfold-run-")
+        .prefix(&crate::docker::run_dir_prefix())
         .tempdir()
         .context("creating the run directory")?;
     let input_dir = work.path().join("input");
@@ -262,26 +282,26 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
     for d in [&input_dir, &output_dir] {
         fsio::create_private_dir(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    fsio::stage_inputs(
+    if let Err(e) = fsio::stage_inputs(
         &args.inputs,
         &input_dir,
         TreeCaps {
             bytes: MAX_INPUT_BYTES,
             entries: MAX_INPUT_ENTRIES,
         },
-    )
-    .context("staging inputs")?;
+    ) {
+        if input_refusal(&e, &input_dir) {
+            eprintln!("error: --input refused: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        return Err(e).context("staging inputs");
+    }
 
     let cfg = WasmConfig {
         max_concurrent: 1,
         cache_dir: args.cache_dir.clone().or_else(default_cache_dir),
         ..WasmConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let kind = definition.manifest.runtime.kind();
     let req = RunRequest {
         definition: Arc::new(definition),
@@ -290,23 +310,195 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         output_dir: output_dir.clone(),
         secrets,
     };
-    let outcome = rt.block_on(async {
-        anyhow::Ok(match kind {
-            RuntimeKind::Wasm => WasmExecutor::new(cfg)?.run(req).await,
-            RuntimeKind::Docker => {
-                DockerExecutor::new(DockerConfig::from_env()?)
-                    .await
-                    .context("starting the docker executor")?
-                    .run(req)
-                    .await
-            }
-        })
-    })?;
+    let outcome = match rt.block_on(run_until_signal(kind, cfg, req, &mut signals))? {
+        Ok(o) => o,
+        Err(code) => return Ok(code),
+    };
 
     if let Some(out) = &args.output {
         copy_outputs(&output_dir, out, &outcome.files)?;
     }
     Ok(report(&outcome, args.json))
+}
+
+/// SIGINT and SIGTERM, caught so that an interrupted run is cleaned up.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal's name and the exit code it stands for (128 + its number).
+    async fn recv(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.int.recv() => ("SIGINT", 130),
+            _ = self.term.recv() => ("SIGTERM", 143),
+        }
+    }
+}
+
+/// Runs `req`, or, at SIGINT or SIGTERM, stops it and removes what it made: dropping the
+/// run unmounts its tmpfs and removes its scratch directories, and every container this
+/// process created is removed before returning (a second signal skips the wait, and the
+/// watchdog, left undismissed, cleans up once this process has exited). `Err` carries the
+/// exit code of an interrupted run.
+async fn run_until_signal(
+    kind: RuntimeKind,
+    cfg: WasmConfig,
+    req: RunRequest,
+    signals: &mut Signals,
+) -> anyhow::Result<Result<Outcome, i32>> {
+    let docker = match kind {
+        RuntimeKind::Wasm => None,
+        RuntimeKind::Docker => tokio::select! {
+            d = DockerExecutor::new(DockerConfig::from_env()?) => {
+                Some(d.context("starting the docker executor")?)
+            }
+            (name, code) = signals.recv() => {
+                eprintln!("error: interrupted by {name} before the run started");
+                return Ok(Err(code));
+            }
+        },
+    };
+    // Signals are handled here; for what cannot be (SIGKILL, a crash) a watchdog process
+    // cleans up after us, unless dismissed once everything is known to be gone.
+    let watchdog = docker.as_ref().and_then(|_| Watchdog::spawn());
+    let run = async {
+        anyhow::Ok(match &docker {
+            None => WasmExecutor::new(cfg)?.run(req).await,
+            Some(d) => d.run(req).await,
+        })
+    };
+    let (name, code) = tokio::select! {
+        o = run => {
+            if let Some(w) = watchdog {
+                w.dismiss();
+            }
+            return o.map(Ok);
+        }
+        s = signals.recv() => s,
+    };
+    if let Some(d) = &docker {
+        tokio::select! {
+            r = d.cleanup_own(d.config().api_timeout) => match r {
+                Ok(()) => {
+                    if let Some(w) = watchdog {
+                        w.dismiss();
+                    }
+                }
+                Err(e) => eprintln!(
+                    "warning: removing this run's container: {e:#}; a watchdog retries once this process exits"
+                ),
+            },
+            (again, _) = signals.recv() => {
+                eprintln!("warning: {again} again: leaving the cleanup to a watchdog that runs once this process exits");
+            }
+        }
+    }
+    eprintln!("error: interrupted by {name}; the run was stopped and cleaned up");
+    Ok(Err(code))
+}
+
+/// A child `provider __exec-watchdog` holding the read end of a pipe whose write end only
+/// this process has. Dropped without [`Watchdog::dismiss`] (or when this process dies in
+/// any way, SIGKILL included, which closes the pipe), the watchdog sees end-of-file and
+/// removes what this process left: its containers, mounts and run directory.
+struct Watchdog {
+    stdin: std::process::ChildStdin,
+}
+
+impl Watchdog {
+    /// Starts the watchdog in its own process group (so a terminal's Ctrl-C, which goes
+    /// to the whole foreground group, does not stop it too); `None` if it cannot start,
+    /// and then the next `provider exec` sweeps instead.
+    fn spawn() -> Option<Watchdog> {
+        use std::os::unix::process::CommandExt as _;
+        let started = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg("__exec-watchdog")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0)
+                .spawn()
+        });
+        match started {
+            Ok(mut child) => child.stdin.take().map(|stdin| Watchdog { stdin }),
+            Err(e) => {
+                eprintln!(
+                    "warning: no cleanup watchdog ({e}); the next provider exec sweeps instead"
+                );
+                None
+            }
+        }
+    }
+
+    /// Tells the watchdog everything is clean: it exits without touching anything.
+    fn dismiss(mut self) {
+        use std::io::Write as _;
+        let _ = self.stdin.write_all(b"x");
+    }
+}
+
+/// `provider __exec-watchdog`: waits for its parent `provider exec` to dismiss it or die;
+/// on death, removes the containers and scratch mounts of every dead owner of the
+/// instance (the parent's included) and their run directories. Always exits 0.
+fn exec_watchdog() -> i32 {
+    use std::io::Read as _;
+    let parent = std::os::unix::process::parent_id();
+    let mut byte = [0u8; 1];
+    let dismissed = loop {
+        match std::io::stdin().read(&mut byte) {
+            Ok(n) => break n == 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break false,
+        }
+    };
+    if dismissed {
+        return 0;
+    }
+    // The pipe closes as the parent exits; once we are reparented it is gone (a zombie at
+    // most, which owns nothing), so its containers are orphans, which is exactly what an
+    // executor's start-up sweep removes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::os::unix::process::parent_id() == parent && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    rt.block_on(async {
+        if let Ok(cfg) = DockerConfig::from_env()
+            && let Ok(d) = DockerExecutor::new(cfg).await
+        {
+            let _ = d.cleanup_orphans().await;
+        }
+    });
+    crate::docker::sweep_stale_run_dirs(&std::env::temp_dir());
+    0
+}
+
+/// Whether a staging failure is the caller's doing (a link, socket, fifo or device given
+/// as `--input` or found inside one, a missing or unreadable path, clashing names, too
+/// much): a usage refusal. Only failing to write into our own staging directory is a
+/// provider error.
+fn input_refusal(e: &fsio::FsError, staging: &Path) -> bool {
+    match e {
+        fsio::FsError::Io { path, .. } => !path.starts_with(staging),
+        _ => true,
+    }
 }
 
 fn check_empty_or_absent(dir: &Path) -> anyhow::Result<()> {

@@ -58,9 +58,16 @@ pub struct RunArgs {
     /// Parsed after clap so that a mistyped inline value is never echoed in an error.
     #[arg(long = "secret", value_name = "NAME=@FILE")]
     pub secrets: Vec<String>,
-    /// Directory for outputs, stdio and the receipt (default ./pinfold-out/<job>).
+    /// Directory for outputs, stdio and the receipt (default a fresh
+    /// ./pinfold-out/run-TIME-RANDOM; a provider never chooses the name).
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+    /// Largest output to accept, in bytes (files together, stdout and stderr each), when
+    /// DEFINITION is an identity: without the manifest its limits.output is unknown
+    /// (default 1 GiB). With a directory or bundle, its limits.output applies (and this
+    /// can only lower it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<u64>,
     /// Run on this many distinct providers and require their outputs to agree.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
@@ -182,6 +189,7 @@ fn run(a: RunArgs) -> anyhow::Result<i32> {
             Err(e) => return Ok(report(Err(RunError::Usage(e)), json)),
         },
         output: a.output,
+        max_output: a.max_output,
         replicas: a.replicas,
         providers: a.providers,
         bootstrap: a.bootstrap,
@@ -241,6 +249,7 @@ pub fn report(result: Result<crate::run::RunReport, RunError>, json: bool) -> i3
                     RunError::TaskFailed { .. } => "task_failed",
                     RunError::Verification { .. } => "verification",
                     RunError::Disagreement(_) => "disagreement",
+                    RunError::Disk(_) => "disk",
                     RunError::Other(_) => "error",
                 };
                 let mut v = serde_json::json!({"ok": false, "kind": kind, "error": e.to_string()});

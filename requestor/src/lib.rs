@@ -9,6 +9,7 @@
 //! receipt's signature by the peer it talked to. [`demo`] runs the whole system on
 //! loopback in one process.
 
+pub mod budget;
 pub mod cli;
 pub mod demo;
 pub mod progress;

@@ -23,6 +23,7 @@ use pinfold_net::{
 use serde::Serialize;
 use task_defs::{Definition, DefinitionId};
 
+use crate::budget::{self, BudgetedWriter, DiskBudget};
 use crate::progress::{self, CountingWriter};
 use crate::session::{Session, SessionConfig};
 use crate::verify::{self, VerifyError};
@@ -38,8 +39,13 @@ pub struct RunOptions {
     pub params: BTreeMap<String, String>,
     /// Secret values by name; sent only inside the encrypted offer, never written out.
     pub secrets: BTreeMap<String, SecretValue>,
-    /// Where to put the results (default `./pinfold-out/<job>`).
+    /// Where to put the results (default `./pinfold-out/run-<time>-<random>`, a name made
+    /// here: nothing a provider sends names a local path).
     pub output: Option<PathBuf>,
+    /// Largest output accepted (files together, and stdout and stderr each): the
+    /// definition's `limits.output` when it is at hand, else this (default
+    /// [`budget::DEFAULT_MAX_OUTPUT`]); when both are known, the smaller.
+    pub max_output: Option<u64>,
     /// Distinct providers to run on.
     pub replicas: usize,
     /// Only these providers (empty: any that advertises).
@@ -66,6 +72,7 @@ impl Default for RunOptions {
             params: BTreeMap::new(),
             secrets: BTreeMap::new(),
             output: None,
+            max_output: None,
             replicas: 1,
             providers: Vec::new(),
             bootstrap: Vec::new(),
@@ -156,6 +163,10 @@ pub enum RunError {
     /// Replicas disagree.
     #[error("replicas disagree: {}", .0.iter().map(|(p, d)| format!("{p} says {d}")).collect::<Vec<_>>().join("; "))]
     Disagreement(Vec<(String, String)>),
+    /// The outputs do not fit the local disk (checked before and while writing; nothing
+    /// partial is kept).
+    #[error("{0}")]
+    Disk(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -177,7 +188,7 @@ impl RunError {
             RunError::Refused(_) => crate::EXIT_REFUSED,
             RunError::TaskFailed { .. } => crate::EXIT_TASK_FAILED,
             RunError::Verification { .. } | RunError::Disagreement(_) => crate::EXIT_VERIFY,
-            RunError::Other(_) => crate::EXIT_ERROR,
+            RunError::Disk(_) | RunError::Other(_) => crate::EXIT_ERROR,
         }
     }
 }
@@ -328,6 +339,8 @@ struct Ctx {
     prep: Prepared,
     opts: RunOptions,
     out_base: PathBuf,
+    /// Most bytes of output accepted (see [`RunOptions::max_output`]).
+    output_cap: u64,
     queue: Mutex<VecDeque<PeerId>>,
     refusals: Mutex<Vec<Refusal>>,
 }
@@ -439,22 +452,28 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         };
         return Err(RunError::NoProvider(why));
     }
-    let out_base = match (&opts.output, opts.replicas) {
-        (Some(o), _) => o.clone(),
-        (None, 1) => PathBuf::from("pinfold-out"),
-        (None, _) => PathBuf::from("pinfold-out").join(format!(
-            "run-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0)
-        )),
+    // Results land in `--output`, or in a fresh directory named here; with replicas, in
+    // a subdirectory per provider named by its (authenticated) peer id.
+    let out_base = match &opts.output {
+        Some(o) => o.clone(),
+        None => PathBuf::from("pinfold-out").join(local_run_name()),
     };
+    let output_cap = match (
+        prep.definition.as_ref().map(|d| d.manifest.limits.output),
+        opts.max_output,
+    ) {
+        (Some(l), Some(m)) => l.min(m),
+        (Some(l), None) => l,
+        (None, m) => m.unwrap_or(budget::DEFAULT_MAX_OUTPUT),
+    };
+    // On failure, directories this run created and left empty go again.
+    let missing = missing_dirs(&out_base);
     let definition = prep.offer.definition.clone();
     let ctx = Arc::new(Ctx {
         session,
         prep,
         out_base,
+        output_cap,
         queue: Mutex::new(order.into_iter().collect()),
         refusals: Mutex::new(Vec::new()),
         opts,
@@ -497,6 +516,15 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         return Err(RunError::Disagreement(digests));
     }
     if let Some(e) = first_err {
+        if reports.is_empty() {
+            // Deepest first; `remove_dir` refuses any that holds something.
+            for d in &missing {
+                match std::fs::remove_dir(d) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => break,
+                    _ => {}
+                }
+            }
+        }
         return Err(e);
     }
     Ok(RunReport {
@@ -574,15 +602,27 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
         })
     };
     check_result(ctx, peer, &result).map_err(fatal_verify)?;
+    if result.job_id != accept.job_id {
+        return Err(fatal_verify(VerifyError::Mismatch(format!(
+            "the result is for job {}, the provider accepted job {}",
+            result.job_id, accept.job_id
+        ))));
+    }
+    // Before any byte is fetched: what the provider declares must fit the definition's
+    // output limit (the transfer then refuses any size but the declared one).
+    let o = &result.outcome;
+    let total = budget::check_declared(&result.files, o.stdout.size, o.stderr.size, ctx.output_cap)
+        .map_err(|e| fatal_verify(VerifyError::Mismatch(e)))?;
     if result.outcome.status == RunStatus::Rejected {
         return Err(retry(format!(
             "run rejected: {}",
             result.outcome.reason.clone().unwrap_or_default()
         )));
     }
-    let dir = match download(ctx, peer, &result).await {
+    let dir = match download(ctx, peer, &result, total).await {
         Ok(d) => d,
         Err(DownloadError::Verify(e)) => return Err(fatal_verify(e)),
+        Err(DownloadError::Disk(e)) => return Err(AttemptError::Fatal(RunError::Disk(e))),
         Err(DownloadError::Transfer(e)) => return Err(retry(format!("downloading: {e}"))),
     };
     ctx.say(&format!(
@@ -713,6 +753,30 @@ fn check_result(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<(), VerifyErro
 enum DownloadError {
     Transfer(String),
     Verify(VerifyError),
+    /// The local disk is too full: no other provider would change that.
+    Disk(String),
+}
+
+/// `dir` and those of its ancestors that do not exist yet, deepest first: what a run may
+/// create on its way to a result, and removes again (if still empty) when it fails.
+fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .filter(|d| !d.as_os_str().is_empty())
+        .take_while(|d| std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// A name for this run's output directory, made here from the clock and this process so
+/// that no peer chooses (or collides with) where results land.
+fn local_run_name() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let salt = blake3::hash(format!("{}/{}/{seq}", std::process::id(), now.as_nanos()).as_bytes());
+    format!("run-{}-{}", now.as_millis(), &salt.to_hex()[..8])
 }
 
 async fn fetch_to(
@@ -722,6 +786,7 @@ async fn fetch_to(
     size: u64,
     dest: &Path,
     name: &str,
+    disk: &Arc<DiskBudget>,
 ) -> Result<(), DownloadError> {
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
@@ -742,17 +807,22 @@ async fn fetch_to(
             .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
         let bar = bar.clone().unwrap_or_else(ProgressBar::hidden);
         bar.reset();
-        let mut f = CountingWriter::new(f, bar.clone());
-        match ctx
+        let mut f = BudgetedWriter::new(CountingWriter::new(f, bar.clone()), disk.clone());
+        let fetched = ctx
             .session
             .client
             .fetch_blob(peer, blob, FetchLimits::exact(size), &mut f)
-            .await
-        {
+            .await;
+        if let Some(why) = disk.failure() {
+            bar.abandon();
+            return Err(DownloadError::Disk(why));
+        }
+        match fetched {
             Ok(_) => {
                 tokio::io::AsyncWriteExt::flush(&mut f)
                     .await
                     .map_err(|e| DownloadError::Transfer(format!("{}: {e}", dest.display())))?;
+                f.complete();
                 bar.finish();
                 return Ok(());
             }
@@ -762,7 +832,21 @@ async fn fetch_to(
             }
             Err(e) => {
                 bar.abandon();
-                return Err(DownloadError::Transfer(e.to_string()));
+                // A peer that sent other bytes or another size than it declared lied; that
+                // is a verification failure, not a transfer to retry elsewhere.
+                return Err(
+                    if e.is_misbehaviour()
+                        || matches!(
+                            e,
+                            pinfold_net::TransferError::SizeMismatch { .. }
+                                | pinfold_net::TransferError::TooLarge { .. }
+                        )
+                    {
+                        DownloadError::Verify(VerifyError::Mismatch(format!("serving {name}: {e}")))
+                    } else {
+                        DownloadError::Transfer(e.to_string())
+                    },
+                );
             }
         }
     }
@@ -792,12 +876,16 @@ pub(crate) fn retryable(e: &pinfold_net::TransferError, broken: &mut u32) -> boo
 }
 
 /// Downloads outputs and stdio into a fresh directory and verifies everything on disk.
-async fn download(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<PathBuf, DownloadError> {
+/// `total` is what the result declares (already held to the output limit); it must fit
+/// the disk before anything is created, and keep fitting while it is written.
+async fn download(
+    ctx: &Ctx,
+    peer: PeerId,
+    r: &JobResult,
+    total: u64,
+) -> Result<PathBuf, DownloadError> {
     let final_dir = if ctx.opts.replicas == 1 {
-        match &ctx.opts.output {
-            Some(o) => o.clone(),
-            None => ctx.out_base.join(&r.job_id.0),
-        }
+        ctx.out_base.clone()
     } else {
         ctx.out_base.join(peer.to_base58())
     };
@@ -806,6 +894,7 @@ async fn download(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<PathBuf, Dow
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
+    let disk = DiskBudget::admit(&parent, total).map_err(DownloadError::Disk)?;
     std::fs::create_dir_all(&parent)
         .map_err(|e| DownloadError::Transfer(format!("{}: {e}", parent.display())))?;
     let staging = tempfile::Builder::new()
@@ -834,12 +923,12 @@ async fn download(ctx: &Ctx, peer: PeerId, r: &JobResult) -> Result<PathBuf, Dow
         wanted.push((f.blake3, f.size, dest, f.path.clone()));
     }
     // Two at a time: what a provider serves one peer at once by default.
-    let mut fetches =
-        futures::stream::iter(wanted)
-            .map(|(id, size, dest, name)| async move {
-                fetch_to(ctx, peer, id, size, &dest, &name).await
-            })
-            .buffer_unordered(2);
+    let mut fetches = futures::stream::iter(wanted)
+        .map(|(id, size, dest, name)| {
+            let disk = &disk;
+            async move { fetch_to(ctx, peer, id, size, &dest, &name, disk).await }
+        })
+        .buffer_unordered(2);
     while let Some(r) = fetches.next().await {
         r?;
     }

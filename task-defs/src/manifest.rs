@@ -660,6 +660,32 @@ pub fn valid_guest_path(p: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\0'))
 }
 
+/// Largest uid or gid a docker definition may name: 2^31 - 1.
+pub const MAX_USER_ID: u32 = i32::MAX as u32;
+
+/// Checks a docker definition's numeric `uid:gid`; `Err` says why it is refused.
+///
+/// Group 0 is root's group: whatever is group-writable by root in the image or on a bind
+/// would become the task's, and an unprivileged task never needs it. Ids of 2^31 and
+/// above are negative to the many tools and syscalls that treat `uid_t`/`gid_t` as
+/// signed (`4294967295` is `-1`, which `chown` takes as "leave unchanged"), so what they
+/// mean depends on who reads them. Uid 0 with another group is left to provider policy,
+/// which refuses root by default. Providers call this again before running, whatever
+/// produced the definition.
+pub fn check_user_ids(uid: u32, gid: u32) -> Result<(), String> {
+    if gid == 0 {
+        return Err(format!(
+            "gid 0 (the root group) is refused in {uid}:{gid}; use an unprivileged group such as \"65534:65534\""
+        ));
+    }
+    if uid > MAX_USER_ID || gid > MAX_USER_ID {
+        return Err(format!(
+            "{uid}:{gid} is out of range: uid and gid must be below 2^31 (at most {MAX_USER_ID})"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a docker image reference that must be pinned by digest.
 pub fn parse_image(s: &str) -> Result<ImageRef, String> {
     fn is_digest(d: &str) -> bool {
@@ -1158,7 +1184,12 @@ fn convert(raw: RawManifest, d: &mut ManifestDiags<'_>) -> Option<Manifest> {
             };
             let user = match rt.user.as_deref().unwrap_or("65534:65534").split_once(':') {
                 Some((u, g)) => match (u.parse::<u32>(), g.parse::<u32>()) {
-                    (Ok(u), Ok(g)) => (u, g),
+                    (Ok(u), Ok(g)) => {
+                        if let Err(why) = check_user_ids(u, g) {
+                            d.at(Rule::Value, &["runtime", "user"], why);
+                        }
+                        (u, g)
+                    }
                     _ => {
                         d.at(
                             Rule::Value,

@@ -26,21 +26,27 @@
 //! the container stops, so its files could only be copied out of a running container,
 //! and the container stops by itself when the task ends. Polling a plain bind-mounted
 //! directory (what the wasm executor does) lets a fast writer overshoot by whatever it
-//! writes between polls. So the provider mounts a tmpfs of exactly `limits.output` bytes
-//! (and [`DockerConfig::max_output_entries`] inodes, `noexec,nosuid,nodev`, mode 0700,
-//! owned by the task's uid) on a per-job directory under [`DockerConfig::scratch_dir`],
-//! binds it at `io.output`, and after the container is gone copies regular files and
-//! directories out with [`crate::fsio::collect_outputs`] (never following a link), then
-//! unmounts it. A disk-filling task gets `ENOSPC` from the tmpfs; a full tmpfs ends the
-//! run as `output_exceeded`. Costs and assumptions:
+//! writes between polls. So the provider mounts a tmpfs (`noexec,nosuid,nodev`, mode
+//! 0700, owned by the task's uid) on a per-job directory under
+//! [`DockerConfig::scratch_dir`], binds it at `io.output`, and after the container is gone
+//! copies regular files and directories out with [`crate::fsio::collect_outputs`] (never
+//! following a link), then unmounts it. The tmpfs holds `limits.output` bytes in any file
+//! shape: tmpfs charges whole pages, so it gets a page per possible file on top
+//! (`staging::output_tmpfs_size`: 5,000 one-byte files take 20 MB of pages) and
+//! [`DockerConfig::max_output_entries`] + 2 inodes. The byte cap itself is exact and is
+//! enforced when the outputs are collected, on apparent sizes (a sparse file counts its
+//! length): anything over it is `output_exceeded` with the entries over it dropped. A
+//! disk-filling task gets `ENOSPC` from the tmpfs, which a tree within the cap never
+//! fills, so a full tmpfs also ends the run as `output_exceeded`. Costs and assumptions:
 //! * mounting needs root (or `CAP_SYS_ADMIN`); the provider talks to the Docker socket,
 //!   which is root-equivalent anyway, and `provider doctor` reports it;
 //! * the scratch directory must be in the daemon's mount namespace (checked at start-up
 //!   when the daemon's pid is readable), or the daemon would bind the empty directory
 //!   underneath the tmpfs;
 //! * tmpfs pages are charged to the writer's memory cgroup, so the container's memory
-//!   limit is `limits.memory + limits.output`: the output cap is enforced by the tmpfs
-//!   size, and the memory limit still bounds what the run can pin in RAM in total.
+//!   limit is `limits.memory` plus the tmpfs size: the memory limit still bounds what the
+//!   run can pin in RAM in total (with the default 10,000 entries, the page allowance adds
+//!   39 MiB; `max_output_entries` trades it against how many files a task may return).
 //!
 //! Inputs are the provider's staging directory, made world-readable (the task runs as a
 //! non-root user) and bound read-only at `io.input`.
@@ -54,7 +60,13 @@
 //! (a drop guard covers cancellation), every container carries `pinfold.job=<job id>`,
 //! `pinfold.instance=<instance>` and `pinfold.owner=<pid>.<start time>`, and
 //! [`DockerExecutor::new`] removes every container and scratch mount of the instance
-//! whose owning process is gone (see [`DockerExecutor::cleanup_orphans`]). The attach
+//! whose owning process is gone (see [`DockerExecutor::cleanup_orphans`]), giving each
+//! removal [`STARTUP_REMOVE_TIMEOUT`]: an orphan the engine cannot remove (a wedged
+//! runtime, a refused filesystem removal) is logged and retried in the background, never
+//! fatal, so one stuck container does not stop every later run. An interrupted `provider
+//! exec` removes its own containers with [`DockerExecutor::cleanup_own`]; one killed
+//! outright is cleaned up by its watchdog process or, failing that, by the next start,
+//! which also removes its `pinfold-run-*` directory ([`sweep_stale_run_dirs`]). The attach
 //! stream is drained to its end even past the cap: an undrained attach connection blocks
 //! the daemon's stdio copier and, with it, the kill and every later call on the container.
 //! Every Docker call has a timeout.
@@ -133,6 +145,9 @@ pub struct DockerConfig {
     pub log_max_bytes: u64,
     /// Timeout of every Docker API call (not of the task, which has its own).
     pub api_timeout: Duration,
+    /// First wait before the orphan sweep is retried in the background after a removal
+    /// failed at start-up (it doubles up to [`MAX_ORPHAN_RETRY`]).
+    pub orphan_retry: Duration,
     /// Where per-job output mounts are created (`<scratch_dir>/pinfold-docker-<instance>`).
     pub scratch_dir: PathBuf,
     /// Apply the hardening. Only the benchmark that measures the cost of hardening sets
@@ -161,6 +176,7 @@ impl Default for DockerConfig {
             nofile: 1024,
             log_max_bytes: 1 << 20,
             api_timeout: Duration::from_secs(30),
+            orphan_retry: Duration::from_secs(30),
             scratch_dir: std::env::temp_dir(),
             hardened: true,
         }
@@ -187,6 +203,25 @@ impl DockerConfig {
         self.scratch_dir
             .join(format!("pinfold-docker-{}", self.instance))
     }
+}
+
+/// How long each orphan removal may take at start-up before it is left to the background
+/// retry: a healthy engine removes a container in well under a second, and a wedged one
+/// must not hold up every later run.
+pub const STARTUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait between background retries of the orphan sweep.
+pub const MAX_ORPHAN_RETRY: Duration = Duration::from_secs(600);
+
+/// Removes the `pinfold-run-<owner>-*` directories `provider exec` left in `dir` when it
+/// was killed (see `staging::sweep_run_dirs` for how they are recognised safely).
+pub fn sweep_stale_run_dirs(dir: &Path) -> usize {
+    staging::sweep_run_dirs(dir, owner_alive)
+}
+
+/// The prefix of `provider exec`'s run directory, naming this process as its owner.
+pub fn run_dir_prefix() -> String {
+    format!("{}{}-", staging::RUN_DIR_PREFIX, owner_tag())
 }
 
 /// Errors creating a Docker executor.
@@ -359,7 +394,14 @@ impl DockerExecutor {
                 seq: AtomicU64::new(0),
             }),
         };
-        exec.cleanup_orphans().await?;
+        // A container that will not go (a wedged runtime, a stuck kill) must not stop this
+        // executor from running anything else: the sweep is retried in the background.
+        if let Err(e) = exec.sweep_orphans(STARTUP_REMOVE_TIMEOUT).await {
+            tracing::warn!(
+                "orphaned pinfold containers could not all be removed ({e}); carrying on and retrying in the background"
+            );
+            exec.retry_orphans_in_background();
+        }
         Ok(exec)
     }
 
@@ -385,7 +427,7 @@ impl DockerExecutor {
 
     /// Removes (with their volumes) every container of this instance whose owning
     /// process is gone, and the scratch mounts such processes left behind. Returns how
-    /// many containers were removed.
+    /// many containers were removed, or the first error once every container was tried.
     ///
     /// Each container and scratch directory records its owner as `<pid>.<start time>`
     /// (the start time from `/proc/<pid>/stat`, so a recycled pid is not mistaken for
@@ -393,27 +435,133 @@ impl DockerExecutor {
     /// side without one removing the other's containers, while anything a crashed or
     /// killed process left is removed by the next one to start.
     pub async fn cleanup_orphans(&self) -> Result<usize, DockerError> {
-        let t = self.inner.cfg.api_timeout;
-        let d = &self.inner.docker;
-        let mut removed = 0;
-        for (id, labels) in list_instance_labels(d, t, &self.inner.cfg.instance).await? {
-            if labels
-                .get(hardening::OWNER_LABEL)
-                .is_some_and(|o| owner_alive(o))
-            {
-                continue;
-            }
-            remove(d, t, &id).await?;
-            removed += 1;
-        }
-        if removed > 0 {
-            tracing::info!(count = removed, "removed orphaned pinfold containers");
-        }
+        self.sweep_orphans(self.inner.cfg.api_timeout).await
+    }
+
+    async fn sweep_orphans(&self, per_removal: Duration) -> Result<usize, DockerError> {
         let root = self.inner.cfg.scratch_root();
+        // Scratch directories first: a failure with the containers must not keep them.
         tokio::task::spawn_blocking(move || staging::cleanup_root(&root, owner_alive))
             .await
             .unwrap_or(0);
+        let removed = self
+            .remove_containers(per_removal, |labels| {
+                !labels
+                    .get(hardening::OWNER_LABEL)
+                    .is_some_and(|o| owner_alive(o))
+            })
+            .await?;
+        if removed > 0 {
+            tracing::info!(count = removed, "removed orphaned pinfold containers");
+        }
         Ok(removed)
+    }
+
+    /// Removes this instance's containers whose labels `doomed` selects, several at once,
+    /// each within `per_removal`. Every one is tried; the first error is returned after.
+    async fn remove_containers(
+        &self,
+        per_removal: Duration,
+        doomed: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Result<usize, DockerError> {
+        let d = &self.inner.docker;
+        let ids: Vec<String> =
+            list_instance_labels(d, self.inner.cfg.api_timeout, &self.inner.cfg.instance)
+                .await?
+                .into_iter()
+                .filter(|(_, labels)| doomed(labels))
+                .map(|(id, _)| id)
+                .collect();
+        let results: Vec<(String, Result<(), DockerError>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let r = remove(d, per_removal, &id).await;
+                (id, r)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut removed = 0;
+        let mut first_err = None;
+        for (id, r) in results {
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(container = %id, "removing a pinfold container failed: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(removed), Err)
+    }
+
+    /// Repeats [`Self::cleanup_orphans`] with a doubling wait until it succeeds or the
+    /// executor is dropped.
+    fn retry_orphans_in_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut wait = self.inner.cfg.orphan_retry;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let exec = DockerExecutor { inner };
+                match exec.cleanup_orphans().await {
+                    Ok(n) => {
+                        tracing::info!(count = n, "orphan sweep retried and done");
+                        return;
+                    }
+                    Err(e) => {
+                        wait = (wait * 2).min(MAX_ORPHAN_RETRY);
+                        tracing::warn!(
+                            "orphan sweep still failing ({e}); retrying in {} s",
+                            wait.as_secs()
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes every container and scratch mount this process made, waiting until the
+    /// engine lists none of its containers (or `within` passes). For a `provider exec`
+    /// that is interrupted: its run future has been dropped, which may leave a container
+    /// running or one whose create was still in flight.
+    pub async fn cleanup_own(&self, within: Duration) -> Result<(), DockerError> {
+        let me = owner_tag();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut quiet = 0;
+        let mut last = Ok(());
+        // Two empty listings in a row: a create in flight when the run was dropped shows
+        // up between them.
+        while quiet < 2 {
+            let left = tokio::time::timeout_at(
+                deadline,
+                self.remove_containers(self.inner.cfg.api_timeout, |l| {
+                    l.get(hardening::OWNER_LABEL) == Some(&me)
+                }),
+            )
+            .await
+            .map_err(|_| DockerError::Timeout("remove"))?;
+            match left {
+                Ok(0) => quiet += 1,
+                Ok(_) => quiet = 0,
+                Err(e) => {
+                    quiet = 0;
+                    last = Err(e);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let root = self.inner.cfg.scratch_root();
+        let me2 = me.clone();
+        tokio::task::spawn_blocking(move || {
+            staging::cleanup_root(&root, |o| o != me2 && owner_alive(o))
+        })
+        .await
+        .unwrap_or(0);
+        if quiet >= 2 { Ok(()) } else { last }
     }
 
     fn job_id(&self) -> String {
@@ -486,6 +634,12 @@ impl DockerExecutor {
                     hardening::SECRETS_TARGET
                 ));
             }
+        }
+        // Validation refuses these already; checked again because a definition can reach
+        // an executor without passing through it, and an id of 2^31 or more is `-1` to
+        // chown ("leave unchanged") while gid 0 is the root group.
+        if let Err(why) = task_defs::manifest::check_user_ids(user.0, user.1) {
+            return Outcome::rejected(format!("runtime.user: {why}"));
         }
         if user.0 == 0 && !cfg.allow_root {
             return Outcome::rejected(
@@ -602,7 +756,11 @@ impl DockerExecutor {
             },
         };
 
-        let output_tmpfs = if hardened { m.limits.output } else { 0 };
+        let output_tmpfs = if hardened {
+            staging::output_tmpfs_size(m.limits.output, cfg.max_output_entries)
+        } else {
+            0
+        };
         let mut env: Vec<String> = m
             .capabilities
             .env
@@ -862,7 +1020,7 @@ impl DockerExecutor {
             Ended::OutputExceeded => (
                 Status::OutputExceeded,
                 Some(format!(
-                    "stdout or stderr exceeded {cap} bytes; the container was killed"
+                    "stdout and stderr together exceeded {cap} bytes; the container was killed"
                 )),
                 None,
             ),
@@ -889,7 +1047,7 @@ impl DockerExecutor {
         {
             (
                 Status::OutputExceeded,
-                Some(format!("stdout or stderr exceeded {cap} bytes")),
+                Some(format!("stdout and stderr together exceeded {cap} bytes")),
                 None,
             )
         } else {
@@ -1015,21 +1173,31 @@ async fn pump(
 ) -> Captured {
     let mut c = Captured::default();
     while let Some(Ok(item)) = s.next().await {
-        let (buf, trunc, bytes) = match item {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (&mut c.out, &mut c.out_truncated, message)
-            }
-            LogOutput::StdErr { message } => (&mut c.err, &mut c.err_truncated, message),
+        let (is_err, bytes) = match item {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (false, message),
+            LogOutput::StdErr { message } => (true, message),
             LogOutput::StdIn { .. } => continue,
         };
-        let room = cap.saturating_sub(buf.len());
+        // Stdout and stderr share one budget: both are output a requestor downloads, and
+        // together they stay within `limits.output`.
+        let room = cap.saturating_sub(c.out.len() + c.err.len());
+        let buf = buf_of(&mut c, is_err);
         buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let trunc = if is_err {
+            &mut c.err_truncated
+        } else {
+            &mut c.out_truncated
+        };
         if bytes.len() > room && !*trunc {
             *trunc = true;
             exceeded.notify_one();
         }
     }
     c
+}
+
+fn buf_of(c: &mut Captured, is_err: bool) -> &mut Vec<u8> {
+    if is_err { &mut c.err } else { &mut c.out }
 }
 
 /// Removes a container (and its anonymous volumes) when dropped, unless removed already.
@@ -1113,13 +1281,13 @@ pub fn owner_tag() -> String {
 fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields resume after the last
-    // `)`, with the state (field 3) first, so starttime (field 22) is the 20th.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    // `)`, with the state (field 3) first, so starttime (field 22) is the 19th after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // A zombie has exited and only waits to be reaped: it owns nothing any more.
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the process an owner tag names is still running (the same process, not a
@@ -1188,5 +1356,24 @@ mod tests {
         assert!(!owner_alive(&format!("{pid}.{}", start + 1)));
         assert!(!owner_alive("999999999.1"));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn a_zombie_owns_nothing() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie until `wait`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(process_start_time(pid), None);
+        child.wait().unwrap();
     }
 }

@@ -75,24 +75,55 @@ fn exec_refuses_unreviewed_definitions_by_default() {
     assert!(r.stdout.is_empty());
 }
 
+/// What is passed as `--input` is the caller's to fix, not a provider failure: a link (given
+/// directly or found inside a directory), a socket, a fifo or a missing path is a usage
+/// refusal (exit 2) naming the path, nothing is followed or opened, and no run directory
+/// is left behind.
 #[test]
-fn exec_refuses_symlinked_inputs() {
+fn exec_refuses_links_sockets_and_fifos_as_inputs_with_a_usage_error() {
     let case = Case::new();
-    let input = case.path().join("in");
-    std::fs::create_dir(&input).unwrap();
-    std::os::unix::fs::symlink("/etc/passwd", input.join("passwd")).unwrap();
-    let r = provider(&case)
-        .args(["exec", "--allow-unreviewed", "--input"])
-        .arg(&input)
-        .arg(example("sha256sum"))
-        .output()
-        .unwrap();
-    assert_eq!(r.status.code(), Some(9));
+    let tmp = case.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let dir = case.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("ok.txt"), "fine\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    let link = case.path().join("link");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    let fifo = case.path().join("fifo");
     assert!(
-        String::from_utf8_lossy(&r.stderr).contains("symbolic link"),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
     );
+    let socket = case.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for (input, needle) in [
+        (&dir, "symbolic link"),
+        (&link, "symbolic link"),
+        (&fifo, "not a regular file or directory"),
+        (&socket, "not a regular file or directory"),
+        (&case.path().join("absent"), "No such file"),
+    ] {
+        let r = provider(&case)
+            .env("TMPDIR", &tmp)
+            .args(["exec", "--allow-unreviewed", "--input"])
+            .arg(input)
+            .arg(example("sha256sum"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{}: {err}", input.display());
+        assert!(
+            err.contains("--input refused") && err.contains(needle),
+            "{}: {err}",
+            input.display()
+        );
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn images() -> &'static (TestImage, TestImage) {
     })
 }
 
-fn image() -> &'static str {
+pub(crate) fn image() -> &'static str {
     &images().0.id
 }
 
@@ -52,14 +52,14 @@ pub async fn docker_ready() -> bollard::Docker {
     d
 }
 
-fn config(name: &str) -> DockerConfig {
+pub(crate) fn config(name: &str) -> DockerConfig {
     DockerConfig {
         instance: format!("it-{name}-{}", std::process::id()),
         ..DockerConfig::default()
     }
 }
 
-async fn executor_with(cfg: DockerConfig) -> DockerExecutor {
+pub(crate) async fn executor_with(cfg: DockerConfig) -> DockerExecutor {
     docker_ready().await;
     DockerExecutor::new(cfg).await.expect("docker executor")
 }
@@ -70,20 +70,20 @@ async fn executor(name: &str) -> DockerExecutor {
 
 /// Limits and runtime settings of a test definition.
 #[derive(Debug, Clone)]
-struct Spec {
-    image: String,
-    script: String,
-    memory: &'static str,
-    timeout: &'static str,
-    output: &'static str,
-    pids: u32,
-    user: &'static str,
-    isolation: &'static str,
-    secrets: Vec<&'static str>,
+pub(crate) struct Spec {
+    pub(crate) image: String,
+    pub(crate) script: String,
+    pub(crate) memory: &'static str,
+    pub(crate) timeout: &'static str,
+    pub(crate) output: &'static str,
+    pub(crate) pids: u32,
+    pub(crate) user: &'static str,
+    pub(crate) isolation: &'static str,
+    pub(crate) secrets: Vec<&'static str>,
 }
 
 impl Spec {
-    fn sh(script: &str) -> Spec {
+    pub(crate) fn sh(script: &str) -> Spec {
         Spec {
             image: image().to_string(),
             script: script.to_string(),
@@ -98,7 +98,7 @@ impl Spec {
     }
 }
 
-fn docker_def(case: &Case, name: &str, s: &Spec) -> Definition {
+pub(crate) fn docker_def(case: &Case, name: &str, s: &Spec) -> Definition {
     let dir = case.path().join(format!("def-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     // Braces are placeholder syntax in args; `{{`/`}}` stand for literal braces.
@@ -153,7 +153,7 @@ secrets = [{secrets}]
     Definition::load_dir(&dir).expect("valid docker test definition")
 }
 
-async fn run_in(
+pub(crate) async fn run_in(
     exec: &DockerExecutor,
     def: &Definition,
     input: PathBuf,
@@ -176,7 +176,7 @@ async fn run(case: &Case, exec: &DockerExecutor, name: &str, spec: &Spec) -> (Ou
     (o, output)
 }
 
-async fn assert_no_containers(exec: &DockerExecutor) {
+pub(crate) async fn assert_no_containers(exec: &DockerExecutor) {
     let left = docker::list_instance(
         exec.docker(),
         Duration::from_secs(30),
@@ -255,8 +255,11 @@ echo "ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
             .to_string()
     };
     assert_eq!(line("pids "), "pids 50");
-    // Memory limit = limits.memory + limits.output (the output tmpfs is charged to it).
-    let want = (48u64 << 20) + (1 << 20);
+    // Memory limit = limits.memory + the output tmpfs, which is charged to it: the 1 MiB
+    // cap in pages plus a page for each of the 10,000 entries that may hold a byte.
+    let page = rustix::param::page_size() as u64;
+    let tmpfs = (1u64 << 20) + 10_000 * page;
+    let want = (48u64 << 20) + tmpfs;
     assert_eq!(line("mem "), format!("mem {want}"));
     assert_eq!(
         line("memsw "),
@@ -274,7 +277,11 @@ echo "ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
     for f in ["nosuid", "nodev", "noexec"] {
         assert!(output_mount.contains(f), "{output_mount}");
     }
-    assert!(output_mount.contains("size=1024k"), "{output_mount}");
+    assert!(
+        output_mount.contains(&format!("size={}k", tmpfs >> 10))
+            && output_mount.contains("nr_inodes=10002"),
+        "{output_mount}"
+    );
     let tmp = line("tmpfs /tmp ");
     for f in ["nosuid", "nodev", "noexec"] {
         assert!(tmp.contains(f), "{tmp}");
@@ -515,6 +522,40 @@ async fn a_network_capability_is_rejected_before_any_container() {
     assert_no_containers(&exec).await;
 }
 
+/// Defence in depth behind validation: a definition that reaches the executor with the root
+/// group or an id of 2^31 and above (built in memory here, as a bug elsewhere could) is
+/// refused before any mount, chown or container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_user_ids_are_rejected_before_any_container() {
+    let case = Case::new();
+    let mut cfg = config("userids");
+    cfg.scratch_dir = case.path().join("scratch");
+    let exec = executor_with(cfg).await;
+    for (uid, gid) in [
+        (65534, 0),
+        (1 << 31, 65534),
+        (65534, 1 << 31),
+        (u32::MAX, 65534),
+        (65534, u32::MAX),
+    ] {
+        let mut def = docker_def(&case, "userids", &Spec::sh("id"));
+        let task_defs::RuntimeSpec::Docker { user, .. } = &mut def.manifest.runtime.spec else {
+            unreachable!("a docker definition");
+        };
+        *user = (uid, gid);
+        let (input, output) = case.run_dirs();
+        let o = run_in(&exec, &def, input, output).await;
+        assert_eq!(o.status, Status::Rejected, "{uid}:{gid}: {o:?}");
+        let reason = o.reason.unwrap_or_default();
+        assert!(reason.starts_with("runtime.user: "), "{reason}");
+    }
+    assert_no_containers(&exec).await;
+    assert!(
+        !case.path().join("scratch").exists(),
+        "a scratch mount was made for a refused user"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_is_refused_by_default() {
     let case = Case::new();
@@ -525,7 +566,7 @@ async fn root_is_refused_by_default() {
     assert_eq!(o.status, Status::Rejected, "{o:?}");
     assert!(o.reason.as_deref().unwrap().contains("root"), "{o:?}");
     let mut spec = Spec::sh("id -u");
-    spec.user = "0:0";
+    spec.user = "0:65534";
     let (o, _) = run(&case, &exec, "rootuser", &spec).await;
     assert_eq!(o.status, Status::Rejected, "{o:?}");
     assert!(o.reason.as_deref().unwrap().contains("root"), "{o:?}");
@@ -596,6 +637,256 @@ async fn orphans_of_the_instance_are_removed_at_start_up() {
     std::fs::remove_dir_all(&busy).unwrap();
     assert_no_containers(&exec).await;
     assert_eq!(exec.cleanup_orphans().await.unwrap(), 0);
+}
+
+/// The process of a container's runtime shim, found by the container id on its command line.
+fn shim_of(container: &str) -> rustix::process::Pid {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args
+            .first()
+            .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-id" && w[1] == container.as_bytes())
+        {
+            let pid: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+            return rustix::process::Pid::from_raw(pid).unwrap();
+        }
+    }
+    panic!("no containerd-shim-runc-v2 for {container}");
+}
+
+/// Stops a process while alive and continues it when dropped (so a failed test does not
+/// leave the engine's shim stopped).
+struct Stopped(rustix::process::Pid);
+
+impl Stopped {
+    fn new(pid: rustix::process::Pid) -> Stopped {
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+/// Makes a directory immutable (`chattr +i`) while alive, and mutable again when dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: PathBuf) -> Immutable {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dir)
+            .status()
+            .expect("chattr");
+        assert!(ok.success(), "chattr +i {}", dir.display());
+        Immutable(dir)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Orphans the engine cannot remove must not stop the executor: one wedged (its runtime
+/// shim stopped, so the kill never completes and `docker rm -f` never answers: the
+/// "docker remove: Timeout error" seen in the field) and one whose removal the engine
+/// refuses (its state directory immutable: "unable to remove filesystem", which the
+/// engine does not retry by itself). The executor starts within the start-up removal
+/// timeout, runs tasks, and its background retry removes both once the engine can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_background() {
+    let d = docker_ready().await;
+    let case = Case::new();
+    let mut cfg = config("wedged");
+    cfg.scratch_dir = case.path().join("scratch");
+    cfg.orphan_retry = Duration::from_millis(500);
+    let mut orphans = Vec::new();
+    for _ in 0..2 {
+        let labels = std::collections::HashMap::from([
+            (hardening::JOB_LABEL.to_string(), "j".to_string()),
+            (hardening::INSTANCE_LABEL.to_string(), cfg.instance.clone()),
+            (
+                hardening::OWNER_LABEL.to_string(),
+                "999999999.1".to_string(),
+            ),
+        ]);
+        let id = d
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                bollard::models::ContainerCreateBody {
+                    image: Some(image().to_string()),
+                    user: Some("65534:65534".into()),
+                    cmd: Some(vec!["/bin/sleep".into(), "600".into()]),
+                    labels: Some(labels),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        d.start_container(&id, None).await.unwrap();
+        orphans.push(id);
+    }
+    let root = d
+        .info()
+        .await
+        .unwrap()
+        .docker_root_dir
+        .expect("docker root dir");
+    let stopped = Stopped::new(shim_of(&orphans[0]));
+    let immutable = Immutable::new(PathBuf::from(root).join("containers").join(&orphans[1]));
+
+    let started = Instant::now();
+    let exec = DockerExecutor::new(cfg)
+        .await
+        .expect("orphans the engine cannot remove must not make start-up fail");
+    let took = started.elapsed();
+    println!(
+        "figure: executor start-up with a wedged and a stuck orphan: {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took < docker::STARTUP_REMOVE_TIMEOUT + Duration::from_secs(10),
+        "start-up took {took:?}"
+    );
+    // Listed, not inspected: inspecting waits for the container's lock, which the
+    // engine's stuck removal holds.
+    let instance = exec.config().instance.clone();
+    let listed = || async {
+        let all = docker::list_instance(&d, Duration::from_secs(30), &instance)
+            .await
+            .unwrap();
+        orphans.iter().filter(|o| all.contains(o)).count()
+    };
+    assert_eq!(listed().await, 2, "the engine cannot have removed them");
+    let (o, _) = run(&case, &exec, "after-wedge", &Spec::sh("echo ran")).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(o.stdout_text(), "ran\n");
+    // The refused removal is not retried by the engine: still there after a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(listed().await, 2);
+
+    // The engine recovers; the background retry removes both.
+    drop(stopped);
+    drop(immutable);
+    let resumed = Instant::now();
+    let deadline = resumed + Duration::from_secs(60);
+    while listed().await > 0 {
+        assert!(Instant::now() < deadline, "an orphan was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "figure: both orphans gone {} ms after the engine recovered",
+        resumed.elapsed().as_millis()
+    );
+    assert_no_containers(&exec).await;
+}
+
+/// The output cap counts bytes, not tmpfs pages: 5,000 one-byte files under 16 MiB (20 MB
+/// of pages) succeed, and so does a tree of exactly `limits.output` bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_and_exactly_the_cap_succeed() {
+    let case = Case::new();
+    let exec = executor("smallfiles").await;
+    let mut spec =
+        Spec::sh("set -e; i=0; while [ $i -lt 5000 ]; do printf x > /output/f$i; i=$((i+1)); done");
+    spec.output = "16MiB";
+    spec.timeout = "60s";
+    let (o, output) = run(&case, &exec, "smallfiles", &spec).await;
+    assert_eq!(o.status, Status::Succeeded, "{:?}", o.reason);
+    println!(
+        "figure: 5,000 one-byte files under a 16 MiB cap: succeeded, wall {} ms",
+        o.usage.wall_us / 1000
+    );
+    assert_eq!(o.files.len(), 5000);
+    assert!(o.files.iter().all(|f| f.size == 1));
+    assert_eq!(std::fs::read_dir(&output).unwrap().count(), 5000);
+
+    // Exactly 1 MiB, in one file and spread over a directory tree.
+    for (name, script) in [
+        ("exact-one", "head -c 1048576 /dev/zero > /output/f"),
+        (
+            "exact-tree",
+            "set -e; mkdir -p /output/a/b; head -c 524288 /dev/zero > /output/a/x; \
+             head -c 524287 /dev/zero > /output/a/b/y; printf z > /output/z",
+        ),
+    ] {
+        let mut spec = Spec::sh(script);
+        spec.output = "1MiB";
+        let (o, _) = run(&case, &exec, name, &spec).await;
+        assert_eq!(o.status, Status::Succeeded, "{name}: {:?}", o.reason);
+        assert_eq!(
+            o.files.iter().map(|f| f.size).sum::<u64>(),
+            1 << 20,
+            "{name}"
+        );
+    }
+    assert_no_containers(&exec).await;
+}
+
+/// One byte over `limits.output`, in any shape, is `output_exceeded` and nothing over the
+/// cap is copied out: one file, a tree, a sparse file whose pages fit the tmpfs easily but
+/// whose apparent size does not, and stdout plus files (stdout counts against the cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_byte_over_the_output_cap_is_output_exceeded() {
+    let case = Case::new();
+    let exec = executor("overcap").await;
+    for (name, script) in [
+        ("over-one", "head -c 1048577 /dev/zero > /output/f"),
+        (
+            "over-tree",
+            "set -e; mkdir -p /output/a/b; head -c 524288 /dev/zero > /output/a/x; \
+             head -c 524288 /dev/zero > /output/a/b/y; printf z > /output/z",
+        ),
+        (
+            "over-sparse",
+            "dd if=/dev/zero of=/output/sparse bs=1 count=1 seek=1073741824 2>/dev/null",
+        ),
+        (
+            "over-stdout",
+            "head -c 1048576 /dev/zero > /output/f; echo x",
+        ),
+    ] {
+        let mut spec = Spec::sh(script);
+        spec.output = "1MiB";
+        let (o, output) = run(&case, &exec, name, &spec).await;
+        assert_eq!(o.status, Status::OutputExceeded, "{name}: {o:?}");
+        let returned: u64 = o.files.iter().map(|f| f.size).sum();
+        assert!(
+            returned + o.stdout.len() as u64 <= 1 << 20,
+            "{name}: {returned}"
+        );
+        assert!(!o.dropped.is_empty(), "{name}: nothing reported dropped");
+        let mut copied = 0;
+        let mut stack = vec![output];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    copied += m.len();
+                }
+            }
+        }
+        assert!(copied <= 1 << 20, "{name}: copied {copied} bytes");
+    }
+    assert_no_containers(&exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod determinism;
 mod docker;
 mod doctor;
 mod harness;
+mod interrupt;
 mod limits;
 mod outputs;
 mod rejection;

@@ -429,6 +429,54 @@ const MANIFEST_CASES: &[Case] = &[
     (
         "docker",
         "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"1000:0\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "gid 0 (the root group) is refused",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"0:0\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "gid 0 (the root group) is refused",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"2147483648:65534\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "below 2^31",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"65534:2147483648\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "below 2^31",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"4294967295:65534\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "below 2^31",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
+        "entrypoint = [\"/bin/wc\"]\nuser = \"65534:4294967295\"",
+        Rule::Value,
+        Some("runtime.user"),
+        "below 2^31",
+    ),
+    (
+        "docker",
+        "entrypoint = [\"/bin/wc\"]",
         "entrypoint = [\"/bin/wc\"]\nworkdir = \"/proc/1/cwd\"",
         Rule::Value,
         Some("runtime.workdir"),
@@ -494,6 +542,24 @@ fn every_manifest_error_is_reported_with_rule_key_and_line() {
                 "no line for {from:?} -> {to:?}: {problems}"
             );
         }
+    }
+}
+
+/// The refusals above stop exactly at their bounds: the largest id below 2^31 and uid 0
+/// with another group (left to provider policy) are valid definitions.
+#[test]
+fn docker_user_ids_are_accepted_up_to_the_edge_of_their_range() {
+    for user in ["2147483647:2147483647", "0:65534", "1:1"] {
+        let d = Dir::docker();
+        d.edit(
+            "entrypoint = [\"/bin/wc\"]",
+            &format!("entrypoint = [\"/bin/wc\"]\nuser = \"{user}\""),
+        );
+        let def = d.load().unwrap_or_else(|e| panic!("{user}: {e}"));
+        let task_defs::RuntimeSpec::Docker { user: got, .. } = def.manifest.runtime.spec else {
+            panic!("a docker definition");
+        };
+        assert_eq!(format!("{}:{}", got.0, got.1), user);
     }
 }
 

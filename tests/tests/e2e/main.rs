@@ -3,6 +3,7 @@
 mod bundles;
 mod exec;
 mod faults;
+mod hostile_provider;
 mod hostile_tasks;
 mod load;
 mod network;

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::api::{DefinitionSummary, ReviewRecord};
+use super::api::{DefinitionSummary, ListOrder, ListQuery, ReviewRecord};
 use super::client::status_name;
 use super::diff::{self, FileChange, Line};
 use super::service::{Registry, RequestError};
@@ -108,15 +108,39 @@ fn reviewer(r: &ReviewRecord) -> String {
     s
 }
 
+/// The query of the queue page: `?cursor=` to page on, `?hidden=true` to show what the
+/// queue hides.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+    /// Show the definitions hidden from the queue instead.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// Definitions per queue page.
+pub const QUEUE_PAGE: usize = 100;
+
 /// The queue: pending definitions, oldest first, with their age; then recent decisions.
-pub fn queue_page(registry: &Registry) -> Result<String, RequestError> {
-    let all = registry.list(None)?;
+pub fn queue_page(registry: &Registry, q: &QueueQuery) -> Result<String, RequestError> {
     let cp = registry.checkpoint();
     let now = unix_now();
     let threshold = registry.settings().threshold;
-    let mut pending: Vec<&DefinitionSummary> =
-        all.iter().filter(|d| d.status == Status::Pending).collect();
-    pending.sort_by_key(|d| d.index);
+    let queue = registry.list(&ListQuery {
+        status: Some(Status::Pending),
+        limit: Some(QUEUE_PAGE),
+        cursor: q.cursor,
+        order: Some(ListOrder::Oldest),
+        hidden: q.hidden,
+    })?;
+    let pending: Vec<&DefinitionSummary> = queue
+        .definitions
+        .iter()
+        .filter(|d| !q.hidden || d.hidden.is_some())
+        .collect();
     let mut b = String::new();
     let _ = write!(
         b,
@@ -128,7 +152,17 @@ pub fn queue_page(registry: &Registry) -> Result<String, RequestError> {
         age(now.saturating_sub(cp.time)),
         registry.settings().roster.len()
     );
-    let _ = write!(b, "<h2>Pending ({})</h2>", pending.len());
+    if q.hidden {
+        let _ = write!(
+            b,
+            "<h2>Hidden from the queue ({})</h2><p class=\"muted\">Pending definitions nobody \
+             reviewed for a long time, or that the operator hid. The log keeps them; a reviewer \
+             can still judge them by identity. <a href=\"/\">Back to the queue</a>.</p>",
+            pending.len()
+        );
+    } else {
+        let _ = write!(b, "<h2>Pending ({})</h2>", pending.len());
+    }
     if pending.is_empty() {
         b.push_str("<p id=\"queue-empty\">Nothing awaits review.</p>");
     } else {
@@ -146,17 +180,38 @@ pub fn queue_page(registry: &Registry) -> Result<String, RequestError> {
             let _ = write!(
                 b,
                 "<tr{class}><td>{}</td><td>{}</td><td><code class=\"id\">{}</code></td>\
-                 <td>{}/{threshold}</td><td>{}</td></tr>",
+                 <td>{}/{threshold}</td><td>{}{}</td></tr>",
                 def_link(&d.id, &d.name),
                 esc(&d.version),
                 esc(&short(&d.id)),
                 d.approvals,
-                age(waiting)
+                age(waiting),
+                d.hidden
+                    .as_deref()
+                    .map(|h| format!(" <span class=\"muted\">({})</span>", esc(h)))
+                    .unwrap_or_default()
             );
         }
         b.push_str("</tbody></table>");
     }
-    let decided: Vec<&DefinitionSummary> = all
+    if let Some(c) = queue.next_cursor {
+        let _ = write!(
+            b,
+            "<p><a id=\"next-page\" href=\"/?cursor={c}{}\">Next page</a></p>",
+            if q.hidden { "&amp;hidden=true" } else { "" }
+        );
+    }
+    if !q.hidden {
+        b.push_str(
+            "<p class=\"muted\"><a id=\"hidden-link\" href=\"/?hidden=true\">Definitions hidden from the queue</a></p>",
+        );
+    }
+    let recent = registry.list(&ListQuery {
+        limit: Some(200),
+        ..ListQuery::default()
+    })?;
+    let decided: Vec<&DefinitionSummary> = recent
+        .definitions
         .iter()
         .filter(|d| d.status != Status::Pending)
         .take(50)
@@ -182,6 +237,14 @@ pub fn queue_page(registry: &Registry) -> Result<String, RequestError> {
         b.push_str("</tbody></table>");
     }
     Ok(page("Review queue", &b))
+}
+
+/// The memory a definition's page holds at once: it and the last approved version, each
+/// as stored bytes and as a parsed definition.
+pub fn page_cost(registry: &Registry, id: &DefinitionId) -> Result<u64, RequestError> {
+    let s = registry.summary_of(id)?;
+    let prev = registry.previous_approved(&s)?.map_or(0, |p| p.size);
+    Ok(2 * (s.size + prev) + 2 * 1024 * 1024)
 }
 
 fn footprint_section(b: &mut String, def: &Definition) {

@@ -135,6 +135,11 @@ impl RegistryProcess {
             .to_string()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL (no chance to flush anything) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -147,6 +152,24 @@ impl Drop for RegistryProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A size field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn proc_fd_count(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .count()
 }
 
 /// Generates a key with `task-defs keygen` and returns (secret key file, public key text).
@@ -380,20 +403,12 @@ impl ProviderProcess {
 
     /// A size field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
-        let path = format!("/proc/{}/status", self.pid());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        text.lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in {path}"))
+        proc_status_kib(self.pid(), field)
     }
 
     /// Open file descriptors of the process (entries of `/proc/<pid>/fd`).
     pub fn fd_count(&self) -> usize {
-        let path = format!("/proc/{}/fd", self.pid());
-        std::fs::read_dir(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .count()
+        proc_fd_count(self.pid())
     }
 
     /// The TCP port of the first listen address.

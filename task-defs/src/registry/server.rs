@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt as _;
 
 use super::api::{ConsistencyQuery, ErrorBody, InclusionQuery, ListQuery, RangeQuery};
-use super::conn::{self, Budgets, Peer, Permitted};
+use super::conn::{self, Budgets, BundleWorker, Peer, Permitted};
 use super::service::{Registry, RequestError};
 use super::web;
 use crate::identity::DefinitionId;
@@ -61,6 +61,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Byte budgets for bodies and bundles.
     pub budgets: Budgets,
+    /// The thread that runs work holding whole bundles.
+    pub worker: BundleWorker,
     /// The base URL pages print in commands.
     pub base_url: String,
 }
@@ -303,16 +305,17 @@ async fn publish(
         .tempfile_in(&dir)
         .map_err(|e| RequestError::Internal(format!("{}: {e}", dir.display())))?;
     spool(b, &file, limit).await?;
-    let len = file.as_file().metadata().map_or(reserve, |m| m.len());
-    // Parsing holds the body, then the decoded bundle, then the definition: about twice
-    // the body at once (see `Registry::publish_spooled`).
-    let _work = app.budgets.work(2 * len + 1024 * 1024).await?;
-    let resp = blocking(move || {
-        let resp = r.publish_spooled(file.path());
-        drop(file);
-        resp
-    })
-    .await?;
+    let _ = reserve;
+    // Parsing holds the body, then the decoded bundle, then the definition: about 2.4
+    // times the body at once (see `Registry::publish_spooled`), so it runs on the worker.
+    let resp = app
+        .worker
+        .run(move || {
+            let resp = r.publish_spooled(file.path());
+            drop(file);
+            resp
+        })
+        .await?;
     let status = if resp.created {
         StatusCode::CREATED
     } else {
@@ -336,11 +339,6 @@ async fn review(
     Ok((status, axum::Json(resp)).into_response())
 }
 
-/// Memory budget for reading and validating one stored bundle of `size` bytes.
-fn bundle_cost(size: u64) -> u64 {
-    2 * size + 1024 * 1024
-}
-
 async fn stored_size(app: &App, id: DefinitionId) -> Result<u64, RequestError> {
     let r = app.registry.clone();
     blocking(move || r.summary_of(&id).map(|s| s.size)).await
@@ -351,10 +349,8 @@ async fn detail(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let id = id_param(p)?;
-    let size = stored_size(&app, id).await?;
-    let _work = app.budgets.work(bundle_cost(size)).await?;
     let r = app.registry.clone();
-    Ok(json(blocking(move || r.detail(&id)).await?))
+    Ok(json(app.worker.run(move || r.detail(&id)).await?))
 }
 
 async fn bundle(
@@ -365,11 +361,11 @@ async fn bundle(
     let size = stored_size(&app, id).await?;
     // The bytes stay in memory until the client has them: budget them until then.
     let send = app.budgets.send(size).await?;
-    let bytes = {
-        let _work = app.budgets.work(bundle_cost(size)).await?;
-        let r = app.registry.clone();
-        blocking(move || r.bundle(&id).map(|(bytes, _)| bytes)).await?
-    };
+    let r = app.registry.clone();
+    let bytes = app
+        .worker
+        .run(move || r.bundle(&id).map(|(bytes, _)| bytes))
+        .await?;
     let mut resp = Response::new(Permitted::body(Body::from(bytes), send));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -433,19 +429,14 @@ async fn definition_page(
         Ok(id) => id,
         Err(ApiError(_, msg, _)) => return html_error(RequestError::BadRequest(msg)),
     };
-    let r = app.registry.clone();
     // The page reads this bundle and the last approved one.
-    let cost = match blocking(move || web::page_cost(&r, &id)).await {
-        Ok(c) => c,
-        Err(e) => return html_error(e),
-    };
-    let _work = match app.budgets.work(cost).await {
-        Ok(p) => p,
-        Err(e) => return html_error(e),
-    };
     let r = app.registry.clone();
     let base = app.base_url.clone();
-    html(blocking(move || web::definition_page(&r, &id, &base)).await)
+    html(
+        app.worker
+            .run(move || web::definition_page(&r, &id, &base))
+            .await,
+    )
 }
 
 async fn revocations_page(State(app): State<Shared>) -> Response {
@@ -485,6 +476,7 @@ pub fn router_with(registry: Arc<Registry>, base_url: String) -> Router {
     let app = Arc::new(App {
         registry,
         budgets,
+        worker: BundleWorker::start(),
         base_url,
     });
     Router::new()

@@ -684,12 +684,6 @@ impl Registry {
         p: &crate::tlog::Published,
         bundle_b64: &str,
     ) -> Result<AppendResponse, RequestError> {
-        let max = self.settings.max_bundle_bytes;
-        if bundle_b64.len() as u64 > max.div_ceil(3) * 4 + 4 {
-            return Err(RequestError::TooLarge(format!(
-                "bundle exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)"
-            )));
-        }
         p.verify().map_err(|_| {
             RequestError::BadRequest(format!(
                 "the publication's signature does not verify under author key {}",
@@ -703,6 +697,12 @@ impl Registry {
             return Err(RequestError::Forbidden(format!(
                 "author key {} is not on this registry's author allowlist",
                 p.author
+            )));
+        }
+        let max = self.settings.max_bundle_bytes;
+        if bundle_b64.len() as u64 > max.div_ceil(3) * 4 + 4 {
+            return Err(RequestError::TooLarge(format!(
+                "bundle exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)"
             )));
         }
         // A retry of a logged publication is answered before any limit or validation: it

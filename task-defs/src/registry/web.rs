@@ -239,14 +239,6 @@ pub fn queue_page(registry: &Registry, q: &QueueQuery) -> Result<String, Request
     Ok(page("Review queue", &b))
 }
 
-/// The memory a definition's page holds at once: it and the last approved version, each
-/// as stored bytes and as a parsed definition.
-pub fn page_cost(registry: &Registry, id: &DefinitionId) -> Result<u64, RequestError> {
-    let s = registry.summary_of(id)?;
-    let prev = registry.previous_approved(&s)?.map_or(0, |p| p.size);
-    Ok(2 * (s.size + prev) + 2 * 1024 * 1024)
-}
-
 fn footprint_section(b: &mut String, def: &Definition) {
     b.push_str("<h2 id=\"footprint\">Capability footprint</h2>");
     let m = &def.manifest;

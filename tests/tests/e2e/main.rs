@@ -6,5 +6,6 @@ mod faults;
 mod load;
 mod network;
 mod registry;
+mod registry_server;
 mod splitview;
 mod web;

@@ -549,7 +549,7 @@ fn diff_section(
     def: &Definition,
     prev: Option<(&DefinitionSummary, &Definition)>,
 ) {
-    b.push_str("<h2 id=\"diff\">Changes since the last approved version</h2>");
+    b.push_str("<h2>Changes since the last approved version</h2>");
     let Some((ps, pd)) = prev else {
         let _ = write!(
             b,
@@ -812,7 +812,9 @@ pub fn definition_page(
         id = esc(&id.to_string()),
         url = esc(base_url)
     );
+    b.push_str("<section id=\"diff\">");
     diff_section(&mut b, &s, &def, prev.as_ref().map(|(d, p)| (p, d)));
+    b.push_str("</section>");
     let _ = write!(
         b,
         "<h2 id=\"manifest\">Manifest</h2><pre>{}</pre>",

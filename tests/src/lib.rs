@@ -210,20 +210,7 @@ impl ReviewedRegistry {
 
     /// Publishes the definition in `dir` as the author; returns its identity.
     pub fn publish(&self, dir: &Path) -> String {
-        let out = ok_stdout(&run(
-            "task-defs",
-            &[
-                &"publish",
-                &dir,
-                &"--registry",
-                &self.server.url,
-                &"--key",
-                &self.author,
-                &"--json",
-            ],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
-        v["id"].as_str().expect("an id").to_string()
+        publish(&self.server.url, dir, &self.author)
     }
 
     /// Reviewer `which` signs `verb` (approve, reject, revoke) for `id`.
@@ -267,6 +254,24 @@ impl ReviewedRegistry {
             extra,
         )
     }
+}
+
+/// `task-defs publish DIR --registry URL --key KEY --json`; returns the identity.
+pub fn publish(url: &str, dir: &Path, key: &Path) -> String {
+    let out = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &dir,
+            &"--registry",
+            &url,
+            &"--key",
+            &key,
+            &"--json",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
+    v["id"].as_str().expect("an id").to_string()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).

@@ -508,12 +508,7 @@ async fn connection(
         let mut router = router.clone();
         async move {
             let resp = tower_service::Service::call(&mut router, req).await?;
-            Ok::<_, Infallible>(resp.map(|b| {
-                Body::new(Tracked {
-                    inner: b,
-                    _active: active,
-                })
-            }))
+            Ok::<_, Infallible>(resp.map(|b| Guarded::body(b, active)))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -613,51 +608,25 @@ impl http_body::Body for TimedBody {
     }
 }
 
-/// A response body that keeps its request counted as in progress until it is sent.
+/// A response body that holds `guard` until it has been sent (or dropped): the request's
+/// place as "in progress" on its connection, or a budget permit.
 #[derive(Debug)]
-struct Tracked {
+pub struct Guarded<G> {
     inner: Body,
-    _active: Active,
+    _guard: G,
 }
 
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that holds a budget permit until it has been sent (or dropped).
-#[derive(Debug)]
-pub struct Permitted {
-    inner: Body,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Permitted {
-    /// `inner`, holding `permit` while it is sent.
-    pub fn body(inner: Body, permit: OwnedSemaphorePermit) -> Body {
-        Body::new(Permitted {
+impl<G: Send + Unpin + 'static> Guarded<G> {
+    /// `inner`, holding `guard` while it is sent.
+    pub fn body(inner: Body, guard: G) -> Body {
+        Body::new(Guarded {
             inner,
-            _permit: permit,
+            _guard: guard,
         })
     }
 }
 
-impl http_body::Body for Permitted {
+impl<G: Unpin> http_body::Body for Guarded<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

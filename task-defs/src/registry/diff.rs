@@ -168,13 +168,9 @@ pub fn footprint_lines(def: &Definition) -> BTreeSet<String> {
                     out.insert(format!("capability {}", cap.as_str()));
                 }
                 for imp in &fp.imports {
-                    let name = if imp.name.is_empty() {
-                        imp.module.clone()
-                    } else {
-                        format!("{}::{}", imp.module, imp.name)
-                    };
                     out.insert(format!(
-                        "import {name} ({}, {})",
+                        "import {} ({}, {})",
+                        import_name(imp),
                         imp.item,
                         imp.capability.as_str()
                     ));
@@ -196,6 +192,15 @@ pub fn footprint_lines(def: &Definition) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// `module::name` of a core-module import, or the interface of a component import.
+pub fn import_name(imp: &crate::footprint::Import) -> String {
+    if imp.name.is_empty() {
+        imp.module.clone()
+    } else {
+        format!("{}::{}", imp.module, imp.name)
+    }
 }
 
 /// What the footprint gained and lost from `old` to `new`.

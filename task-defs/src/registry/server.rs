@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt as _;
 
 use super::api::{ConsistencyQuery, ErrorBody, InclusionQuery, ListQuery, RangeQuery};
-use super::conn::{self, Budgets, BundleWorker, Peer, Permitted};
+use super::conn::{self, Budgets, BundleWorker, Guarded, Peer};
 use super::service::{Registry, RequestError};
 use super::web;
 use crate::identity::DefinitionId;
@@ -366,7 +366,7 @@ async fn bundle(
         .worker
         .run(move || r.bundle(&id).map(|(bytes, _)| bytes))
         .await?;
-    let mut resp = Response::new(Permitted::body(Body::from(bytes), send));
+    let mut resp = Response::new(Guarded::body(Body::from(bytes), send));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-tar"),

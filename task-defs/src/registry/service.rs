@@ -707,16 +707,8 @@ impl Registry {
         }
         // A retry of a logged publication is answered before any limit or validation: it
         // stores nothing.
-        {
-            let inner = self.lock();
-            if let Some(row) = inner.store.definition(&p.definition).map_err(internal)? {
-                return Ok(AppendResponse {
-                    id: row.id,
-                    index: row.index,
-                    created: false,
-                    tree_size: inner.checkpoint.size,
-                });
-            }
+        if let Some(done) = self.already_logged(&self.lock(), p)? {
+            return Ok(done);
         }
         self.limiters
             .key
@@ -767,13 +759,8 @@ impl Registry {
         let canonical = bundle::pack(&def);
         drop(def);
         let mut inner = self.lock();
-        if let Some(row) = inner.store.definition(&p.definition).map_err(internal)? {
-            return Ok(AppendResponse {
-                id: row.id,
-                index: row.index,
-                created: false,
-                tree_size: inner.checkpoint.size,
-            });
+        if let Some(done) = self.already_logged(&inner, p)? {
+            return Ok(done);
         }
         // Checked again under the lock: two uploads by one key cannot both squeeze in.
         self.check_quota(&inner.store, &p.author, canonical.len() as u64)?;
@@ -785,6 +772,24 @@ impl Registry {
             created: true,
             tree_size: inner.checkpoint.size,
         })
+    }
+
+    /// The answer to a publication of an identity already logged: where it sits.
+    fn already_logged(
+        &self,
+        inner: &Inner,
+        p: &crate::tlog::Published,
+    ) -> Result<Option<AppendResponse>, RequestError> {
+        Ok(inner
+            .store
+            .definition(&p.definition)
+            .map_err(internal)?
+            .map(|row| AppendResponse {
+                id: row.id,
+                index: row.index,
+                created: false,
+                tree_size: inner.checkpoint.size,
+            }))
     }
 
     fn check_quota(

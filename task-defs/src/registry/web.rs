@@ -339,15 +339,10 @@ fn footprint_section(b: &mut String, def: &Definition) {
                  </tr></thead><tbody>",
             );
             for imp in &fp.imports {
-                let name = if imp.name.is_empty() {
-                    imp.module.clone()
-                } else {
-                    format!("{}::{}", imp.module, imp.name)
-                };
                 let _ = write!(
                     b,
                     "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                    esc(&name),
+                    esc(&diff::import_name(imp)),
                     esc(&imp.item),
                     esc(imp.capability.as_str())
                 );

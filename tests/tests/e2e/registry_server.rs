@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use pinfold_e2e::{
-    RegistryProcess, Scratch, example, keygen, ok_stdout, proc_fd_count, proc_status_kib, run,
+    RegistryProcess, Scratch, example, keygen, ok_stdout, proc_fd_count, proc_status_kib, publish,
+    run,
 };
 use task_defs::identity::{FileDigest, canonical_document};
 use task_defs::registry::client::Client;
@@ -404,7 +405,7 @@ fn a_refused_publication_prints_the_limit_and_exits_4() {
             "max_bundle_bytes = 20000\n[authors]\npolicy = \"allowlist\"\nallow = [\"{author_pub}\"]\n"
         ),
     );
-    let publish = |key: &Path| {
+    let refused = |key: &Path| {
         run(
             "task-defs",
             &[
@@ -417,14 +418,14 @@ fn a_refused_publication_prints_the_limit_and_exits_4() {
             ],
         )
     };
-    let o = publish(&other);
+    let o = refused(&other);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(
         err.contains("(403)") && err.contains("author allowlist"),
         "{err}"
     );
-    let o = publish(&author);
+    let o = refused(&author);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(
@@ -437,22 +438,7 @@ fn a_refused_publication_prints_the_limit_and_exits_4() {
     let s = Scratch::new();
     let (author, _) = keygen(&s, "author");
     let server = registry(&s, "");
-    let out = ok_stdout(&run(
-        "task-defs",
-        &[
-            &"publish",
-            &example("wordfreq"),
-            &"--registry",
-            &server.url,
-            &"--key",
-            &author,
-            &"--json",
-        ],
-    ));
-    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = publish(&server.url, &example("wordfreq"), &author);
     let list = || {
         ok_stdout(&run(
             "task-defs",

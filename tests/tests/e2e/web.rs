@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pinfold_e2e::{RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, run};
+use pinfold_e2e::{
+    RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, publish, run,
+};
 use serde_json::{Value, json};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -287,26 +289,6 @@ fn the_review_page_in_a_headless_browser_shows_queue_imports_and_diff() {
     let body = b.text("body");
     assert!(body.contains(&v1_id), "links the previous approved version");
     assert!(body.contains("verifies"), "inclusion proof status");
-}
-
-/// Publishes `dir` as `key` and returns its identity.
-fn publish(url: &str, dir: &Path, key: &Path) -> String {
-    let out = ok_stdout(&run(
-        "task-defs",
-        &[
-            &"publish",
-            &dir,
-            &"--registry",
-            &url,
-            &"--key",
-            &key,
-            &"--json",
-        ],
-    ));
-    serde_json::from_str::<Value>(&out).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn verdict(url: &str, verb: &str, id: &str, key: &Path, reason: &str) {

@@ -9,21 +9,22 @@
 //! | `GET /api/v1/entries?start=&end=` | leaves `[start, end)`, at most 4096 per page, base64 |
 //! | `GET /api/v1/proof/inclusion?index=&size=` | inclusion proof |
 //! | `GET /api/v1/proof/consistency?old=&new=` | consistency proof |
-//! | `GET /api/v1/definitions[?status=]` | definitions, newest first, server-view status |
-//! | `POST /api/v1/definitions` | publish: [`PublishRequest`] → [`super::api::AppendResponse`] |
+//! | `GET /api/v1/definitions?status=&limit=&cursor=&order=&hidden=` | one page of definitions (server-view status); `next_cursor` continues |
+//! | `POST /api/v1/definitions` | publish: [`super::api::PublishRequest`] → [`super::api::AppendResponse`] |
 //! | `GET /api/v1/definitions/{id}` | manifest summary, files, footprint, reviews, previous approved |
 //! | `GET /api/v1/definitions/{id}/bundle` | the bundle (application/x-tar), re-verified |
 //! | `POST /api/v1/reviews` | a signed [`Review`] → [`super::api::AppendResponse`] |
 //! | `GET /api/v1/revocations` | every revocation, newest first |
-//! | `GET /` | HTML: pending queue and recent decisions |
+//! | `GET /[?cursor=&hidden=true]` | HTML: pending queue (oldest first, paged) and recent decisions |
 //! | `GET /definitions/{id}` | HTML: the review page of one definition |
 //! | `GET /revocations` | HTML: revocation history |
 //!
 //! Request bodies are capped (64 KiB, publications by the bundle cap) and timed
 //! ([`super::conn`]); publications are streamed to a file under `DATA/uploads/` within a
 //! global byte budget, never buffered in memory whole. Registry work runs on the blocking
-//! pool because SQLite calls block, and work on whole bundles takes memory from a budget
-//! first. Connections, timeouts and budgets are [`super::conn`]'s.
+//! pool because SQLite calls block; work on whole bundles (validation, stored-bundle reads,
+//! review pages) runs on the one bundle worker. Connections, timeouts, budgets and the
+//! worker are [`super::conn`]'s.
 //!
 //! Pages print CLI commands with the registry's URL: the configured `public_url`, else the
 //! address the server listens on, never the request's `Host` header, which the client
@@ -287,10 +288,9 @@ async fn publish(
         if declared.is_some_and(|n| n > limit) {
             return Err(too_big(limit));
         }
-        let reserve = declared.unwrap_or(limit);
-        Ok((reserve, app.budgets.upload(reserve).await?))
+        app.budgets.upload(declared.unwrap_or(limit)).await
     };
-    let (reserve, _upload) = match early.await {
+    let _upload = match early.await {
         Ok(ok) => ok,
         Err(e) => {
             if !expects_continue {
@@ -305,7 +305,6 @@ async fn publish(
         .tempfile_in(&dir)
         .map_err(|e| RequestError::Internal(format!("{}: {e}", dir.display())))?;
     spool(b, &file, limit).await?;
-    let _ = reserve;
     // Parsing holds the body, then the decoded bundle, then the definition: about 2.4
     // times the body at once (see `Registry::publish_spooled`), so it runs on the worker.
     let resp = app

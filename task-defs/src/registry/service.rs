@@ -676,7 +676,14 @@ impl Registry {
         let body = std::fs::read(path).map_err(internal)?;
         let req: Borrowed<'_> = serde_json::from_slice(&body)
             .map_err(|e| RequestError::BadRequest(format!("malformed request body: {e}")))?;
-        self.publish_parts(&req.publication, &req.bundle)
+        if let Some(done) = self.admit(&req.publication, req.bundle.len())? {
+            return Ok(done);
+        }
+        let bytes = decode_bundle(&req.bundle)?;
+        let publication = req.publication;
+        // The body is the largest thing held; it goes before validation copies the bundle.
+        drop(body);
+        self.validate_and_append(&publication, bytes)
     }
 
     fn publish_parts(
@@ -684,6 +691,19 @@ impl Registry {
         p: &crate::tlog::Published,
         bundle_b64: &str,
     ) -> Result<AppendResponse, RequestError> {
+        if let Some(done) = self.admit(p, bundle_b64.len())? {
+            return Ok(done);
+        }
+        self.validate_and_append(p, decode_bundle(bundle_b64)?)
+    }
+
+    /// The checks a publication passes before its bundle is decoded: signature, allowlist,
+    /// size, the author's rate and quota. `Some` answers a retry of a logged publication.
+    fn admit(
+        &self,
+        p: &crate::tlog::Published,
+        b64_len: usize,
+    ) -> Result<Option<AppendResponse>, RequestError> {
         p.verify().map_err(|_| {
             RequestError::BadRequest(format!(
                 "the publication's signature does not verify under author key {}",
@@ -700,7 +720,7 @@ impl Registry {
             )));
         }
         let max = self.settings.max_bundle_bytes;
-        if bundle_b64.len() as u64 > max.div_ceil(3) * 4 + 4 {
+        if b64_len as u64 > max.div_ceil(3) * 4 + 4 {
             return Err(RequestError::TooLarge(format!(
                 "bundle exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)"
             )));
@@ -708,7 +728,7 @@ impl Registry {
         // A retry of a logged publication is answered before any limit or validation: it
         // stores nothing.
         if let Some(done) = self.already_logged(&self.lock(), p)? {
-            return Ok(done);
+            return Ok(Some(done));
         }
         self.limiters
             .key
@@ -725,11 +745,18 @@ impl Registry {
                 }
             })?;
         // Refuse over-quota authors before the costly decode and validation.
-        let estimate = (bundle_b64.len() as u64 / 4) * 3;
+        let estimate = (b64_len as u64 / 4) * 3;
         self.check_quota(&self.lock().store, &p.author, estimate)?;
-        let bytes = B64
-            .decode(bundle_b64.as_bytes())
-            .map_err(|e| RequestError::BadRequest(format!("bundle is not base64: {e}")))?;
+        Ok(None)
+    }
+
+    /// Validates an admitted publication's bundle and logs it.
+    fn validate_and_append(
+        &self,
+        p: &crate::tlog::Published,
+        bytes: Vec<u8>,
+    ) -> Result<AppendResponse, RequestError> {
+        let max = self.settings.max_bundle_bytes;
         if bytes.len() as u64 > max {
             return Err(RequestError::TooLarge(format!(
                 "bundle of {} bytes exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)",
@@ -1157,6 +1184,11 @@ pub struct InclusionStatus {
 
 fn not_published(id: &DefinitionId) -> RequestError {
     RequestError::NotFound(format!("{id} was never published to this registry"))
+}
+
+fn decode_bundle(b64: &str) -> Result<Vec<u8>, RequestError> {
+    B64.decode(b64.as_bytes())
+        .map_err(|e| RequestError::BadRequest(format!("bundle is not base64: {e}")))
 }
 
 /// Hides `id` from the review queue (or shows it again with `hide = false`) in the registry

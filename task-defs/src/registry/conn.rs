@@ -26,7 +26,8 @@
 //! - **One bundle worker.** Work that holds whole bundles in memory (validating a
 //!   publication, reading a stored bundle, rendering a review page) runs on one dedicated
 //!   thread ([`BundleWorker`]), one job at a time, behind a bounded queue. Memory is then
-//!   one job's worth (about 2.4 times the largest publication body) rather than one per
+//!   one job's worth (about twice the largest publication body: the spooled body and the
+//!   decoded bundle, or the bundle and its parsed definition) rather than one per
 //!   blocking thread; and since glibc gives each thread its own arena and raises its mmap
 //!   threshold after the first large free, spreading such jobs over the blocking pool left
 //!   freed bundles in a dozen arenas: 100 concurrent 10 MiB uploads peaked at 696 MiB that

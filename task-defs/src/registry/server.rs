@@ -305,8 +305,8 @@ async fn publish(
         .tempfile_in(&dir)
         .map_err(|e| RequestError::Internal(format!("{}: {e}", dir.display())))?;
     spool(b, &file, limit).await?;
-    // Parsing holds the body, then the decoded bundle, then the definition: about 2.4
-    // times the body at once (see `Registry::publish_spooled`), so it runs on the worker.
+    // Parsing holds the body and the decoded bundle, then the bundle and the definition:
+    // about twice the body at once (see `Registry::publish_spooled`), so it runs on the worker.
     let resp = app
         .worker
         .run(move || {

@@ -94,6 +94,9 @@ pub enum Command {
     },
     /// Run a registry server (prints `listening on http://ADDR` first).
     Serve(ServeArgs),
+    /// Hide a pending definition from a registry's review queue, or show it again (an
+    /// operator's act on the data directory; the log keeps it).
+    Queue(QueueArgs),
     /// Sign and publish a definition to a registry, where it waits for review.
     Publish {
         /// Definition directory or bundle file.
@@ -144,6 +147,29 @@ pub struct ServeArgs {
     /// Largest bundle accepted, in bytes (default 32 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_bundle_bytes: Option<u64>,
+    /// Configuration file (default DIR/registry.toml): author policy, limits, roster.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The URL reviewers reach this registry at (use https://); pages print it in the
+    /// commands they show, never the request's Host header.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+/// Arguments of `task-defs queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// `hide` or `unhide`.
+    #[arg(value_parser = ["hide", "unhide"])]
+    pub action: String,
+    /// Definition identity.
+    pub id: DefinitionId,
+    /// The registry's data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Why (shown on the page of hidden definitions).
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 /// `task-defs review` subcommands.
@@ -389,6 +415,7 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
         }
         Command::Keygen { .. }
         | Command::Serve(_)
+        | Command::Queue(_)
         | Command::Publish { .. }
         | Command::Review(_)
         | Command::Status(_) => unreachable!("registry commands are dispatched in run"),

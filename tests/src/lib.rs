@@ -180,6 +180,11 @@ impl RegistryProcess {
             .to_string()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL (no chance to flush anything) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -192,6 +197,24 @@ impl Drop for RegistryProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A size field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn proc_fd_count(pid: u32) -> usize {
+    let path = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .count()
 }
 
 /// Generates a key with `task-defs keygen` and returns (secret key file, public key text).
@@ -232,20 +255,7 @@ impl ReviewedRegistry {
 
     /// Publishes the definition in `dir` as the author; returns its identity.
     pub fn publish(&self, dir: &Path) -> String {
-        let out = ok_stdout(&run(
-            "task-defs",
-            &[
-                &"publish",
-                &dir,
-                &"--registry",
-                &self.server.url,
-                &"--key",
-                &self.author,
-                &"--json",
-            ],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
-        v["id"].as_str().expect("an id").to_string()
+        publish(&self.server.url, dir, &self.author)
     }
 
     /// Reviewer `which` signs `verb` (approve, reject, revoke) for `id`.
@@ -289,6 +299,24 @@ impl ReviewedRegistry {
             extra,
         )
     }
+}
+
+/// `task-defs publish DIR --registry URL --key KEY --json`; returns the identity.
+pub fn publish(url: &str, dir: &Path, key: &Path) -> String {
+    let out = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &dir,
+            &"--registry",
+            &url,
+            &"--key",
+            &key,
+            &"--json",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
+    v["id"].as_str().expect("an id").to_string()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -425,20 +453,12 @@ impl ProviderProcess {
 
     /// A size field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
-        let path = format!("/proc/{}/status", self.pid());
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        text.lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in {path}"))
+        proc_status_kib(self.pid(), field)
     }
 
     /// Open file descriptors of the process (entries of `/proc/<pid>/fd`).
     pub fn fd_count(&self) -> usize {
-        let path = format!("/proc/{}/fd", self.pid());
-        std::fs::read_dir(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .count()
+        proc_fd_count(self.pid())
     }
 
     /// The TCP port of the first listen address.

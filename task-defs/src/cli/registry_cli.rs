@@ -11,8 +11,8 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 
 use super::{
-    Command, EXIT_FAILURE, EXIT_INVALID, EXIT_REFUSED, EXIT_UNVERIFIED, Outcome, ReviewCommand,
-    ServeArgs, StatusArgs, VerdictArgs, ok,
+    Command, EXIT_FAILURE, EXIT_INVALID, EXIT_REFUSED, EXIT_UNVERIFIED, Outcome, QueueArgs,
+    ReviewCommand, ServeArgs, StatusArgs, VerdictArgs, ok,
 };
 use crate::definition::{Definition, Error as DefError};
 use crate::registry::client::{self, Client, ClientError, SyncFailure, status_name};
@@ -24,6 +24,7 @@ pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
     let result = match command {
         Command::Keygen { output } => keygen(&output),
         Command::Serve(a) => serve(&a),
+        Command::Queue(a) => queue(&a),
         Command::Publish {
             path,
             registry,
@@ -93,6 +94,8 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
         threshold: a.threshold,
         checkpoint_interval: a.checkpoint_interval.map(std::time::Duration::from_secs),
         max_bundle_bytes: a.max_bundle_bytes,
+        config_file: a.config.clone(),
+        public_url: a.public_url.clone(),
     };
     let registry =
         Arc::new(Registry::open(&config).with_context(|| format!("opening {}", a.data.display()))?);
@@ -118,6 +121,31 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
             s.threshold,
             s.checkpoint_interval.as_secs()
         )?;
+        let p = &s.publish;
+        writeln!(
+            out,
+            "authors {}: per key {}, per ip {}, quota {} bytes per key; bundles up to {} bytes",
+            p.authors.name(),
+            p.key_rate,
+            p.ip_rate,
+            p.key_quota_bytes,
+            s.max_bundle_bytes
+        )?;
+        writeln!(
+            out,
+            "connections up to {}, header timeout {}s, body timeout {}s, idle timeout {}s",
+            s.server.effective_max_connections(),
+            s.server.header_timeout.as_secs(),
+            s.server.body_timeout.as_secs(),
+            s.server.idle_timeout.as_secs()
+        )?;
+        match &s.public_url {
+            Some(u) => writeln!(out, "public url {u}")?,
+            None => writeln!(
+                out,
+                "public url not configured: pages show http://{addr} (set --public-url https://...)"
+            )?,
+        }
         out.flush()?;
         drop(out);
         reg::serve(listener, registry.clone(), shutdown_signal())
@@ -125,6 +153,22 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
             .context("serving")
     })?;
     Ok(ok(String::new()))
+}
+
+fn queue(a: &QueueArgs) -> anyhow::Result<Outcome> {
+    let hide = a.action == "hide";
+    let changed = reg::service::set_hidden(&a.data, &a.id, hide, &a.reason)
+        .with_context(|| format!("{} {}", a.action, a.id))?;
+    Ok(ok(format!(
+        "{} {}\n",
+        a.id,
+        match (hide, changed) {
+            (true, true) => "hidden from the review queue (the log keeps it)",
+            (true, false) => "was already hidden",
+            (false, true) => "shown in the review queue again",
+            (false, false) => "was not hidden",
+        }
+    )))
 }
 
 fn publish(

@@ -14,6 +14,13 @@ use crate::tlog::{Hash, PublicKey, Published, ReviewAction, Status};
 pub const API_PREFIX: &str = "/api/v1";
 /// Most entries one `entries` request returns; clients page through bigger ranges.
 pub const MAX_ENTRIES_PER_PAGE: u64 = 4096;
+/// Definitions per list page when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+/// Most definitions one list page holds.
+pub const MAX_PAGE: usize = 500;
+/// Most publications one list request looks at; a page of a rare status may come back short
+/// (even empty) with a `next_cursor` to continue from.
+pub const MAX_SCAN: usize = 10_000;
 
 /// The body of every error response: `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +106,15 @@ pub struct InfoResponse {
     pub threshold: usize,
     /// The current tree size.
     pub tree_size: u64,
+    /// The largest bundle the registry accepts, in bytes.
+    #[serde(default)]
+    pub max_bundle_bytes: u64,
+    /// The URL the operator says the registry is reached at, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// The author policy: `open` or `allowlist`.
+    #[serde(default)]
+    pub author_policy: String,
 }
 
 /// One definition in a list.
@@ -122,6 +138,10 @@ pub struct DefinitionSummary {
     pub status: Status,
     /// Distinct roster keys whose latest vote is approve.
     pub approvals: usize,
+    /// Why the review queue does not show it (unreviewed too long, or the operator hid it);
+    /// absent when it is shown. The log keeps it either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<String>,
 }
 
 /// One logged reviewer statement.
@@ -162,19 +182,45 @@ pub struct DefinitionDetail {
     pub previous_approved: Option<DefinitionSummary>,
 }
 
-/// `GET /api/v1/definitions?status=`.
+/// `GET /api/v1/definitions?status=&limit=&cursor=&order=&hidden=`: one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionList {
-    /// The definitions, newest publication first.
+    /// The definitions, in the order asked for (newest publication first by default).
     pub definitions: Vec<DefinitionSummary>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+}
+
+/// The order of a definitions list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    /// Newest publication first (the default).
+    Newest,
+    /// Oldest publication first (the review queue's order).
+    Oldest,
 }
 
 /// The query of `GET /api/v1/definitions`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only definitions with this (server-view) status.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// Page size (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+    /// `newest` (default) or `oldest` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<ListOrder>,
+    /// Include definitions hidden from the queue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
 }
 
 /// The query of `GET /api/v1/entries`.

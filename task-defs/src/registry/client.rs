@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 
 use super::api::{
     AppendResponse, ConsistencyResponse, DefinitionDetail, DefinitionList, DefinitionSummary,
-    EntriesResponse, ErrorBody, InclusionResponse, InfoResponse, MAX_ENTRIES_PER_PAGE,
-    PublishRequest, ReviewRecord,
+    EntriesResponse, ErrorBody, InclusionResponse, InfoResponse, ListOrder, ListQuery,
+    MAX_ENTRIES_PER_PAGE, MAX_PAGE, PublishRequest, ReviewRecord,
 };
 use crate::definition::Definition;
 use crate::identity::DefinitionId;
@@ -38,6 +38,10 @@ pub const MAX_JSON_BYTES: u64 = 16 * 1024 * 1024;
 /// Cap on an entries page: the most leaves per page at the largest leaf size, base64.
 pub const MAX_ENTRIES_BYTES: u64 =
     MAX_ENTRIES_PER_PAGE * ((MAX_LEAF_BYTES as u64).div_ceil(3) * 4 + 8) + 4096;
+/// Request bodies above this size ask the server to `Expect: 100-continue`.
+pub const EXPECT_CONTINUE_ABOVE: usize = 64 * 1024;
+/// Most definitions [`Client::definitions`] collects by following cursors.
+pub const MAX_LISTED: usize = 100_000;
 /// Most entries one sync accepts, so a checkpoint claiming an absurd size cannot make the
 /// client page forever.
 pub const MAX_SYNC_ENTRIES: u64 = 50_000_000;
@@ -160,11 +164,17 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = self.url(path);
         let body = serde_json::to_vec(value).map_err(|e| Self::transport(&url, e))?;
-        let resp = self
+        let mut req = self
             .agent
             .post(&url)
-            .header("content-type", "application/json")
-            .send(&body[..]);
+            .header("content-type", "application/json");
+        if body.len() > EXPECT_CONTINUE_ABOVE {
+            // The server answers a refusal (rate limit, size, quota, busy) before the body,
+            // so a refused upload costs neither side the bytes and the refusal is read
+            // instead of lost in a reset connection.
+            req = req.header("expect", "100-continue");
+        }
+        let resp = req.send(&body[..]);
         let bytes = Self::read(&url, resp, MAX_JSON_BYTES)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
             url,
@@ -241,17 +251,54 @@ impl Client {
         Ok(r.proof)
     }
 
-    /// Definitions, optionally only those with a server-view status.
+    /// One page of definitions.
+    pub fn definitions_page(&self, q: &ListQuery) -> Result<DefinitionList, ClientError> {
+        let mut path = String::from("/api/v1/definitions?");
+        if let Some(s) = q.status {
+            path.push_str(&format!("status={}&", status_name(s)));
+        }
+        if let Some(l) = q.limit {
+            path.push_str(&format!("limit={l}&"));
+        }
+        if let Some(c) = q.cursor {
+            path.push_str(&format!("cursor={c}&"));
+        }
+        if let Some(o) = q.order {
+            path.push_str(match o {
+                ListOrder::Newest => "order=newest&",
+                ListOrder::Oldest => "order=oldest&",
+            });
+        }
+        if q.hidden {
+            path.push_str("hidden=true&");
+        }
+        let path = path.trim_end_matches(['&', '?']);
+        self.get_json(path, MAX_JSON_BYTES)
+    }
+
+    /// Definitions (newest first), optionally only those with a server-view status,
+    /// following the server's pages up to [`MAX_LISTED`].
     pub fn definitions(
         &self,
         status: Option<Status>,
     ) -> Result<Vec<DefinitionSummary>, ClientError> {
-        let path = match status {
-            Some(s) => format!("/api/v1/definitions?status={}", status_name(s)),
-            None => "/api/v1/definitions".to_string(),
+        let mut out = Vec::new();
+        let mut q = ListQuery {
+            status,
+            limit: Some(MAX_PAGE),
+            ..ListQuery::default()
         };
-        let l: DefinitionList = self.get_json(&path, MAX_JSON_BYTES)?;
-        Ok(l.definitions)
+        loop {
+            let page = self.definitions_page(&q)?;
+            out.extend(page.definitions);
+            match page.next_cursor {
+                // A cursor must move on, or a broken server could keep the client paging.
+                Some(c) if out.len() < MAX_LISTED && q.cursor.is_none_or(|old| c < old) => {
+                    q.cursor = Some(c);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Everything the server says about one definition.

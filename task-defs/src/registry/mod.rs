@@ -6,6 +6,9 @@
 //! - [`store`]: the SQLite database behind it.
 //! - [`server`]: the axum HTTP front end (JSON API and review web pages) over a bound
 //!   listener with a shutdown future, plus periodic checkpoint re-signing.
+//! - [`conn`]: the accept loop under it: connection cap, header/body/idle timeouts, byte
+//!   budgets.
+//! - [`policy`]: who may publish and how much (author policy, rate limits, quota).
 //! - [`web`] and [`diff`]: the server-rendered review pages and their line diff.
 //! - [`api`]: the JSON bodies both sides use.
 //! - [`client`]: the blocking HTTP client, and [`client::sync`] / [`client::verified_status`],
@@ -16,7 +19,9 @@
 
 pub mod api;
 pub mod client;
+pub mod conn;
 pub mod diff;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;

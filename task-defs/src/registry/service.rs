@@ -5,9 +5,13 @@
 //! - `registry.sqlite` (+ WAL files): leaves, derived tables, the latest signed checkpoint;
 //! - `log.key` (mode 0600): the log's Ed25519 checkpoint key, created on first start;
 //! - `log.pub`: its public key, one line, the text `task-defs keygen` prints;
-//! - `registry.toml` (optional): `origin`, `threshold`, `checkpoint_interval_secs`,
-//!   `max_bundle_bytes` and `[[reviewers]]` tables with `key` and optional `name`.
-//!   Command-line flags override the file (a `--reviewer` flag replaces the file's roster).
+//! - `registry.toml` (optional, or `--config FILE`): `origin`, `threshold`,
+//!   `checkpoint_interval_secs`, `max_bundle_bytes`, `public_url`, `[[reviewers]]` tables
+//!   with `key` and optional `name`, the author policy and publishing limits in `[authors]`
+//!   ([`super::policy`]), queue hiding in `[queue]` and the HTTP limits in `[server]`
+//!   ([`super::conn::ServerLimits`]). Command-line flags override the file (a `--reviewer`
+//!   flag replaces the file's roster);
+//! - `uploads/`: publication bodies being received, spooled to disk (emptied at start).
 //!
 //! Writes are serialised by one mutex: the leaf, its derived rows and the checkpoint over
 //! the new tree commit in one SQLite transaction before the call returns, so whatever the
@@ -20,6 +24,7 @@
 //! the server's roster and threshold: the same rule clients apply, but only a convenience
 //! view; clients decide with their own configuration.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,10 +34,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use super::api::{
-    AppendResponse, ConsistencyResponse, DefinitionDetail, DefinitionSummary, EntriesResponse,
-    InclusionResponse, InfoResponse, MAX_ENTRIES_PER_PAGE, PublishRequest, ReviewRecord,
-    RosterEntry,
+    AppendResponse, ConsistencyResponse, DEFAULT_PAGE, DefinitionDetail, DefinitionList,
+    DefinitionSummary, EntriesResponse, InclusionResponse, InfoResponse, ListOrder, ListQuery,
+    MAX_ENTRIES_PER_PAGE, MAX_PAGE, MAX_SCAN, PublishRequest, ReviewRecord, RosterEntry,
 };
+use super::conn::{ServerFile, ServerLimits};
+use super::policy::{AuthorPolicy, AuthorsFile, PublishPolicy, RateLimiter, ip_bucket};
 use super::store::{DefinitionRow, Derived, ReviewRow, Store, StoreError};
 use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now};
 use crate::definition::{Definition, Error as DefError};
@@ -62,6 +69,8 @@ pub const KEY_FILE: &str = "log.key";
 pub const PUB_FILE: &str = "log.pub";
 /// The optional configuration file inside the data directory.
 pub const CONFIG_FILE: &str = "registry.toml";
+/// The directory inside the data directory where request bodies are spooled.
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +100,25 @@ pub enum RegistryError {
 /// A refused or failed request, with the HTTP status it maps to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// Over a rate limit (429); retry after so many seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// What limit, for people.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+    },
+    /// The server is busy (503); retry after so many seconds.
+    #[error("{message}")]
+    Busy {
+        /// Why, for people.
+        message: String,
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
+    /// The client was too slow sending its request (408).
+    #[error("{0}")]
+    Timeout(String),
     /// Malformed input (400).
     #[error("{0}")]
     BadRequest(String),
@@ -121,6 +149,18 @@ impl RequestError {
             RequestError::TooLarge(_) => 413,
             RequestError::Invalid(_) => 422,
             RequestError::Internal(_) => 500,
+            RequestError::RateLimited { .. } => 429,
+            RequestError::Busy { .. } => 503,
+            RequestError::Timeout(_) => 408,
+        }
+    }
+
+    /// The `Retry-After` seconds of a 429 or 503.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            RequestError::RateLimited { retry_after, .. }
+            | RequestError::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -145,6 +185,11 @@ pub struct RegistryConfig {
     pub checkpoint_interval: Option<Duration>,
     /// The largest bundle accepted, in bytes.
     pub max_bundle_bytes: Option<u64>,
+    /// The configuration file (default `DATA/registry.toml`, optional there; a file named
+    /// here must exist).
+    pub config_file: Option<PathBuf>,
+    /// The URL people reach the registry at, shown in the commands pages print.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,9 +199,28 @@ struct FileConfig {
     threshold: Option<usize>,
     checkpoint_interval_secs: Option<u64>,
     max_bundle_bytes: Option<u64>,
+    public_url: Option<String>,
     #[serde(default)]
     reviewers: Vec<RosterEntry>,
+    #[serde(default)]
+    authors: AuthorsFile,
+    #[serde(default)]
+    queue: QueueFile,
+    #[serde(default)]
+    server: ServerFile,
 }
+
+/// The `[queue]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFile {
+    /// Pending definitions without any statement leave the queue after this many days
+    /// (0: never).
+    hide_unreviewed_after_days: Option<u64>,
+}
+
+/// Default age after which an unreviewed pending definition leaves the queue.
+pub const DEFAULT_HIDE_UNREVIEWED_AFTER: Duration = Duration::from_secs(30 * 86400);
 
 /// The settings in force after merging flags, file and defaults.
 #[derive(Debug, Clone)]
@@ -171,6 +235,21 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// The largest bundle accepted.
     pub max_bundle_bytes: u64,
+    /// The configured public URL (`https://...`), if any.
+    pub public_url: Option<String>,
+    /// Who may publish, and how much.
+    pub publish: PublishPolicy,
+    /// Unreviewed pending definitions older than this leave the queue (`None`: never).
+    pub hide_unreviewed_after: Option<Duration>,
+    /// The HTTP front end's limits.
+    pub server: ServerLimits,
+}
+
+/// The in-memory rate limiters of publishing.
+#[derive(Debug)]
+struct Limiters {
+    key: RateLimiter<PublicKey>,
+    ip: RateLimiter<IpAddr>,
 }
 
 struct Inner {
@@ -184,6 +263,7 @@ struct Inner {
 /// A running registry over one data directory.
 pub struct Registry {
     settings: Settings,
+    limiters: Limiters,
     signer: NoteSigner,
     log_key: PublicKey,
     data_dir: PathBuf,
@@ -207,13 +287,48 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+/// Checks a public URL: `http(s)://host[:port][/path]`, nothing a page could misquote.
+pub fn check_public_url(url: &str) -> Result<String, String> {
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("public URL {url:?} must start with https:// (or http://)"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    let ok = !host.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~:/[]%".contains(c));
+    if !ok {
+        return Err(format!(
+            "public URL {url:?} must be a plain http(s)://host[:port][/path] without query, fragment, spaces or user info"
+        ));
+    }
+    Ok(url.to_string())
+}
+
 fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
-    let path = config.data_dir.join(CONFIG_FILE);
+    let (path, required) = match &config.config_file {
+        Some(p) => (p.clone(), true),
+        None => (config.data_dir.join(CONFIG_FILE), false),
+    };
     let file: FileConfig = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text)
             .map_err(|e| RegistryError::Config(format!("{}: {e}", path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => FileConfig::default(),
         Err(e) => return Err(io_err(&path)(e)),
+    };
+    let in_file = |e: String| RegistryError::Config(format!("{}: {e}", path.display()));
+    let publish = PublishPolicy::from_file(&file.authors).map_err(in_file)?;
+    let server = ServerLimits::from_file(&file.server).map_err(in_file)?;
+    let public_url = match config.public_url.clone().or(file.public_url) {
+        Some(u) => Some(check_public_url(&u).map_err(RegistryError::Config)?),
+        None => None,
+    };
+    let hide_unreviewed_after = match file.queue.hide_unreviewed_after_days {
+        Some(0) => None,
+        Some(d) => Some(Duration::from_secs(d.saturating_mul(86400))),
+        None => Some(DEFAULT_HIDE_UNREVIEWED_AFTER),
     };
     let roster = if config.reviewers.is_empty() {
         file.reviewers
@@ -257,6 +372,10 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
             .or(file.max_bundle_bytes)
             .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES)
             .min(bundle::MAX_BUNDLE_BYTES),
+        public_url,
+        publish,
+        hide_unreviewed_after,
+        server,
     })
 }
 
@@ -375,7 +494,18 @@ impl Registry {
         view.update(&note, &leaves, &[], time.max(now))
             .map_err(|e| RegistryError::Integrity(e.to_string()))?;
 
+        // Bodies half-received when the last process died are of no use to anyone.
+        let uploads = dir.join(UPLOADS_DIR);
+        if uploads.exists() {
+            std::fs::remove_dir_all(&uploads).map_err(io_err(&uploads))?;
+        }
+        create_private_dir(&uploads)?;
+
         Ok(Registry {
+            limiters: Limiters {
+                key: RateLimiter::new(settings.publish.key_rate),
+                ip: RateLimiter::new(settings.publish.ip_rate),
+            },
             settings,
             signer,
             log_key: key.public_key(),
@@ -501,36 +631,145 @@ impl Registry {
         Ok(index)
     }
 
+    /// The directory request bodies are spooled to.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join(UPLOADS_DIR)
+    }
+
+    /// The per-IP publishing limit: takes a token for `ip` or refuses with a 429. Called
+    /// before a publication's body is read, so a flood costs the server nothing more.
+    pub fn admit_publisher_ip(&self, ip: IpAddr) -> Result<(), RequestError> {
+        let bucket = ip_bucket(ip);
+        self.limiters
+            .ip
+            .take(&bucket, std::time::Instant::now())
+            .map_err(|wait| {
+                let retry_after = wait.as_secs().max(1);
+                RequestError::RateLimited {
+                    message: format!(
+                        "publication rate limit for {bucket}{}: {}; retry in {retry_after} s",
+                        if bucket.is_ipv6() { "/64" } else { "" },
+                        self.limiters.ip.rate()
+                    ),
+                    retry_after,
+                }
+            })
+    }
+
     /// Validates and logs a publication; publishing a logged identity again is a no-op.
     pub fn publish(&self, req: &PublishRequest) -> Result<AppendResponse, RequestError> {
-        let max = self.settings.max_bundle_bytes;
-        if req.bundle.len() as u64 > max.div_ceil(3) * 4 + 4 {
-            return Err(RequestError::TooLarge(format!(
-                "bundle exceeds the registry's {max}-byte limit"
-            )));
+        self.publish_parts(&req.publication, &req.bundle)
+    }
+
+    /// [`Registry::publish`] of a request body spooled to `path` (at most the publish
+    /// limit: the caller capped it while receiving).
+    pub fn publish_spooled(&self, path: &Path) -> Result<AppendResponse, RequestError> {
+        /// The request with its bundle borrowed from the body, so the largest thing in
+        /// memory is the body itself, not a second copy of it.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Borrowed<'a> {
+            publication: crate::tlog::Published,
+            #[serde(borrow)]
+            bundle: std::borrow::Cow<'a, str>,
         }
-        let bytes = B64
-            .decode(req.bundle.as_bytes())
-            .map_err(|e| RequestError::BadRequest(format!("bundle is not base64: {e}")))?;
-        if bytes.len() as u64 > max {
-            return Err(RequestError::TooLarge(format!(
-                "bundle of {} bytes exceeds the registry's {max}-byte limit",
-                bytes.len()
-            )));
+        let body = std::fs::read(path).map_err(internal)?;
+        let req: Borrowed<'_> = serde_json::from_slice(&body)
+            .map_err(|e| RequestError::BadRequest(format!("malformed request body: {e}")))?;
+        if let Some(done) = self.admit(&req.publication, req.bundle.len())? {
+            return Ok(done);
         }
-        let p = &req.publication;
+        let bytes = decode_bundle(&req.bundle)?;
+        let publication = req.publication;
+        // The body is the largest thing held; it goes before validation copies the bundle.
+        drop(body);
+        self.validate_and_append(&publication, bytes)
+    }
+
+    fn publish_parts(
+        &self,
+        p: &crate::tlog::Published,
+        bundle_b64: &str,
+    ) -> Result<AppendResponse, RequestError> {
+        if let Some(done) = self.admit(p, bundle_b64.len())? {
+            return Ok(done);
+        }
+        self.validate_and_append(p, decode_bundle(bundle_b64)?)
+    }
+
+    /// The checks a publication passes before its bundle is decoded: signature, allowlist,
+    /// size, the author's rate and quota. `Some` answers a retry of a logged publication.
+    fn admit(
+        &self,
+        p: &crate::tlog::Published,
+        b64_len: usize,
+    ) -> Result<Option<AppendResponse>, RequestError> {
         p.verify().map_err(|_| {
             RequestError::BadRequest(format!(
                 "the publication's signature does not verify under author key {}",
                 p.author
             ))
         })?;
+        let policy = &self.settings.publish;
+        if let AuthorPolicy::Allowlist(keys) = &policy.authors
+            && !keys.contains(&p.author)
+        {
+            return Err(RequestError::Forbidden(format!(
+                "author key {} is not on this registry's author allowlist",
+                p.author
+            )));
+        }
+        let max = self.settings.max_bundle_bytes;
+        if b64_len as u64 > max.div_ceil(3) * 4 + 4 {
+            return Err(RequestError::TooLarge(format!(
+                "bundle exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)"
+            )));
+        }
+        // A retry of a logged publication is answered before any limit or validation: it
+        // stores nothing.
+        if let Some(done) = self.already_logged(&self.lock(), p)? {
+            return Ok(Some(done));
+        }
+        self.limiters
+            .key
+            .take(&p.author, std::time::Instant::now())
+            .map_err(|wait| {
+                let retry_after = wait.as_secs().max(1);
+                RequestError::RateLimited {
+                    message: format!(
+                        "publication rate limit for author key {}: {}; retry in {retry_after} s",
+                        p.author,
+                        self.limiters.key.rate()
+                    ),
+                    retry_after,
+                }
+            })?;
+        // Refuse over-quota authors before the costly decode and validation.
+        let estimate = (b64_len as u64 / 4) * 3;
+        self.check_quota(&self.lock().store, &p.author, estimate)?;
+        Ok(None)
+    }
+
+    /// Validates an admitted publication's bundle and logs it.
+    fn validate_and_append(
+        &self,
+        p: &crate::tlog::Published,
+        bytes: Vec<u8>,
+    ) -> Result<AppendResponse, RequestError> {
+        let max = self.settings.max_bundle_bytes;
+        if bytes.len() as u64 > max {
+            return Err(RequestError::TooLarge(format!(
+                "bundle of {} bytes exceeds the registry's limit of {max} bytes per bundle (max_bundle_bytes)",
+                bytes.len()
+            )));
+        }
         // The same checks as `task-defs check`: a bundle becomes a Definition only through
         // `Definition::from_parts`.
         let def = bundle::read(&bytes).map_err(|e| match e {
             DefError::Invalid(ref d) => RequestError::Invalid(format!("{e}:\n{d}")),
             other => RequestError::BadRequest(format!("unreadable bundle: {other}")),
         })?;
+        drop(bytes);
         if def.id != p.definition {
             return Err(RequestError::BadRequest(format!(
                 "the bundle's identity is {} but the publication names {}",
@@ -545,23 +784,56 @@ impl Registry {
         }
         // Store the canonical packing, so the stored bytes depend on the identity alone.
         let canonical = bundle::pack(&def);
+        drop(def);
         let mut inner = self.lock();
-        if let Some(row) = inner.store.definition(&def.id).map_err(internal)? {
-            return Ok(AppendResponse {
-                id: def.id,
-                index: row.index,
-                created: false,
-                tree_size: inner.checkpoint.size,
-            });
+        if let Some(done) = self.already_logged(&inner, p)? {
+            return Ok(done);
         }
+        // Checked again under the lock: two uploads by one key cannot both squeeze in.
+        self.check_quota(&inner.store, &p.author, canonical.len() as u64)?;
         let entry = Entry::Published(p.clone());
         let index = self.append(&mut inner, &entry, Derived::Published(p, &canonical))?;
         Ok(AppendResponse {
-            id: def.id,
+            id: p.definition,
             index,
             created: true,
             tree_size: inner.checkpoint.size,
         })
+    }
+
+    /// The answer to a publication of an identity already logged: where it sits.
+    fn already_logged(
+        &self,
+        inner: &Inner,
+        p: &crate::tlog::Published,
+    ) -> Result<Option<AppendResponse>, RequestError> {
+        Ok(inner
+            .store
+            .definition(&p.definition)
+            .map_err(internal)?
+            .map(|row| AppendResponse {
+                id: row.id,
+                index: row.index,
+                created: false,
+                tree_size: inner.checkpoint.size,
+            }))
+    }
+
+    fn check_quota(
+        &self,
+        store: &Store,
+        author: &PublicKey,
+        adding: u64,
+    ) -> Result<(), RequestError> {
+        let quota = self.settings.publish.key_quota_bytes;
+        let used = store.author_usage(author).map_err(internal)?;
+        if used.saturating_add(adding) > quota {
+            return Err(RequestError::TooLarge(format!(
+                "storage quota of author key {author} exceeded: {used} of {quota} bytes used \
+                 (key_quota_bytes), this bundle needs {adding} more"
+            )));
+        }
+        Ok(())
     }
 
     /// Validates and logs a reviewer statement; logging the same statement again is a no-op.
@@ -633,6 +905,9 @@ impl Registry {
             reviewers: self.settings.roster.clone(),
             threshold: self.settings.threshold,
             tree_size: self.lock().checkpoint.size,
+            max_bundle_bytes: self.settings.max_bundle_bytes,
+            public_url: self.settings.public_url.clone(),
+            author_policy: self.settings.publish.authors.name().to_string(),
         }
     }
 
@@ -679,7 +954,12 @@ impl Registry {
         Ok(ConsistencyResponse { old, new, proof })
     }
 
-    fn summary(&self, inner: &Inner, row: &DefinitionRow) -> DefinitionSummary {
+    fn summary(
+        &self,
+        inner: &Inner,
+        row: &DefinitionRow,
+        now: u64,
+    ) -> Result<DefinitionSummary, RequestError> {
         let roster = |k: &PublicKey| self.settings.roster.iter().any(|e| e.key == *k);
         let approvals = inner.view.record(&row.id).map_or(0, |rec| {
             rec.votes
@@ -687,7 +967,27 @@ impl Registry {
                 .filter(|(k, v)| **v == ReviewAction::Approve && roster(k))
                 .count()
         });
-        DefinitionSummary {
+        let status = inner.view.status_unchecked(&row.id);
+        // Only the queue hides: a definition someone judged is never hidden.
+        let hidden = if status != Status::Pending {
+            None
+        } else if let Some((_, reason)) = inner.store.hidden(&row.id).map_err(internal)? {
+            Some(format!("hidden by the operator: {reason}"))
+        } else {
+            match self.settings.hide_unreviewed_after {
+                Some(after)
+                    if now.saturating_sub(row.received) > after.as_secs()
+                        && !inner.store.has_reviews(&row.id).map_err(internal)? =>
+                {
+                    Some(format!(
+                        "no reviewer statement in {} days",
+                        after.as_secs() / 86400
+                    ))
+                }
+                _ => None,
+            }
+        };
+        Ok(DefinitionSummary {
             id: row.id,
             name: row.name.clone(),
             version: row.version.clone(),
@@ -695,20 +995,55 @@ impl Registry {
             index: row.index,
             published_at: row.received,
             size: row.size,
-            status: inner.view.status_unchecked(&row.id),
+            status,
             approvals,
-        }
+            hidden,
+        })
     }
 
-    /// Every definition (newest first), optionally only those with a server-view status.
-    pub fn list(&self, status: Option<Status>) -> Result<Vec<DefinitionSummary>, RequestError> {
+    /// One page of definitions (see [`ListQuery`]): at most [`MAX_PAGE`] rows, found by
+    /// scanning at most [`MAX_SCAN`] publications, so a rare status costs bounded work per
+    /// request; follow `next_cursor` until it is absent.
+    pub fn list(&self, q: &ListQuery) -> Result<DefinitionList, RequestError> {
+        let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let newest_first = q.order != Some(ListOrder::Oldest);
+        let now = unix_now();
         let inner = self.lock();
-        let rows = inner.store.definitions().map_err(internal)?;
-        Ok(rows
-            .iter()
-            .map(|r| self.summary(&inner, r))
-            .filter(|s| status.is_none_or(|st| s.status == st))
-            .collect())
+        let mut out = Vec::new();
+        let mut cursor = q.cursor;
+        let mut scanned = 0;
+        loop {
+            let chunk = (MAX_SCAN - scanned).min(256);
+            let rows = inner
+                .store
+                .definitions_page(cursor, newest_first, chunk)
+                .map_err(internal)?;
+            for row in &rows {
+                scanned += 1;
+                cursor = Some(row.index);
+                let s = self.summary(&inner, row, now)?;
+                if q.status.is_none_or(|st| s.status == st) && (q.hidden || s.hidden.is_none()) {
+                    out.push(s);
+                    if out.len() == limit {
+                        return Ok(DefinitionList {
+                            definitions: out,
+                            next_cursor: cursor,
+                        });
+                    }
+                }
+            }
+            let next_cursor = if rows.len() < chunk {
+                None
+            } else if scanned >= MAX_SCAN {
+                cursor
+            } else {
+                continue;
+            };
+            return Ok(DefinitionList {
+                definitions: out,
+                next_cursor,
+            });
+        }
     }
 
     /// The server-view summary of one definition.
@@ -719,7 +1054,7 @@ impl Registry {
             .definition(id)
             .map_err(internal)?
             .ok_or_else(|| not_published(id))?;
-        Ok(self.summary(&inner, &row))
+        self.summary(&inner, &row, unix_now())
     }
 
     fn review_record(&self, r: ReviewRow) -> ReviewRecord {
@@ -763,11 +1098,14 @@ impl Registry {
             .store
             .versions_before(&summary.name, summary.index)
             .map_err(internal)?;
-        Ok(rows
-            .iter()
-            .filter(|r| r.id != summary.id)
-            .map(|r| self.summary(&inner, r))
-            .find(|s| s.status == Status::Approved))
+        let now = unix_now();
+        for r in rows.iter().filter(|r| r.id != summary.id) {
+            let s = self.summary(&inner, r, now)?;
+            if s.status == Status::Approved {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored bundle of `id`, re-read and re-validated: bytes and definition.
@@ -846,4 +1184,39 @@ pub struct InclusionStatus {
 
 fn not_published(id: &DefinitionId) -> RequestError {
     RequestError::NotFound(format!("{id} was never published to this registry"))
+}
+
+fn decode_bundle(b64: &str) -> Result<Vec<u8>, RequestError> {
+    B64.decode(b64.as_bytes())
+        .map_err(|e| RequestError::BadRequest(format!("bundle is not base64: {e}")))
+}
+
+/// Hides `id` from the review queue (or shows it again with `hide = false`) in the registry
+/// whose data directory is `data_dir`, while its server runs or not: the queue reads this
+/// table on every request. The log is untouched; the definition stays reachable by identity.
+/// Returns false when nothing changed.
+pub fn set_hidden(
+    data_dir: &Path,
+    id: &DefinitionId,
+    hide: bool,
+    reason: &str,
+) -> Result<bool, RegistryError> {
+    let db = data_dir.join(DB_FILE);
+    if !db.exists() {
+        return Err(RegistryError::Config(format!(
+            "{} holds no registry database",
+            data_dir.display()
+        )));
+    }
+    let store = Store::open(&db)?;
+    if store.definition(id)?.is_none() {
+        return Err(RegistryError::Config(format!(
+            "{id} was never published to this registry"
+        )));
+    }
+    Ok(if hide {
+        store.hide(id, unix_now(), reason)?
+    } else {
+        store.unhide(id)?
+    })
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 use crate::identity::DefinitionId;
 use crate::tlog::{PublicKey, Published, Review, ReviewAction};
@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS reviews (
     idx INTEGER PRIMARY KEY, definition TEXT NOT NULL, reviewer TEXT NOT NULL,
     action TEXT NOT NULL, reason TEXT NOT NULL, time INTEGER NOT NULL, received INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS reviews_by_definition ON reviews (definition, idx);
+CREATE INDEX IF NOT EXISTS definitions_by_author ON definitions (author);
+CREATE TABLE IF NOT EXISTS hidden (id TEXT PRIMARY KEY, at INTEGER NOT NULL, reason TEXT NOT NULL);
 ";
 
 fn to_i64(v: u64) -> i64 {
@@ -260,10 +262,17 @@ impl Store {
         match derived {
             Derived::Published(p, bundle) => {
                 let id = p.definition.to_string();
-                tx.execute(
-                    "INSERT OR IGNORE INTO bundles (id, bytes) VALUES (?1, ?2)",
-                    params![id, bundle],
+                // zeroblob + incremental write: SQLite never holds a second copy of the
+                // bundle in memory (binding it as a value would copy it whole).
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO bundles (id, bytes) VALUES (?1, zeroblob(?2))",
+                    params![id, to_i64(bundle.len() as u64)],
                 )?;
+                if n == 1 {
+                    let row = tx.last_insert_rowid();
+                    let mut blob = tx.blob_open(MAIN_DB, "bundles", "bytes", row, false)?;
+                    blob.write_at(bundle, 0)?;
+                }
                 tx.execute(
                     &format!(
                         "INSERT INTO definitions ({DEF_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -346,14 +355,98 @@ impl Store {
 
     /// The stored bundle bytes of `id` (unverified: the caller re-reads them).
     pub fn bundle(&self, id: &DefinitionId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
+        let row: Option<i64> = self
             .conn
             .query_row(
-                "SELECT bytes FROM bundles WHERE id = ?1",
+                "SELECT rowid FROM bundles WHERE id = ?1",
                 [id.to_string()],
                 |r| r.get(0),
             )
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        // Read incrementally into one buffer: a plain SELECT would materialise the blob
+        // in SQLite and then copy it, twice the bundle's size at once.
+        let blob = self
+            .conn
+            .blob_open(MAIN_DB, "bundles", "bytes", row, true)?;
+        let mut out = vec![0u8; blob.len()];
+        blob.read_at_exact(&mut out, 0)?;
+        Ok(Some(out))
+    }
+
+    /// The bundle bytes every publication by `author` stored (its quota usage).
+    pub fn author_usage(&self, author: &PublicKey) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM definitions WHERE author = ?1",
+            [author.to_string()],
+            |r| r.get(0),
+        )?;
+        Ok(to_u64(n))
+    }
+
+    /// Publications in log order from `cursor` (exclusive; `None` = from the end given by
+    /// `newest_first`), at most `limit`.
+    pub fn definitions_page(
+        &self,
+        cursor: Option<u64>,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<DefinitionRow>, StoreError> {
+        let (cmp, order, start) = if newest_first {
+            ("<", "DESC", cursor.map_or(i64::MAX, to_i64))
+        } else {
+            (">", "ASC", cursor.map_or(-1, to_i64))
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DEF_COLUMNS} FROM definitions WHERE idx {cmp} ?1 ORDER BY idx {order} LIMIT ?2"
+        ))?;
+        let raws = stmt
+            .query_map(params![start, to_i64(limit as u64)], raw_definition)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(definition_row).collect()
+    }
+
+    /// Whether any reviewer statement about `id` was logged.
+    pub fn has_reviews(&self, id: &DefinitionId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM reviews WHERE definition = ?1 LIMIT 1",
+                [id.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// When and why an operator hid `id` from the queue, if they did.
+    pub fn hidden(&self, id: &DefinitionId) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT at, reason FROM hidden WHERE id = ?1",
+                [id.to_string()],
+                |r| Ok((to_u64(r.get(0)?), r.get(1)?)),
+            )
             .optional()?)
+    }
+
+    /// Hides `id` from the queue (an operator's act; the log is untouched). Returns false
+    /// when it was hidden already.
+    pub fn hide(&self, id: &DefinitionId, at: u64, reason: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO hidden (id, at, reason) VALUES (?1, ?2, ?3)",
+            params![id.to_string(), to_i64(at), reason],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Shows `id` in the queue again. Returns false when it was not hidden.
+    pub fn unhide(&self, id: &DefinitionId) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM hidden WHERE id = ?1", [id.to_string()])?;
+        Ok(n == 1)
     }
 
     /// Every statement about `id`, in log order.

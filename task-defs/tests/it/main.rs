@@ -7,5 +7,6 @@ mod harness;
 mod identity;
 mod props;
 mod registry;
+mod registry_limits;
 mod tlog;
 mod validation;

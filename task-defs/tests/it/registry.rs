@@ -15,7 +15,7 @@ use task_defs::{Definition, DefinitionId, bundle};
 
 use crate::harness::{Dir, EXAMPLES};
 
-fn key(n: u8) -> SecretKey {
+pub(crate) fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])
 }
 
@@ -25,18 +25,19 @@ fn author() -> SecretKey {
 
 /// A registry served on 127.0.0.1:0 by its own runtime thread; stops when dropped.
 #[derive(Debug)]
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    /// Base URL.
+    pub(crate) url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(config: &RegistryConfig) -> Server {
+    pub(crate) fn start(config: &RegistryConfig) -> Server {
         Server::try_start(config).unwrap()
     }
 
-    fn try_start(config: &RegistryConfig) -> Result<Server, RegistryError> {
+    pub(crate) fn try_start(config: &RegistryConfig) -> Result<Server, RegistryError> {
         let registry = Arc::new(Registry::open(config)?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -65,7 +66,7 @@ impl Server {
         })
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::with_timeout(&self.url, Duration::from_secs(20))
     }
 }
@@ -90,7 +91,7 @@ fn roster(keys: &[u8]) -> Vec<RosterEntry> {
         .collect()
 }
 
-fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> RegistryConfig {
+pub(crate) fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> RegistryConfig {
     RegistryConfig {
         data_dir: dir.to_path_buf(),
         origin: Some("test.pinfold/registry".into()),
@@ -116,7 +117,7 @@ fn trust(data: &Path, reviewers: &[u8], threshold: usize, max_age: u64) -> Verif
     }
 }
 
-fn wordfreq(version: &str) -> Dir {
+pub(crate) fn wordfreq(version: &str) -> Dir {
     let d = Dir::copy_of(&format!("{EXAMPLES}/wordfreq"));
     if version != "1.0.0" {
         d.edit("version = \"1.0.0\"", &format!("version = \"{version}\""));
@@ -135,7 +136,14 @@ fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResp
     c.publish(&p, &bundle::pack(def)).unwrap()
 }
 
-fn vote(c: &Client, reviewer: u8, action: ReviewAction, id: DefinitionId, reason: &str, t: u64) {
+pub(crate) fn vote(
+    c: &Client,
+    reviewer: u8,
+    action: ReviewAction,
+    id: DefinitionId,
+    reason: &str,
+    t: u64,
+) {
     let r = Review::sign(&key(reviewer), action, id, reason, t);
     c.review(&r).unwrap();
 }
@@ -312,7 +320,7 @@ fn publishing_is_idempotent_and_new_versions_link_to_the_last_approved() {
 }
 
 /// A raw request: status and the `error` member of the JSON body.
-fn raw(url: &str, method: &str, body: Option<&[u8]>) -> (u16, String) {
+pub(crate) fn raw(url: &str, method: &str, body: Option<&[u8]>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -534,7 +542,10 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        // `uploads/` holds only bodies in flight: a restart empties it anyway.
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 

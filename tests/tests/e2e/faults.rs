@@ -617,6 +617,15 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
     for r in &roster {
         args.extend(["--reviewer", r.as_str()]);
     }
+    // Hundreds of publications a second from one key and one address: far above the
+    // default publishing limits, which this test is not about.
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("registry.toml"),
+        "[authors]\nkey_per_hour = 1000000\nkey_burst = 1000000\n\
+         ip_per_hour = 1000000\nip_burst = 1000000\n",
+    )
+    .unwrap();
     let mut server = RegistryProcess::start(&data, &args);
     let author = SecretKey::from_seed([50; 32]);
     let base = Definition::load(&example("wordfreq")).unwrap();

@@ -8,5 +8,6 @@ mod hostile_tasks;
 mod load;
 mod network;
 mod registry;
+mod registry_server;
 mod splitview;
 mod web;

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pinfold_e2e::{RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, run};
+use pinfold_e2e::{
+    RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, publish, run,
+};
 use serde_json::{Value, json};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -146,6 +148,24 @@ impl Browser {
         );
     }
 
+    /// Runs `script` (a function body) in the page through WebDriver, which is not a page
+    /// script: the page's CSP forbids those, and the page has none.
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &format!("/session/{}/execute/sync", self.session),
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
+    /// The page's HTML source.
+    fn source(&self) -> String {
+        self.call("GET", &format!("/session/{}/source", self.session), None)
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn title(&self) -> String {
         self.call("GET", &format!("/session/{}/title", self.session), None)
             .as_str()
@@ -255,7 +275,7 @@ fn the_review_page_in_a_headless_browser_shows_queue_imports_and_diff() {
         imports.contains("stdio") || imports.contains("filesystem"),
         "{imports}"
     );
-    let diff = b.text("pre.diff");
+    let diff = b.text("table.diff");
     assert!(diff.contains("-version = \"1.0.0\""), "{diff}");
     assert!(diff.contains("+version = \"1.1.0\""), "{diff}");
     assert!(diff.contains("+default = 25"), "{diff}");
@@ -269,4 +289,205 @@ fn the_review_page_in_a_headless_browser_shows_queue_imports_and_diff() {
     let body = b.text("body");
     assert!(body.contains(&v1_id), "links the previous approved version");
     assert!(body.contains("verifies"), "inclusion proof status");
+}
+
+fn verdict(url: &str, verb: &str, id: &str, key: &Path, reason: &str) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"review", &verb, &id, &"--registry", &url, &"--key", &key];
+    if !reason.is_empty() {
+        args.extend([&"--reason" as &dyn AsRef<std::ffi::OsStr>, &reason]);
+    }
+    ok_stdout(&run("task-defs", &args));
+}
+
+#[test]
+fn the_review_page_shows_what_a_reviewer_must_judge() {
+    let s = Scratch::new();
+    let (author, author_pub) = keygen(&s, "author");
+    let (newcomer, newcomer_pub) = keygen(&s, "newcomer");
+    let (k1, p1) = keygen(&s, "r1");
+    let server = RegistryProcess::start(
+        &s.path("registry"),
+        &[
+            "--reviewer",
+            &format!("ann={p1}"),
+            "--public-url",
+            "https://registry.example.org",
+        ],
+    );
+    let url = server.url.clone();
+    let public = "https://registry.example.org";
+
+    let v1_id = publish(&url, &example("wordfreq"), &author);
+    verdict(&url, "approve", &v1_id, &k1, "");
+
+    // 1.1.0, by another key: a new module with another import, and a source comment
+    // hiding a right-to-left override.
+    let v2 = s.path("wordfreq-1.1");
+    copy_tree(&example("wordfreq"), &v2);
+    let manifest = std::fs::read_to_string(v2.join("taskdef.toml"))
+        .unwrap()
+        .replace("version = \"1.0.0\"", "version = \"1.1.0\"");
+    std::fs::write(v2.join("taskdef.toml"), manifest).unwrap();
+    let module = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (func (export "_start")))"#,
+    )
+    .unwrap();
+    std::fs::write(v2.join("wordfreq.wasm"), &module).unwrap();
+    let c_path = v2.join("src/wordfreq.c");
+    let c = std::fs::read_to_string(&c_path).unwrap();
+    std::fs::write(
+        &c_path,
+        format!("/* admin check \u{202E} }} \u{2066}*/\n{c}"),
+    )
+    .unwrap();
+    let v2_id = publish(&url, &v2, &newcomer);
+    verdict(&url, "reject", &v2_id, &k1, "new key, new import: explain");
+
+    let b = Browser::start(&s.path("browser"));
+    b.goto(&format!("{url}/definitions/{v2_id}"));
+    assert!(b.title().contains("wordfreq 1.1.0"), "{}", b.title());
+
+    // Status and statements at the top, each with its signed time.
+    let summary = b.text("#status-summary");
+    assert!(
+        summary.contains("rejected") && summary.contains("0 of 1 approvals"),
+        "{summary}"
+    );
+    let statements = b.text("#statement-list");
+    assert!(
+        statements.contains("ann")
+            && statements.contains("reject")
+            && statements.contains("new key, new import: explain")
+            && statements.contains(" UTC"),
+        "{statements}"
+    );
+    let top = |css: &str| {
+        b.script(&format!(
+            "return document.querySelector('{css}').getBoundingClientRect().top + window.scrollY;"
+        ))
+        .as_f64()
+        .unwrap()
+    };
+    assert!(
+        top("#statement-list") < top("#diff"),
+        "statements before the diff"
+    );
+    assert!(top("#status-summary") < top("#statement-list"));
+
+    // The author key changed, said at the top and in the diff.
+    assert!(
+        b.text("#author-changed-top")
+            .contains("The author key changed")
+    );
+    let changed = b.text("#author-changed");
+    assert!(
+        changed.contains(&author_pub) && changed.contains(&newcomer_pub),
+        "{changed}"
+    );
+
+    // Imports and capabilities, old -> new.
+    let caps = b.text("#capabilities");
+    assert!(
+        caps.contains("+import wasi_snapshot_preview1::random_get (func, random)")
+            && caps.contains("+capability random"),
+        "{caps}"
+    );
+    assert!(
+        caps.contains("-import wasi_snapshot_preview1::path_open"),
+        "{caps}"
+    );
+
+    // The module digests old -> new, never only "Binary file".
+    let old_digest =
+        blake3::hash(&std::fs::read(example("wordfreq").join("wordfreq.wasm")).unwrap())
+            .to_hex()
+            .to_string();
+    let new_digest = blake3::hash(&module).to_hex().to_string();
+    let code = b.text("#code-change");
+    assert!(
+        code.contains(&old_digest) && code.contains(&new_digest) && code.contains("changed"),
+        "{code}"
+    );
+    let body = b.text("body");
+    assert!(
+        body.contains(&format!("wordfreq.wasm modified\nblake3:{old_digest}")),
+        "a binary change shows its digests"
+    );
+    assert!(body.contains(&format!("→ blake3:{new_digest} ({} bytes)", module.len())));
+
+    // Trojan Source: a banner naming the character and its place; the character marked.
+    let warning = b.text("#unicode-warning");
+    assert!(
+        warning.contains("src/wordfreq.c:1:16 U+202E RIGHT-TO-LEFT OVERRIDE")
+            && warning.contains("U+2066 LEFT-TO-RIGHT ISOLATE"),
+        "{warning}"
+    );
+    let marked = b.script(
+        "return Array.from(document.querySelectorAll('mark.uni')).map(m => m.title).join('|');",
+    );
+    assert!(
+        marked
+            .as_str()
+            .unwrap()
+            .contains("U+202E RIGHT-TO-LEFT OVERRIDE"),
+        "{marked}"
+    );
+    assert!(
+        !b.source().contains('\u{202E}'),
+        "the raw override never reaches the page"
+    );
+
+    // A unified diff: hunk headers with counts, removal before addition.
+    let diff = b.text("#diff");
+    let header = diff
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("@@ -"))
+        .unwrap_or_else(|| panic!("no hunk header: {diff}"));
+    let counts: Vec<&str> = header.split(' ').collect();
+    assert!(
+        counts.len() >= 4
+            && counts[1].contains(',')
+            && counts[2].contains(',')
+            && counts[3] == "@@",
+        "{header}"
+    );
+    let del = diff.find("-version = \"1.0.0\"").expect("removed line");
+    let add = diff.find("+version = \"1.1.0\"").expect("added line");
+    assert!(del < add, "- before +");
+
+    // The approve command names the configured URL and is not cut at 1,280 px.
+    let cmd = b.text("#approve-cmd");
+    assert!(
+        cmd.contains(&format!(
+            "task-defs review approve {v2_id} --registry {public} --key <YOUR_KEY>"
+        )),
+        "{cmd}"
+    );
+    let width = b.script("return window.innerWidth;").as_f64().unwrap();
+    assert!((1200.0..=1280.0).contains(&width), "window {width} px wide");
+    let fits = b.script(
+        "const e = document.getElementById('approve-cmd'); return [e.scrollWidth, e.clientWidth];",
+    );
+    let (scroll, client) = (fits[0].as_f64().unwrap(), fits[1].as_f64().unwrap());
+    assert!(
+        scroll <= client,
+        "approve command cut: scrollWidth {scroll} > clientWidth {client}"
+    );
+
+    // Line numbers and anchors in the source view.
+    b.goto(&format!("{url}/definitions/{v2_id}#src-2-L1"));
+    let line = b.text("#src-2-L1");
+    assert!(
+        line.starts_with('1') && line.contains("admin check"),
+        "{line}"
+    );
+    let linked = b.script("return document.querySelector('#src-2-L1 a').getAttribute('href');");
+    assert_eq!(linked, "#src-2-L1");
+    assert!(!b.source().contains("<script"), "no scripts");
 }

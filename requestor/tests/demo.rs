@@ -1,12 +1,18 @@
-//! `requestor demo` end to end in-process: the README's first command must keep working.
+//! `requestor demo` end to end: the README's first command must keep working.
 
 #[test]
 fn the_demo_runs_wordfreq_on_two_agreeing_providers() {
-    let code = requestor::demo::main(&requestor::cli::DemoArgs {
-        providers: 2,
-        replicas: 2,
-        keep: false,
-    })
-    .expect("demo runs");
-    assert_eq!(code, 0);
+    // The real binary: the demo's in-process providers start their compile workers from
+    // the executable they run in, which must be `requestor` itself.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_requestor"))
+        .args(["demo", "--providers", "2", "--replicas", "2"])
+        .output()
+        .expect("running requestor demo");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

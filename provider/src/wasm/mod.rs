@@ -7,8 +7,9 @@
 //! bytes' header, not taken from the definition. `component.rs` holds what components add.
 //!
 //! # Sandbox
-//! A run sees exactly two preopened directories (`io.input` read-only, `io.output`
-//! writable and empty at start), the manifest's `env` and nothing inherited, argv made of
+//! A run sees exactly three preopened directories (`io.input` read-only, `io.output`
+//! writable and empty at start, and a private empty scratch root at `/`, counted with the
+//! outputs and never returned), the manifest's `env` and nothing inherited, argv made of
 //! the definition name and the manifest's args with params substituted, an empty stdin,
 //! and stdout/stderr captured in memory. No sockets, no other files.
 //!

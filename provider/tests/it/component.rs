@@ -514,7 +514,8 @@ fn introspect() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_sees_only_its_two_directories_its_args_and_the_manifest_env() {
+async fn a_component_sees_only_its_input_output_and_scratch_directories_its_args_and_the_manifest_env()
+ {
     let case = Case::new();
     let mut def = case.wat_def("intro", &introspect(), &Spec::default());
     // Tests may adjust a loaded definition; the manifest env is what the guest must see,
@@ -527,7 +528,7 @@ async fn a_component_sees_only_its_two_directories_its_args_and_the_manifest_env
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(
         o.stdout_text(),
-        "dir:/input\ndir:/output\narg:intro\nenv:GREETING=hi\n"
+        "dir:/input\ndir:/output\ndir:/\narg:intro\nenv:GREETING=hi\n"
     );
 }
 

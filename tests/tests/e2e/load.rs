@@ -719,6 +719,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     ordinary_run(&w, &p, None).await;
     let baseline = settled_fds(&p).await;
 
+    let setup = Instant::now();
     let open = Arc::new(AtomicUsize::new(0));
     let blob_open = Arc::new(AtomicUsize::new(0));
     let mut job_waits = Vec::new();
@@ -764,6 +765,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     let loaded_fds = p.fd_count();
 
     // A legitimate requestor is served while all of that is held open.
+    let setup_ms = setup.elapsed().as_millis();
     let legit = ordinary_run(&w, &p, None).await;
     let still_open = open.load(Ordering::SeqCst);
     let blob_still_open = blob_open.load(Ordering::SeqCst);
@@ -795,7 +797,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
          job_closed_max_ms={} job_held_to_timeout={timed_out_jobs} blob_closed_max_ms={} \
          tcp_closed_max_ms={} baseline_fds={baseline} loaded_fds={loaded_fds} \
          fds_back_after_ms={} final_fds={final_fds} legit_run_ms={} still_open_at_legit_end={still_open} \
-         after_run_ms={}",
+         after_run_ms={} setup_ms={setup_ms}",
         job_closed.len(),
         blob_closed.len(),
         LORIS_REQUEST_TIMEOUT.as_millis(),

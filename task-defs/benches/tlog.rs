@@ -31,10 +31,24 @@ fn log() -> (Vec<Vec<u8>>, MemoryTree, Vec<u8>) {
     let mut leaves = Vec::with_capacity(ENTRIES as usize);
     for i in 0..ENTRIES {
         let e = if i % 5 < 3 {
-            Entry::Published(Published::sign(&author, def(i), "bench", "1.0.0", T0))
+            Entry::Published(Published::sign(
+                &author,
+                ORIGIN,
+                def(i),
+                "bench",
+                "1.0.0",
+                T0,
+            ))
         } else {
             let r = &reviewers[(i % 3) as usize];
-            Entry::Review(Review::sign(r, ReviewAction::Approve, def(i - 3), "", T0))
+            Entry::Review(Review::sign(
+                r,
+                ORIGIN,
+                ReviewAction::Approve,
+                def(i - 3),
+                "",
+                T0,
+            ))
         };
         leaves.push(e.to_leaf());
     }
@@ -58,6 +72,7 @@ fn config() -> VerifierConfig {
         reviewers: (1..=3).map(|n| key(n).public_key()).collect(),
         threshold: 1,
         max_age_secs: 3600,
+        witnesses: Default::default(),
     }
 }
 

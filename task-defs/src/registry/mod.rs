@@ -10,6 +10,8 @@
 //! - [`api`]: the JSON bodies both sides use.
 //! - [`client`]: the blocking HTTP client, and [`client::sync`] / [`client::verified_status`],
 //!   which bring a [`crate::tlog::Verifier`] up to date over HTTP and answer from it.
+//! - [`witness`]: the `task-defs witness` server (C2SP `add-checkpoint`) and the registry's
+//!   loop that asks its witnesses to cosign each new checkpoint.
 //!
 //! The server is not trusted by clients: it signs what it logs, and clients verify the log
 //! against keys, roster and threshold from their own configuration.
@@ -21,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod web;
+pub mod witness;
 
 use std::io::Write as _;
 use std::path::Path;

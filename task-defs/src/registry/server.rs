@@ -5,7 +5,8 @@
 //! | method and path | what |
 //! | --- | --- |
 //! | `GET /api/v1/info` | origin, log key, roster, threshold, size (informational) |
-//! | `GET /api/v1/checkpoint` | the latest signed checkpoint (text/plain, C2SP signed note) |
+//! | `GET /api/v1/checkpoint` | the latest signed checkpoint (text/plain, C2SP signed note) with the witness cosignatures gathered for it |
+//! | `GET /api/v1/checkpoint/cosigned` | the newest checkpoint witnesses cosigned, with their cosignatures (404 before the first) |
 //! | `GET /api/v1/entries?start=&end=` | leaves `[start, end)`, at most 4096 per page, base64 |
 //! | `GET /api/v1/proof/inclusion?index=&size=` | inclusion proof |
 //! | `GET /api/v1/proof/consistency?old=&new=` | consistency proof |
@@ -119,6 +120,23 @@ async fn info(State(r): State<Shared>) -> ApiResult<Response> {
 
 async fn checkpoint(State(r): State<Shared>) -> ApiResult<Response> {
     let note = blocking(move || Ok(r.checkpoint_note())).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        note,
+    )
+        .into_response())
+}
+
+async fn cosigned_checkpoint(State(r): State<Shared>) -> ApiResult<Response> {
+    let note = blocking(move || {
+        r.cosigned_note().ok_or_else(|| {
+            RequestError::NotFound("no witness has cosigned a checkpoint of this log yet".into())
+        })
+    })
+    .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -282,6 +300,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/api/v1/info", get(info))
         .route("/api/v1/checkpoint", get(checkpoint))
+        .route("/api/v1/checkpoint/cosigned", get(cosigned_checkpoint))
         .route("/api/v1/entries", get(entries))
         .route("/api/v1/proof/inclusion", get(inclusion))
         .route("/api/v1/proof/consistency", get(consistency))
@@ -333,9 +352,11 @@ where
         registry.clone(),
         registry.settings().checkpoint_interval,
     ));
+    let witnesses = tokio::spawn(super::witness::witness_loop(registry.clone()));
     let result = axum::serve(listener, router(registry))
         .with_graceful_shutdown(shutdown)
         .await;
     resign.abort();
+    witnesses.abort();
     result
 }

@@ -6,8 +6,16 @@
 //! - `log.key` (mode 0600): the log's Ed25519 checkpoint key, created on first start;
 //! - `log.pub`: its public key, one line, the text `task-defs keygen` prints;
 //! - `registry.toml` (optional): `origin`, `threshold`, `checkpoint_interval_secs`,
-//!   `max_bundle_bytes` and `[[reviewers]]` tables with `key` and optional `name`.
-//!   Command-line flags override the file (a `--reviewer` flag replaces the file's roster).
+//!   `max_bundle_bytes`, `[[reviewers]]` tables with `key` and optional `name`, and
+//!   `[[witnesses]]` tables with `vkey` (C2SP cosigner key) and `url` (its `add-checkpoint`
+//!   prefix), plus `witness_timeout_secs`. Command-line flags override the file (a
+//!   `--reviewer` flag replaces the file's roster, a `--witness` flag its witnesses).
+//!
+//! Every statement must be signed for this log's origin and at most
+//! [`MAX_STATEMENT_FUTURE_SECS`] ahead of the registry's clock; anything else is refused,
+//! never clamped. A statement older than the same reviewer's verdict is still logged (the
+//! log shows the attempt), and every verifier, the server's own view included, records it
+//! as stale.
 //!
 //! Writes are serialised by one mutex: the leaf, its derived rows and the checkpoint over
 //! the new tree commit in one SQLite transaction before the call returns, so whatever the
@@ -31,17 +39,19 @@ use serde::Deserialize;
 use super::api::{
     AppendResponse, ConsistencyResponse, DefinitionDetail, DefinitionSummary, EntriesResponse,
     InclusionResponse, InfoResponse, MAX_ENTRIES_PER_PAGE, PublishRequest, ReviewRecord,
-    RosterEntry,
+    RosterEntry, WitnessEntry,
 };
 use super::store::{DefinitionRow, Derived, ReviewRow, Store, StoreError};
 use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now};
 use crate::definition::{Definition, Error as DefError};
 use crate::identity::DefinitionId;
 use crate::tlog::entry::MAX_LEAF_BYTES;
+use crate::tlog::note::NoteSignature;
+use crate::tlog::witness::signature_line;
 use crate::tlog::{
-    Checkpoint, Entry, MemoryTree, NoteSigner, NoteVerifier, PublicKey, Review, ReviewAction,
-    Status, Verifier, VerifierConfig, consistency_proof, inclusion_proof, leaf_hash, root,
-    verify_inclusion,
+    Checkpoint, Entry, MAX_STATEMENT_FUTURE_SECS, MAX_STATEMENT_TIME, MemoryTree, NoteSigner,
+    NoteVerifier, PublicKey, Review, ReviewAction, Status, StatusReport, Verifier, VerifierConfig,
+    WitnessPolicy, consistency_proof, inclusion_proof, leaf_hash, root, verify_inclusion,
 };
 use crate::{bundle, cli};
 
@@ -62,6 +72,11 @@ pub const KEY_FILE: &str = "log.key";
 pub const PUB_FILE: &str = "log.pub";
 /// The optional configuration file inside the data directory.
 pub const CONFIG_FILE: &str = "registry.toml";
+/// The leaf format this code writes and reads (the `meta` row `log_format`): 2 since
+/// statements name the log's origin.
+pub const LOG_FORMAT: &str = "2";
+/// Default timeout of one `add-checkpoint` request to a witness.
+pub const DEFAULT_WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +160,8 @@ pub struct RegistryConfig {
     pub checkpoint_interval: Option<Duration>,
     /// The largest bundle accepted, in bytes.
     pub max_bundle_bytes: Option<u64>,
+    /// The witnesses asked to cosign each checkpoint; non-empty replaces the file's.
+    pub witnesses: Vec<WitnessEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +173,9 @@ struct FileConfig {
     max_bundle_bytes: Option<u64>,
     #[serde(default)]
     reviewers: Vec<RosterEntry>,
+    #[serde(default)]
+    witnesses: Vec<WitnessEntry>,
+    witness_timeout_secs: Option<u64>,
 }
 
 /// The settings in force after merging flags, file and defaults.
@@ -171,6 +191,10 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// The largest bundle accepted.
     pub max_bundle_bytes: u64,
+    /// The witnesses asked to cosign each checkpoint.
+    pub witnesses: Vec<WitnessEntry>,
+    /// Timeout of one request to a witness.
+    pub witness_timeout: Duration,
 }
 
 struct Inner {
@@ -178,6 +202,10 @@ struct Inner {
     tree: MemoryTree,
     checkpoint: Checkpoint,
     note: Vec<u8>,
+    /// Witness cosignatures of `note`, in the order they arrived.
+    cosignatures: Vec<NoteSignature>,
+    /// The newest note witnesses cosigned, with their cosignatures (maybe older than `note`).
+    cosigned: Option<(Checkpoint, Vec<u8>)>,
     view: Verifier,
 }
 
@@ -188,6 +216,8 @@ pub struct Registry {
     log_key: PublicKey,
     data_dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled whenever a new checkpoint is signed, for the witness loop.
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Registry {
@@ -243,6 +273,11 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
             "checkpoint interval must be positive".into(),
         ));
     }
+    let witnesses = if config.witnesses.is_empty() {
+        file.witnesses
+    } else {
+        config.witnesses.clone()
+    };
     Ok(Settings {
         origin: config
             .origin
@@ -257,6 +292,11 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
             .or(file.max_bundle_bytes)
             .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES)
             .min(bundle::MAX_BUNDLE_BYTES),
+        witnesses,
+        witness_timeout: file
+            .witness_timeout_secs
+            .map_or(DEFAULT_WITNESS_TIMEOUT, Duration::from_secs)
+            .max(Duration::from_secs(1)),
     })
 }
 
@@ -319,6 +359,21 @@ impl Registry {
         let verifier = signer.verifier();
 
         let count = store.leaf_count()?;
+        // Format-1 leaves name no origin: their reviews would be replayable, so such a log
+        // is not silently reinterpreted (its approvals would all stop counting).
+        match store.meta("log_format")? {
+            Some(f) if f == LOG_FORMAT => {}
+            None if count == 0 => store.set_meta("log_format", LOG_FORMAT)?,
+            f => {
+                return Err(RegistryError::Config(format!(
+                    "{} holds a log of format {}; this registry writes format {LOG_FORMAT} \
+                     (statements bound to the log's origin): serve a new data directory and \
+                     publish and review again there",
+                    dir.display(),
+                    f.as_deref().unwrap_or("1")
+                )));
+            }
+        }
         let leaves = store.leaves(0, count)?;
         let tree = MemoryTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
         let now = unix_now();
@@ -370,6 +425,7 @@ impl Registry {
             reviewers: settings.roster.iter().map(|r| r.key).collect(),
             threshold: settings.threshold,
             max_age_secs: u64::MAX,
+            witnesses: WitnessPolicy::default(),
         })
         .map_err(|e| RegistryError::Config(e.to_string()))?;
         view.update(&note, &leaves, &[], time.max(now))
@@ -385,8 +441,11 @@ impl Registry {
                 tree,
                 checkpoint,
                 note,
+                cosignatures: Vec::new(),
+                cosigned: None,
                 view,
             }),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -416,9 +475,60 @@ impl Registry {
         &self.data_dir
     }
 
-    /// The latest signed checkpoint note.
+    /// The latest signed checkpoint note, with the witness cosignatures gathered for it.
     pub fn checkpoint_note(&self) -> Vec<u8> {
-        self.lock().note.clone()
+        let inner = self.lock();
+        let mut note = inner.note.clone();
+        for sig in &inner.cosignatures {
+            note.extend_from_slice(signature_line(sig).as_bytes());
+        }
+        note
+    }
+
+    /// The newest checkpoint note that witnesses cosigned, with their cosignatures; it may
+    /// be older than [`Registry::checkpoint_note`] while a witness round is under way.
+    pub fn cosigned_note(&self) -> Option<Vec<u8>> {
+        self.lock().cosigned.as_ref().map(|(_, n)| n.clone())
+    }
+
+    /// The signed note of the current checkpoint (without cosignatures) and the checkpoint.
+    pub(crate) fn current_note(&self) -> (Vec<u8>, Checkpoint) {
+        let inner = self.lock();
+        (inner.note.clone(), inner.checkpoint.clone())
+    }
+
+    /// Records witness cosignatures (already verified by the caller) of `note`, the signed
+    /// checkpoint `cp`: served with the note while it is current, and as the newest
+    /// cosigned checkpoint unless a bigger (or same-size, fresher) one is already.
+    pub(crate) fn add_cosignatures(&self, note: &[u8], cp: &Checkpoint, sigs: Vec<NoteSignature>) {
+        if sigs.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let mut bytes = note.to_vec();
+        for sig in &sigs {
+            bytes.extend_from_slice(signature_line(sig).as_bytes());
+        }
+        if inner.note == note {
+            inner.cosignatures = sigs;
+        }
+        let newer = inner
+            .cosigned
+            .as_ref()
+            .is_none_or(|(c, _)| (cp.size, cp.time) >= (c.size, c.time));
+        if newer {
+            inner.cosigned = Some((cp.clone(), bytes));
+        }
+    }
+
+    /// Waits until a checkpoint newer than the last wait's is signed.
+    pub(crate) async fn checkpoint_changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The consistency proof between two sizes of the current tree, for witnesses.
+    pub(crate) fn proof_between(&self, old: u64, new: u64) -> Option<Vec<crate::tlog::Hash>> {
+        consistency_proof(&self.lock().tree, old, new).ok()
     }
 
     /// The latest checkpoint.
@@ -447,6 +557,8 @@ impl Registry {
             .map_err(internal)?;
         inner.checkpoint = cp;
         inner.note = note;
+        inner.cosignatures.clear();
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -498,7 +610,31 @@ impl Registry {
         }
         inner.checkpoint = cp;
         inner.note = note;
+        inner.cosignatures.clear();
+        self.changed.notify_one();
         Ok(index)
+    }
+
+    /// Refuses a statement signed for another log, or with a time more than
+    /// [`MAX_STATEMENT_FUTURE_SECS`] ahead of this registry's clock (or of 2^63): refused,
+    /// never clamped, so the log holds only statements every verifier will weigh.
+    fn check_statement(&self, what: &str, origin: &str, time: u64) -> Result<(), RequestError> {
+        if origin != self.settings.origin {
+            return Err(RequestError::BadRequest(format!(
+                "the {what} is signed for the log {origin:?}, not this one ({:?})",
+                self.settings.origin
+            )));
+        }
+        let latest = unix_now()
+            .saturating_add(MAX_STATEMENT_FUTURE_SECS)
+            .min(MAX_STATEMENT_TIME);
+        if time > latest {
+            return Err(RequestError::BadRequest(format!(
+                "the {what}'s signed time {time} is more than {MAX_STATEMENT_FUTURE_SECS} s \
+                 ahead of the registry's clock (latest accepted {latest})"
+            )));
+        }
+        Ok(())
     }
 
     /// Validates and logs a publication; publishing a logged identity again is a no-op.
@@ -519,6 +655,7 @@ impl Registry {
             )));
         }
         let p = &req.publication;
+        self.check_statement("publication", &p.origin, p.time)?;
         p.verify().map_err(|_| {
             RequestError::BadRequest(format!(
                 "the publication's signature does not verify under author key {}",
@@ -572,6 +709,7 @@ impl Registry {
                 r.reviewer
             ))
         })?;
+        self.check_statement("statement", &r.origin, r.time)?;
         if !self.settings.roster.iter().any(|e| e.key == r.reviewer) {
             return Err(RequestError::Forbidden(format!(
                 "{} is not on this registry's reviewer roster",
@@ -633,6 +771,8 @@ impl Registry {
             reviewers: self.settings.roster.clone(),
             threshold: self.settings.threshold,
             tree_size: self.lock().checkpoint.size,
+            log_vkey: self.signer.verifier().to_vkey(),
+            witnesses: self.settings.witnesses.clone(),
         }
     }
 
@@ -680,13 +820,8 @@ impl Registry {
     }
 
     fn summary(&self, inner: &Inner, row: &DefinitionRow) -> DefinitionSummary {
-        let roster = |k: &PublicKey| self.settings.roster.iter().any(|e| e.key == *k);
-        let approvals = inner.view.record(&row.id).map_or(0, |rec| {
-            rec.votes
-                .iter()
-                .filter(|(k, v)| **v == ReviewAction::Approve && roster(k))
-                .count()
-        });
+        // Counted as every verifier counts them: verdicts by signed time, no self-approval.
+        let approvals = inner.view.report(&row.id).approvals;
         DefinitionSummary {
             id: row.id,
             name: row.name.clone(),
@@ -735,6 +870,13 @@ impl Registry {
             time: r.time,
             logged_at: r.received,
         }
+    }
+
+    /// Why the server's view gives `id` its status (its roster and threshold): each
+    /// reviewer's verdict, self-approvals, authors and stale statements. A convenience for
+    /// pages; clients compute their own with [`Verifier::report`].
+    pub fn status_report(&self, id: &DefinitionId) -> StatusReport {
+        self.lock().view.report(id)
     }
 
     /// Every statement about `id`, in log order.
@@ -798,6 +940,7 @@ impl Registry {
             previous_approved: self.previous_approved(&summary)?,
             check: cli::summary_json(&def),
             reviews: self.reviews_of(id)?,
+            report: Some(self.status_report(id)),
             summary,
         })
     }

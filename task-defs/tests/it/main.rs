@@ -9,3 +9,4 @@ mod props;
 mod registry;
 mod tlog;
 mod validation;
+mod witness;

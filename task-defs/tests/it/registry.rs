@@ -15,24 +15,26 @@ use task_defs::{Definition, DefinitionId, bundle};
 
 use crate::harness::{Dir, EXAMPLES};
 
-fn key(n: u8) -> SecretKey {
+pub(crate) const ORIGIN: &str = "test.pinfold/registry";
+
+pub(crate) fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])
 }
 
-fn author() -> SecretKey {
+pub(crate) fn author() -> SecretKey {
     key(100)
 }
 
 /// A registry served on 127.0.0.1:0 by its own runtime thread; stops when dropped.
 #[derive(Debug)]
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    pub(crate) url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    fn start(config: &RegistryConfig) -> Server {
+    pub(crate) fn start(config: &RegistryConfig) -> Server {
         Server::try_start(config).unwrap()
     }
 
@@ -65,7 +67,7 @@ impl Server {
         })
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::with_timeout(&self.url, Duration::from_secs(20))
     }
 }
@@ -90,7 +92,7 @@ fn roster(keys: &[u8]) -> Vec<RosterEntry> {
         .collect()
 }
 
-fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> RegistryConfig {
+pub(crate) fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> RegistryConfig {
     RegistryConfig {
         data_dir: dir.to_path_buf(),
         origin: Some("test.pinfold/registry".into()),
@@ -101,7 +103,12 @@ fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> RegistryConfig {
 }
 
 /// What a client trusts: the log key from `log.pub`, its own roster and threshold.
-fn trust(data: &Path, reviewers: &[u8], threshold: usize, max_age: u64) -> VerifierConfig {
+pub(crate) fn trust(
+    data: &Path,
+    reviewers: &[u8],
+    threshold: usize,
+    max_age: u64,
+) -> VerifierConfig {
     let log_key: PublicKey = std::fs::read_to_string(data.join("log.pub"))
         .unwrap()
         .trim_end()
@@ -113,10 +120,11 @@ fn trust(data: &Path, reviewers: &[u8], threshold: usize, max_age: u64) -> Verif
         reviewers: reviewers.iter().map(|n| key(*n).public_key()).collect(),
         threshold,
         max_age_secs: max_age,
+        witnesses: WitnessPolicy::default(),
     }
 }
 
-fn wordfreq(version: &str) -> Dir {
+pub(crate) fn wordfreq(version: &str) -> Dir {
     let d = Dir::copy_of(&format!("{EXAMPLES}/wordfreq"));
     if version != "1.0.0" {
         d.edit("version = \"1.0.0\"", &format!("version = \"{version}\""));
@@ -124,9 +132,10 @@ fn wordfreq(version: &str) -> Dir {
     d
 }
 
-fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResponse {
+pub(crate) fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResponse {
     let p = Published::sign(
         &author(),
+        ORIGIN,
         def.id,
         &def.manifest.name,
         &def.manifest.version.to_string(),
@@ -135,8 +144,15 @@ fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResp
     c.publish(&p, &bundle::pack(def)).unwrap()
 }
 
-fn vote(c: &Client, reviewer: u8, action: ReviewAction, id: DefinitionId, reason: &str, t: u64) {
-    let r = Review::sign(&key(reviewer), action, id, reason, t);
+pub(crate) fn vote(
+    c: &Client,
+    reviewer: u8,
+    action: ReviewAction,
+    id: DefinitionId,
+    reason: &str,
+    t: u64,
+) {
+    let r = Review::sign(&key(reviewer), ORIGIN, action, id, reason, t);
     c.review(&r).unwrap();
 }
 
@@ -227,9 +243,16 @@ fn the_client_not_the_server_decides_whose_approval_counts() {
 
     // A compromised log (its key in hand) logs and signs what the server would never
     // accept: a forged signature by a trusted key, and a statement about another identity.
-    let mut forged = Review::sign(&key(2), ReviewAction::Approve, def.id, "", 1);
+    let mut forged = Review::sign(&key(2), ORIGIN, ReviewAction::Approve, def.id, "", 1);
     forged.signature = key(9).sign(&forged.statement());
-    let elsewhere = Review::sign(&key(2), ReviewAction::Approve, DefinitionId([5; 32]), "", 1);
+    let elsewhere = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        DefinitionId([5; 32]),
+        "",
+        1,
+    );
     let db = rusqlite::Connection::open(data.join("registry.sqlite")).unwrap();
     for (i, r) in [forged, elsewhere].into_iter().enumerate() {
         db.execute(
@@ -291,7 +314,7 @@ fn publishing_is_idempotent_and_new_versions_link_to_the_last_approved() {
     assert!(a.created && !b.created);
     assert_eq!((a.index, b.index, b.tree_size), (0, 0, 1));
     // Retrying a statement is idempotent too.
-    let r = Review::sign(&key(1), ReviewAction::Approve, v1.id, "", 42);
+    let r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, v1.id, "", 42);
     let (r1, r2) = (c.review(&r).unwrap(), c.review(&r).unwrap());
     assert!(r1.created && !r2.created);
     assert_eq!(r1.index, r2.index);
@@ -345,7 +368,7 @@ fn bad_input_gets_a_4xx_with_a_message() {
     let u = |p: &str| format!("{}{p}", s.url);
     let def = wordfreq("1.0.0").load().unwrap();
     let bundle_bytes = bundle::pack(&def);
-    let good = Published::sign(&author(), def.id, "wordfreq", "1.0.0", 1);
+    let good = Published::sign(&author(), ORIGIN, def.id, "wordfreq", "1.0.0", 1);
 
     let (st, msg) = raw(&u("/api/v1/definitions"), "POST", Some(b"{not json"));
     assert_eq!(st, 400);
@@ -363,11 +386,18 @@ fn bad_input_gets_a_4xx_with_a_message() {
         "{e}"
     );
 
-    let wrong_id = Published::sign(&author(), DefinitionId([1; 32]), "wordfreq", "1.0.0", 1);
+    let wrong_id = Published::sign(
+        &author(),
+        ORIGIN,
+        DefinitionId([1; 32]),
+        "wordfreq",
+        "1.0.0",
+        1,
+    );
     let e = c.publish(&wrong_id, &bundle_bytes).unwrap_err();
     assert!(e.to_string().contains("the bundle's identity is"), "{e}");
 
-    let wrong_name = Published::sign(&author(), def.id, "other", "1.0.0", 1);
+    let wrong_name = Published::sign(&author(), ORIGIN, def.id, "other", "1.0.0", 1);
     let e = c.publish(&wrong_name, &bundle_bytes).unwrap_err();
     assert!(e.to_string().contains("the manifest says"), "{e}");
 
@@ -415,16 +445,23 @@ fn bad_input_gets_a_4xx_with_a_message() {
     assert_eq!(st, 413, "{msg}");
 
     publish(&c, &def);
-    let outsider = Review::sign(&key(9), ReviewAction::Approve, def.id, "", 1);
+    let outsider = Review::sign(&key(9), ORIGIN, ReviewAction::Approve, def.id, "", 1);
     let e = c.review(&outsider).unwrap_err();
     assert!(
         matches!(&e, ClientError::Status { status: 403, message } if message.contains("roster")),
         "{e}"
     );
-    let no_reason = Review::sign(&key(1), ReviewAction::Reject, def.id, " ", 1);
+    let no_reason = Review::sign(&key(1), ORIGIN, ReviewAction::Reject, def.id, " ", 1);
     let e = c.review(&no_reason).unwrap_err();
     assert!(e.to_string().contains("needs a reason"), "{e}");
-    let unknown = Review::sign(&key(1), ReviewAction::Approve, DefinitionId([3; 32]), "", 1);
+    let unknown = Review::sign(
+        &key(1),
+        ORIGIN,
+        ReviewAction::Approve,
+        DefinitionId([3; 32]),
+        "",
+        1,
+    );
     assert!(matches!(
         c.review(&unknown).unwrap_err(),
         ClientError::Status { status: 404, .. }
@@ -750,4 +787,140 @@ fn the_first_start_creates_a_private_log_key_and_later_starts_reuse_it() {
     let mut bad = config(&data, &[1], 1);
     bad.threshold = Some(2);
     assert!(Registry::open(&bad).is_err());
+}
+
+#[test]
+fn a_staging_approval_replayed_after_a_newer_rejection_does_not_flip_rejected_to_approved() {
+    const STAGING: &str = "staging.pinfold/registry";
+    let tmp = tempfile::tempdir().unwrap();
+    let prod_data = tmp.path().join("prod");
+    let staging_data = tmp.path().join("staging");
+    let prod = Server::start(&config(&prod_data, &[1], 1));
+    let staging = Server::start(&RegistryConfig {
+        origin: Some(STAGING.into()),
+        ..config(&staging_data, &[1], 1)
+    });
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&prod.client(), &def);
+    let now = unix_now();
+    let p = Published::sign(&author(), STAGING, def.id, "wordfreq", "1.0.0", now);
+    staging.client().publish(&p, &bundle::pack(&def)).unwrap();
+    // The reviewer approves on staging, then rejects on the real registry, later.
+    let approval = Review::sign(
+        &key(1),
+        STAGING,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        now - 100,
+    );
+    staging.client().review(&approval).unwrap();
+    vote(
+        &prod.client(),
+        1,
+        ReviewAction::Reject,
+        def.id,
+        "bad",
+        now - 10,
+    );
+    let cfg = trust(&prod_data, &[1], 1, 300);
+    assert_eq!(status(&prod, &cfg, None, &def.id), Status::Rejected);
+
+    // Someone replays the staging approval into the real log: refused, naming the origin.
+    let e = prod.client().review(&approval).unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Status { status: 400, message } if message.contains(STAGING)),
+        "{e}"
+    );
+    assert_eq!(status(&prod, &cfg, None, &def.id), Status::Rejected);
+
+    // The same class within one log: an approval signed before the rejection but submitted
+    // after it is logged (the attempt is on record) and stale: it never counts.
+    let held_back = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def.id, "", now - 50);
+    let r = prod.client().review(&held_back).unwrap();
+    let v = verified_status(&prod.client(), cfg.clone(), None, &def.id, unix_now()).unwrap();
+    assert_eq!(v.status, Status::Rejected);
+    assert_eq!(v.details.stale.len(), 1);
+    assert_eq!(v.details.stale[0].index, r.index);
+    assert_eq!(v.details.stale[0].outranked_by, now - 10);
+    // The server's own view agrees, for the review page.
+    let detail = prod.client().definition(&def.id).unwrap();
+    assert_eq!(detail.summary.status, Status::Rejected);
+    assert_eq!(detail.report.unwrap().stale, v.details.stale);
+}
+
+#[test]
+fn authors_cannot_approve_their_own_publications() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1, 2], 1));
+    let c = s.client();
+    let cfg = trust(&data, &[1, 2], 1, 300);
+    // Reviewer 1 publishes version 1.0.0 and approves it: that approval does not count.
+    let v1 = wordfreq("1.0.0").load().unwrap();
+    let p = Published::sign(&key(1), ORIGIN, v1.id, "wordfreq", "1.0.0", unix_now());
+    c.publish(&p, &bundle::pack(&v1)).unwrap();
+    vote(&c, 1, ReviewAction::Approve, v1.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v1.id), Status::Pending);
+    // Nor does their approval of a later version of the same name by someone else.
+    let v2 = wordfreq("1.1.0").load().unwrap();
+    publish(&c, &v2);
+    vote(&c, 1, ReviewAction::Approve, v2.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v2.id), Status::Pending);
+    let v = verified_status(&c, cfg.clone(), None, &v2.id, unix_now()).unwrap();
+    assert_eq!(v.details.approvals, 0);
+    assert!(v.details.votes[0].self_approval);
+    assert!(v.details.authors.contains(&key(1).public_key()));
+    // Another reviewer's approval counts.
+    vote(&c, 2, ReviewAction::Approve, v2.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v2.id), Status::Approved);
+    // The server's own view (what `review list` and the pages show) agrees.
+    assert_eq!(c.definition(&v1.id).unwrap().summary.approvals, 0);
+    assert_eq!(c.definition(&v2.id).unwrap().summary.approvals, 1);
+}
+
+#[test]
+fn statement_times_beyond_the_bound_are_refused_not_clamped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&c, &def);
+    for t in [unix_now() + 2 * 86_400, 1 << 63, u64::MAX] {
+        let r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def.id, "", t);
+        let e = c.review(&r).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Status { status: 400, .. }),
+            "{t}: {e}"
+        );
+        let v2 = wordfreq("2.0.0").load().unwrap();
+        let p = Published::sign(&author(), ORIGIN, v2.id, "wordfreq", "2.0.0", t);
+        let e = c.publish(&p, &bundle::pack(&v2)).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Status { status: 400, .. }),
+            "{t}: {e}"
+        );
+    }
+    // Within the bound is fine, and publications are bound to the origin too.
+    let r = Review::sign(
+        &key(1),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        unix_now() + 3600,
+    );
+    c.review(&r).unwrap();
+    let v3 = wordfreq("3.0.0").load().unwrap();
+    let p = Published::sign(
+        &author(),
+        "elsewhere",
+        v3.id,
+        "wordfreq",
+        "3.0.0",
+        unix_now(),
+    );
+    let e = c.publish(&p, &bundle::pack(&v3)).unwrap_err();
+    assert!(matches!(e, ClientError::Status { status: 400, .. }), "{e}");
 }

@@ -216,6 +216,14 @@ pub struct InclusionQuery {
     pub size: u64,
 }
 
+/// The query of `GET /api/v1/checkpoint/cosigned`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct CosignedQuery {
+    /// The fewest cosignatures the checkpoint must carry (default 1).
+    #[serde(default)]
+    pub min: Option<usize>,
+}
+
 /// The query of `GET /api/v1/proof/consistency`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ConsistencyQuery {

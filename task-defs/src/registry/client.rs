@@ -184,16 +184,20 @@ impl Client {
         self.get_bytes("/api/v1/checkpoint", MAX_NOTE_BYTES as u64)
     }
 
-    /// The newest checkpoint note the registry's witnesses cosigned (unverified bytes).
-    pub fn cosigned_checkpoint(&self) -> Result<Vec<u8>, ClientError> {
-        self.get_bytes("/api/v1/checkpoint/cosigned", MAX_NOTE_BYTES as u64)
+    /// The newest checkpoint note at least `min` of the registry's witnesses cosigned
+    /// (unverified bytes).
+    pub fn cosigned_checkpoint(&self, min: usize) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(
+            &format!("/api/v1/checkpoint/cosigned?min={min}"),
+            MAX_NOTE_BYTES as u64,
+        )
     }
 
     /// The checkpoint note `config` syncs to: the cosigned one when its witness policy
     /// requires cosignatures, else the latest.
     pub fn checkpoint_for(&self, config: &VerifierConfig) -> Result<Vec<u8>, ClientError> {
         if config.witnesses.is_required() {
-            self.cosigned_checkpoint()
+            self.cosigned_checkpoint(config.witnesses.threshold())
         } else {
             self.checkpoint()
         }

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `GET /api/v1/info` | origin, log key, roster, threshold, size (informational) |
 //! | `GET /api/v1/checkpoint` | the latest signed checkpoint (text/plain, C2SP signed note) with the witness cosignatures gathered for it |
-//! | `GET /api/v1/checkpoint/cosigned` | the newest checkpoint witnesses cosigned, with their cosignatures (404 before the first) |
+//! | `GET /api/v1/checkpoint/cosigned[?min=K]` | the newest checkpoint at least K (default 1) witnesses cosigned, with their cosignatures (404 before there is one) |
 //! | `GET /api/v1/entries?start=&end=` | leaves `[start, end)`, at most 4096 per page, base64 |
 //! | `GET /api/v1/proof/inclusion?index=&size=` | inclusion proof |
 //! | `GET /api/v1/proof/consistency?old=&new=` | consistency proof |
@@ -37,8 +37,8 @@ use axum::routing::get;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    ConsistencyQuery, DefinitionList, ErrorBody, InclusionQuery, ListQuery, PublishRequest,
-    RangeQuery,
+    ConsistencyQuery, CosignedQuery, DefinitionList, ErrorBody, InclusionQuery, ListQuery,
+    PublishRequest, RangeQuery,
 };
 use super::service::{Registry, RequestError};
 use super::web;
@@ -130,10 +130,16 @@ async fn checkpoint(State(r): State<Shared>) -> ApiResult<Response> {
         .into_response())
 }
 
-async fn cosigned_checkpoint(State(r): State<Shared>) -> ApiResult<Response> {
+async fn cosigned_checkpoint(
+    State(r): State<Shared>,
+    q: Result<Query<CosignedQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let min = query(q)?.min.unwrap_or(1);
     let note = blocking(move || {
-        r.cosigned_note().ok_or_else(|| {
-            RequestError::NotFound("no witness has cosigned a checkpoint of this log yet".into())
+        r.cosigned_note(min).ok_or_else(|| {
+            RequestError::NotFound(format!(
+                "no checkpoint of this log is cosigned by {min} witnesses yet"
+            ))
         })
     })
     .await?;

@@ -204,8 +204,10 @@ struct Inner {
     note: Vec<u8>,
     /// Witness cosignatures of `note`, in the order they arrived.
     cosignatures: Vec<NoteSignature>,
-    /// The newest note witnesses cosigned, with their cosignatures (maybe older than `note`).
-    cosigned: Option<(Checkpoint, Vec<u8>)>,
+    /// For each number of cosignatures n, the newest note at least n witnesses cosigned,
+    /// with their cosignatures (maybe older than `note`): a client needing K cosignatures
+    /// still finds a view when some witnesses are down. At most one entry per witness.
+    cosigned: std::collections::BTreeMap<usize, (Checkpoint, Vec<u8>)>,
     view: Verifier,
 }
 
@@ -442,7 +444,7 @@ impl Registry {
                 checkpoint,
                 note,
                 cosignatures: Vec::new(),
-                cosigned: None,
+                cosigned: std::collections::BTreeMap::new(),
                 view,
             }),
             changed: tokio::sync::Notify::new(),
@@ -485,10 +487,14 @@ impl Registry {
         note
     }
 
-    /// The newest checkpoint note that witnesses cosigned, with their cosignatures; it may
-    /// be older than [`Registry::checkpoint_note`] while a witness round is under way.
-    pub fn cosigned_note(&self) -> Option<Vec<u8>> {
-        self.lock().cosigned.as_ref().map(|(_, n)| n.clone())
+    /// The newest checkpoint note that at least `min` (at least 1) witnesses cosigned, with
+    /// their cosignatures; it may be older than [`Registry::checkpoint_note`] while a witness
+    /// round is under way or when witnesses are down.
+    pub fn cosigned_note(&self, min: usize) -> Option<Vec<u8>> {
+        self.lock()
+            .cosigned
+            .get(&min.max(1))
+            .map(|(_, n)| n.clone())
     }
 
     /// The signed note of the current checkpoint (without cosignatures) and the checkpoint.
@@ -499,7 +505,8 @@ impl Registry {
 
     /// Records witness cosignatures (already verified by the caller) of `note`, the signed
     /// checkpoint `cp`: served with the note while it is current, and as the newest
-    /// cosigned checkpoint unless a bigger (or same-size, fresher) one is already.
+    /// checkpoint with that many cosignatures (and with each smaller number) unless a
+    /// bigger (or same-size, fresher) one is already.
     pub(crate) fn add_cosignatures(&self, note: &[u8], cp: &Checkpoint, sigs: Vec<NoteSignature>) {
         if sigs.is_empty() {
             return;
@@ -509,15 +516,18 @@ impl Registry {
         for sig in &sigs {
             bytes.extend_from_slice(signature_line(sig).as_bytes());
         }
+        let count = sigs.len();
         if inner.note == note {
             inner.cosignatures = sigs;
         }
-        let newer = inner
-            .cosigned
-            .as_ref()
-            .is_none_or(|(c, _)| (cp.size, cp.time) >= (c.size, c.time));
-        if newer {
-            inner.cosigned = Some((cp.clone(), bytes));
+        for n in 1..=count {
+            let newer = inner
+                .cosigned
+                .get(&n)
+                .is_none_or(|(c, _)| (cp.size, cp.time) >= (c.size, c.time));
+            if newer {
+                inner.cosigned.insert(n, (cp.clone(), bytes.clone()));
+            }
         }
     }
 

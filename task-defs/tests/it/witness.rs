@@ -101,7 +101,7 @@ fn cosigned_at(c: &Client, size: u64, witnesses: &[&WitnessServer]) -> Vec<u8> {
         WitnessPolicy::new(witnesses.iter().map(|w| w.vkey.clone()), witnesses.len()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(note) = c.cosigned_checkpoint() {
+        if let Ok(note) = c.cosigned_checkpoint(witnesses.len()) {
             let parsed = Note::parse(&note).unwrap();
             let cp = Checkpoint::from_text(&parsed.text).unwrap();
             if cp.size == size && policy.check(&parsed, unix_now()).is_ok() {
@@ -264,7 +264,7 @@ fn three_witnesses_cosign_one_history_and_refuse_a_fork() {
     assert_eq!(w3.witnessed().unwrap(), real);
     // The fork's own witness loop got nothing from witness 3 either: nothing cosigned.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(fc.cosigned_checkpoint().is_err());
+    assert!(fc.cosigned_checkpoint(1).is_err());
     assert_eq!(
         Note::parse(&fc.checkpoint().unwrap())
             .unwrap()

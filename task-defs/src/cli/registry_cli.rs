@@ -296,14 +296,29 @@ fn review(cmd: ReviewCommand) -> anyhow::Result<Outcome> {
                     p.name, p.version, p.id
                 );
             }
+            // What the registry's own view says about each statement (a convenience: `status`
+            // verifies): stale ones and self-approvals never count.
+            let report = detail.report.as_ref();
+            let stale = |i: u64| report.is_some_and(|d| d.stale.iter().any(|st| st.index == i));
+            let own = |i: u64| {
+                report.is_some_and(|d| d.votes.iter().any(|v| v.index == i && v.self_approval))
+            };
             for r in &detail.reviews {
                 let _ = writeln!(
                     s,
-                    "  entry {}: {} {} {}{}",
+                    "  entry {}: {} {} {} (signed {}){}{}",
                     r.index,
                     r.reviewer_name.as_deref().unwrap_or(""),
                     r.reviewer,
                     r.action.as_str(),
+                    r.time,
+                    if stale(r.index) {
+                        " [stale: older than this reviewer's verdict, never counts]"
+                    } else if own(r.index) {
+                        " [self-approval: the key authored it, not counted]"
+                    } else {
+                        ""
+                    },
                     if r.reason.is_empty() {
                         String::new()
                     } else {

@@ -83,7 +83,7 @@ impl Drop for Server {
     }
 }
 
-fn roster(keys: &[u8]) -> Vec<RosterEntry> {
+pub(crate) fn roster(keys: &[u8]) -> Vec<RosterEntry> {
     keys.iter()
         .map(|n| RosterEntry {
             key: key(*n).public_key(),
@@ -923,4 +923,113 @@ fn statement_times_beyond_the_bound_are_refused_not_clamped() {
     );
     let e = c.publish(&p, &bundle::pack(&v3)).unwrap_err();
     assert!(matches!(e, ClientError::Status { status: 400, .. }), "{e}");
+}
+
+#[test]
+fn status_and_review_show_explain_self_approvals_and_stale_statements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1, 2], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    let p = Published::sign(&key(1), ORIGIN, def.id, "wordfreq", "1.0.0", unix_now());
+    c.publish(&p, &bundle::pack(&def)).unwrap();
+    let now = unix_now();
+    vote(&c, 1, ReviewAction::Approve, def.id, "", now);
+    vote(&c, 2, ReviewAction::Reject, def.id, "no", now);
+    // Reviewer 2's approval signed before their rejection, submitted after it.
+    vote(&c, 2, ReviewAction::Approve, def.id, "", now - 60);
+    let log_key = std::fs::read_to_string(data.join("log.pub")).unwrap();
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"));
+        cmd.args(["status", &def.id.to_string(), "--registry", &s.url])
+            .args(["--log-key", log_key.trim_end(), "--threshold", "1"])
+            .args(["--reviewer", &format!("one={}", key(1).public_key())])
+            .args(["--reviewer", &key(2).public_key().to_string()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let text = status(false);
+    assert!(text.starts_with("rejected (verified"), "{text}");
+    assert!(text.contains("0 of 1 required trusted approvals"), "{text}");
+    assert!(
+        text.contains(&format!("one ({}) approve", key(1).public_key()))
+            && text.contains("self-approval, not counted"),
+        "{text}"
+    );
+    assert!(text.contains("stale, never counts: entry 3"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(json["status"], "rejected");
+    assert_eq!(json["approvals"], 0);
+    assert_eq!(
+        json["self_approvals"],
+        serde_json::json!([key(1).public_key().to_string()])
+    );
+    assert_eq!(json["stale"][0]["index"], 3);
+    assert_eq!(json["stale"][0]["outranked_by"], now);
+    assert_eq!(json["stale_total"], 1);
+    // `review show` marks the same statements from the registry's own view.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"))
+        .args(["review", "show", &def.id.to_string(), "--registry", &s.url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(o.stdout).unwrap();
+    assert!(shown.contains("entry 1: reviewer1"), "{shown}");
+    assert!(shown.contains("[self-approval"), "{shown}");
+    assert!(
+        shown.contains("entry 3: reviewer2") && shown.contains("[stale"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_verdict_signed_on_a_machine_whose_clock_is_behind_is_not_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&c, &def);
+    // An approval from another machine whose clock runs an hour ahead.
+    let ahead = unix_now() + 3600;
+    vote(&c, 1, ReviewAction::Approve, def.id, "", ahead);
+    let cfg = trust(&data, &[1], 1, 300);
+    assert_eq!(status(&s, &cfg, None, &def.id), Status::Approved);
+    // `review reject` here signs just after that statement, so it is the verdict.
+    let key_file = tmp.path().join("r1.key");
+    std::fs::write(&key_file, key(1).to_file_text()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"))
+        .args([
+            "review",
+            "reject",
+            &def.id.to_string(),
+            "--registry",
+            &s.url,
+        ])
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--reason", "found a problem"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains(&format!("for log {ORIGIN}")), "{out}");
+    let v = verified_status(&c, cfg, None, &def.id, unix_now()).unwrap();
+    assert_eq!(v.status, Status::Rejected);
+    assert_eq!(v.details.votes[0].time, ahead + 1);
+    assert!(v.details.stale.is_empty());
 }

@@ -323,3 +323,46 @@ fn request_to(url: &str, req: &AddCheckpoint) -> (u16, String) {
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap())
 }
+
+#[test]
+fn witnesses_come_from_registry_toml_and_show_in_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("registry");
+    std::fs::create_dir_all(&data).unwrap();
+    let w = Cosigner::new("w.pinfold.test/1", SecretKey::from_seed([50; 32]))
+        .unwrap()
+        .verifier();
+    std::fs::write(
+        data.join("registry.toml"),
+        format!(
+            "witness_timeout_secs = 2\n[[reviewers]]\nkey = \"{}\"\n[[witnesses]]\nvkey = \"{w}\"\nurl = \"http://127.0.0.1:9\"\n",
+            crate::registry::key(1).public_key()
+        ),
+    )
+    .unwrap();
+    let r = task_defs::registry::Registry::open(&RegistryConfig {
+        data_dir: data.clone(),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let info = r.info();
+    assert_eq!(info.witnesses.len(), 1);
+    assert_eq!(info.witnesses[0].vkey, w);
+    assert_eq!(info.log_vkey, r.note_verifier().to_vkey());
+    assert_eq!(r.settings().witness_timeout, Duration::from_secs(2));
+    // Nothing is cosigned while the witness is unreachable.
+    assert!(r.cosigned_note(1).is_none());
+    // A malformed witness key is a configuration error naming the file.
+    std::fs::write(
+        data.join("registry.toml"),
+        "[[witnesses]]\nvkey = \"w+00+AA\"\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let e = task_defs::registry::Registry::open(&RegistryConfig {
+        data_dir: data,
+        reviewers: crate::registry::roster(&[1]),
+        ..RegistryConfig::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("registry.toml"), "{e}");
+}

@@ -146,6 +146,7 @@ fn witness(a: &WitnessArgs) -> anyhow::Result<Outcome> {
             data_dir: a.data.clone(),
             name: a.name.clone(),
             logs: a.logs.clone(),
+            request_timeout: None,
         })
         .with_context(|| format!("opening {}", a.data.display()))?,
     );

@@ -16,6 +16,8 @@
 //! cosigned size and root), written atomically before it answers, under one lock, so
 //! the check and the update are one step (the race the spec warns about cannot happen). It
 //! holds its own key (`DIR/witness.key`, 0600) and only public keys of the logs it follows.
+//! Each request is bounded: its body by size, the whole request (body included) by
+//! [`WITNESS_REQUEST_TIMEOUT`], and the requests in flight by [`MAX_WITNESS_REQUESTS`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,8 +27,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,10 @@ pub const SIZE_CONTENT_TYPE: &str = "text/x.tlog.size";
 pub const MAX_ADD_CHECKPOINT_BYTES: usize = 32 + MAX_PROOF_LINES * 46 + MAX_NOTE_BYTES;
 /// The largest witness answer read.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024;
+/// The longest a witness spends on one request, its body included.
+pub const WITNESS_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests a witness handles at once; more are answered 503 at once.
+pub const MAX_WITNESS_REQUESTS: usize = 64;
 
 /// Why a witness could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +89,8 @@ pub struct WitnessConfig {
     pub name: Option<String>,
     /// The logs it follows: their C2SP verifier keys (`origin+keyid+base64(0x01 ‖ key)`).
     pub logs: Vec<NoteVerifier>,
+    /// The longest one request may take (default [`WITNESS_REQUEST_TIMEOUT`]).
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +115,7 @@ pub struct WitnessService {
     name: String,
     logs: Vec<NoteVerifier>,
     state_path: PathBuf,
+    request_timeout: Duration,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WitnessServiceError + '_ {
@@ -195,6 +205,7 @@ impl WitnessService {
             name,
             logs,
             state_path,
+            request_timeout: config.request_timeout.unwrap_or(WITNESS_REQUEST_TIMEOUT),
         };
         service.persist(&service.lock().state().clone())?;
         Ok(service)
@@ -294,12 +305,34 @@ async fn about(State(w): State<Arc<WitnessService>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
+/// Bounds every request in time (body included) and the requests in flight, so slow or
+/// numerous clients cannot pin the witness.
+async fn bounded(
+    State((slots, timeout)): State<(Arc<tokio::sync::Semaphore>, Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(_slot) = slots.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "witness busy, retry\n").into_response();
+    };
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
+    }
+}
+
 /// The witness's routes: `POST /add-checkpoint` and `GET /` (its vkey and logs).
 pub fn witness_router(service: Arc<WitnessService>) -> Router {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_WITNESS_REQUESTS));
+    let timeout = service.request_timeout;
     Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
         .route("/", get(about))
         .layer(DefaultBodyLimit::max(MAX_ADD_CHECKPOINT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            (slots, timeout),
+            bounded,
+        ))
         .with_state(service)
 }
 

@@ -118,6 +118,10 @@ pub struct Vote {
     pub time: u64,
     /// Its leaf index.
     pub index: u64,
+    /// An approval by one of the identity's authors (decided when indexed, and again when
+    /// the identity is published or republished): never counted.
+    #[serde(default)]
+    pub self_approval: bool,
 }
 
 /// A trusted reviewer's statement that never counts because the same reviewer signed a
@@ -169,7 +173,7 @@ pub struct VerifierState {
     /// The verified index.
     pub definitions: HashMap<DefinitionId, DefinitionRecord>,
     /// Per definition name, each key that published it and the leaf index of its first
-    /// publication: who authored earlier versions.
+    /// publication: who authored earlier versions of a newly published identity.
     #[serde(default)]
     pub names: HashMap<String, BTreeMap<PublicKey, u64>>,
     /// The trusted witnesses (verifier keys) whose cosignature of the verified checkpoint
@@ -765,6 +769,17 @@ impl Verifier {
                         author: p.author,
                     });
                 }
+                // The set of authors may have grown: decide every verdict's kind again (only
+                // a hostile log has verdicts before the publication or republishes).
+                if !rec.votes.is_empty() {
+                    let names = &self.state.names;
+                    let mut votes = std::mem::take(&mut rec.votes);
+                    for (k, v) in &mut votes {
+                        v.self_approval =
+                            v.action == ReviewAction::Approve && is_author(names, rec, k);
+                    }
+                    rec.votes = votes;
+                }
             }
             Entry::Review(r) => {
                 let rec = self.state.definitions.entry(r.definition).or_default();
@@ -775,10 +790,14 @@ impl Verifier {
                     }
                     vote => vote,
                 };
+                // Decided here, not at every status lookup: a verdict's kind changes only
+                // when the identity is (re)published, which re-decides it above.
                 let new = Vote {
                     action,
                     time: r.time,
                     index,
+                    self_approval: action == ReviewAction::Approve
+                        && is_author(&self.state.names, rec, &r.reviewer),
                 };
                 match rec.votes.get(&r.reviewer) {
                     Some(cur) if !outranks(&new, cur) => {
@@ -805,20 +824,6 @@ impl Verifier {
         }
     }
 
-    /// Whether `key` authored `rec`: it published this identity, or the same name earlier.
-    fn is_author(&self, rec: &DefinitionRecord, key: &PublicKey) -> bool {
-        if rec.publishers.contains(key) {
-            return true;
-        }
-        rec.published.as_ref().is_some_and(|p| {
-            self.state
-                .names
-                .get(&p.name)
-                .and_then(|keys| keys.get(key))
-                .is_some_and(|&first| first < p.index)
-        })
-    }
-
     /// The status of an identity from the verified index, without a freshness check.
     pub fn status_unchecked(&self, id: &DefinitionId) -> Status {
         let Some(rec) = self.state.definitions.get(id) else {
@@ -838,7 +843,7 @@ impl Verifier {
                 continue;
             }
             match vote.action {
-                ReviewAction::Approve if !self.is_author(rec, k) => approvals += 1,
+                ReviewAction::Approve if !vote.self_approval => approvals += 1,
                 ReviewAction::Reject => rejected = true,
                 _ => {}
             }
@@ -868,10 +873,10 @@ impl Verifier {
                 action: v.action,
                 time: v.time,
                 index: v.index,
-                self_approval: v.action == ReviewAction::Approve && self.is_author(rec, k),
+                self_approval: v.self_approval,
             })
             .collect();
-        let mut authors: BTreeSet<PublicKey> = rec.publishers.clone();
+        let mut authors = rec.publishers.clone();
         if let Some(p) = &rec.published
             && let Some(keys) = self.state.names.get(&p.name)
         {
@@ -945,6 +950,22 @@ impl Verifier {
     pub fn record(&self, id: &DefinitionId) -> Option<&DefinitionRecord> {
         self.state.definitions.get(id)
     }
+}
+
+/// Whether `key` authored the identity of `rec`: it published it, or published the same
+/// name at an earlier log index (`names` maps each name to its publishers' first indexes).
+fn is_author(
+    names: &HashMap<String, BTreeMap<PublicKey, u64>>,
+    rec: &DefinitionRecord,
+    key: &PublicKey,
+) -> bool {
+    rec.publishers.contains(key)
+        || rec.published.as_ref().is_some_and(|p| {
+            names
+                .get(&p.name)
+                .and_then(|keys| keys.get(key))
+                .is_some_and(|&first| first < p.index)
+        })
 }
 
 /// Whether `new` replaces `cur` as a reviewer's verdict: it was signed later, or at the

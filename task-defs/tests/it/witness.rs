@@ -30,6 +30,7 @@ impl WitnessServer {
                 data_dir: dir.to_path_buf(),
                 name: name.map(str::to_string),
                 logs: vec![log.clone()],
+                request_timeout: Some(Duration::from_secs(1)),
             })
             .unwrap(),
         );
@@ -365,4 +366,82 @@ fn witnesses_come_from_registry_toml_and_show_in_the_api() {
     })
     .unwrap_err();
     assert!(e.to_string().contains("registry.toml"), "{e}");
+}
+
+#[test]
+fn a_witness_answers_a_stalled_or_oversized_request_and_keeps_serving() {
+    use std::io::{Read as _, Write as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let log = NoteSigner::new(ORIGIN, SecretKey::from_seed([60; 32])).unwrap();
+    let w = WitnessServer::start(tmp.path(), Some("w.pinfold.test/1"), &log.verifier());
+    let addr = w.url.strip_prefix("http://").unwrap().to_string();
+    // A body announced but never sent: answered 408 after the request timeout (1 s here),
+    // not held open.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stalled,
+        "POST /add-checkpoint HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nold 0\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stalled.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body over the cap is refused (413) before it is read.
+    let big = vec![b'a'; task_defs::registry::witness::MAX_ADD_CHECKPOINT_BYTES + 1];
+    let (status, _) = request_to(
+        &w.url,
+        &AddCheckpoint {
+            old: 0,
+            proof: Vec::new(),
+            checkpoint: big,
+        },
+    );
+    assert_eq!(status, 413);
+    // Garbage is a 400, an unknown log a 404, a checkpoint not signed by the log a 403.
+    let garbage = ureq_post(&w.url, b"hello");
+    assert_eq!(garbage, 400);
+    let other = NoteSigner::new("other.example/log", SecretKey::from_seed([61; 32])).unwrap();
+    let cp = |signer: &NoteSigner, origin: &str| {
+        Checkpoint {
+            origin: origin.into(),
+            size: 0,
+            root: Hash::empty_root(),
+            time: unix_now(),
+        }
+        .sign(signer)
+        .unwrap()
+    };
+    let req = |checkpoint| AddCheckpoint {
+        old: 0,
+        proof: Vec::new(),
+        checkpoint,
+    };
+    assert_eq!(
+        request_to(&w.url, &req(cp(&other, "other.example/log"))).0,
+        404
+    );
+    let impostor = NoteSigner::new(ORIGIN, SecretKey::from_seed([62; 32])).unwrap();
+    assert_eq!(request_to(&w.url, &req(cp(&impostor, ORIGIN))).0, 403);
+    // And the honest empty log is cosigned.
+    let (status, line) = request_to(&w.url, &req(cp(&log, ORIGIN)));
+    assert_eq!(status, 200, "{line}");
+    assert!(line.starts_with("\u{2014} w.pinfold.test/1 "), "{line}");
+    assert_eq!(w.witnessed().unwrap().size, 0);
+}
+
+fn ureq_post(url: &str, body: &[u8]) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    agent
+        .post(&format!("{url}/add-checkpoint"))
+        .send(body)
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -396,3 +396,91 @@ fn three_witness_processes_cosign_and_status_and_provider_exec_require_two_of_th
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_provider_node_runs_only_from_checkpoints_its_configured_witnesses_cosigned() {
+    use pinfold_e2e::{ProviderProcess, provider_toml};
+    let s = Scratch::new();
+    let (author, _) = keygen(&s, "author");
+    let (k1, p1) = keygen(&s, "r1");
+    let data = s.path("registry");
+    let first = RegistryProcess::start(&data, &["--reviewer", &p1]);
+    let log_vkey = task_defs::registry::Client::new(&first.url)
+        .info()
+        .unwrap()
+        .log_vkey;
+    first.kill();
+    let w = WitnessProcess::start(&s.path("w"), "w.pinfold.test/witness", &log_vkey);
+    let witness = format!("{}={}", w.vkey, w.url);
+    let server = RegistryProcess::start(&data, &["--reviewer", &p1, "--witness", &witness]);
+    let (url, log_key) = (server.url.clone(), server.log_key());
+    let published = ok_stdout(&run(
+        "task-defs",
+        &[
+            &"publish",
+            &example("wordfreq"),
+            &"--registry",
+            &url,
+            &"--key",
+            &author,
+            &"--json",
+        ],
+    ));
+    let id = serde_json::from_str::<serde_json::Value>(&published).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok_stdout(&review("approve", &id, &url, &k1, None));
+    // Wait until the witness has cosigned the approval.
+    wait_for_status((&url, &log_key, &p1, &[&w.vkey], 1, &id), |v| {
+        v["status"] == "approved"
+    });
+    let node = |name: &str, witness_vkey: &str| {
+        let toml = provider_toml(
+            &url,
+            &log_key,
+            &[&p1],
+            1,
+            &format!("witnesses = [{witness_vkey:?}]\nwitness_threshold = 1\n"),
+        );
+        ProviderProcess::start(&s.path(name), Some(&toml), &[], &[])
+    };
+    let corpus = s.path("corpus.txt");
+    std::fs::write(&corpus, "the cat and the hat\n").unwrap();
+    let request = |p: &ProviderProcess, out: &str| {
+        let o = Command::new(bin("requestor"))
+            .args(["run", &id, "--json", "--wait", "10", "--timeout", "120"])
+            .arg("--output")
+            .arg(s.path(out))
+            .args(["--bootstrap", p.addr(), "--input"])
+            .arg(&corpus)
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        (o.status.code(), v)
+    };
+    // Trusting the registry's witness: the job runs.
+    let good = node("good", &w.vkey);
+    let (code, v) = request(&good, "out-good");
+    assert_eq!(code, Some(0), "{v}");
+    // Trusting a witness the registry does not use: nothing is cosigned for it, so the
+    // node has no view it may vouch from and refuses.
+    let stranger =
+        task_defs::tlog::Cosigner::new("stranger.example", SecretKey::from_seed([44; 32]))
+            .unwrap()
+            .verifier()
+            .to_vkey();
+    let strict = node("strict", &stranger);
+    let (code, v) = request(&strict, "out-strict");
+    assert_eq!(code, Some(3), "{v}");
+    assert_eq!(
+        v["refusals"][0]["reason"], "provider's registry view is stale",
+        "{v}"
+    );
+    let log = strict.log();
+    assert!(
+        log.contains("cosigned by 0 of the required 1 trusted witnesses"),
+        "{log}"
+    );
+}

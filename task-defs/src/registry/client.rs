@@ -501,20 +501,10 @@ pub fn load_verifier(
     }
 }
 
-/// Writes the verifier's state atomically (temporary file, fsync, rename).
+/// Writes the verifier's state atomically and durably (see [`super::write_atomic`]).
 pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure> {
     let json = serde_json::to_vec(verifier.state()).map_err(|e| state_err(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| state_err(path, e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &json)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| state_err(path, e))
+    super::write_atomic(path, &json).map_err(|e| state_err(path, e))
 }
 
 /// Syncs a verifier (restored from `state` if given, saved back after a successful sync)

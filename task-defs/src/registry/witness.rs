@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::WitnessEntry;
 use super::service::Registry;
-use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now};
+use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now, write_atomic};
 use crate::tlog::note::{MAX_NOTE_BYTES, Note, NoteError, NoteSignature, check_key_name};
 use crate::tlog::witness::{
     AddCheckpoint, Cosigner, CosignerKey, MAX_PROOF_LINES, Witness, WitnessError, WitnessState,
@@ -123,19 +123,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WitnessServiceError + '
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `bytes` to `path` atomically and durably (temporary file, fsync, rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl WitnessService {

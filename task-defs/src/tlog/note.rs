@@ -373,7 +373,8 @@ pub enum CheckpointError {
     Malformed(&'static str),
 }
 
-fn parse_decimal(s: &str) -> Option<u64> {
+/// A decimal without sign or leading zeroes (the one spelling C2SP allows).
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {
         return None;

@@ -31,7 +31,7 @@ use super::keys::{PublicKey, SecretKey, Signature};
 use super::merkle::{Hash, verify_consistency};
 use super::note::{
     MAX_NAME_LEN, Note, NoteError, NoteSignature, NoteVerifier, check_key_name, format_vkey,
-    parse_vkey, typed_key_id,
+    parse_decimal, parse_vkey, typed_key_id,
 };
 
 /// The signed-note signature type of an Ed25519 `cosignature/v1` key.
@@ -373,14 +373,6 @@ impl CheckpointBody {
             root: Hash::from_base64(root).map_err(|_| bad("bad root hash"))?,
         })
     }
-}
-
-fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// An `add-checkpoint` request: the size the client believes the witness cosigned, a

@@ -494,7 +494,16 @@ pub fn load_verifier(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verifier::new(config)?),
         Err(e) => return Err(state_err(path, e)),
     };
-    let stored: VerifierState = serde_json::from_slice(&bytes).map_err(|e| state_err(path, e))?;
+    // Never silently discarded: the stored checkpoint is what catches a rollback.
+    let stored: VerifierState = serde_json::from_slice(&bytes).map_err(|e| {
+        state_err(
+            path,
+            format!(
+                "{e} (state written by an older version, before log format 2, cannot be read: \
+                 check the registry, then delete the file to start over)"
+            ),
+        )
+    })?;
     match Verifier::restore(config.clone(), stored.clone()) {
         Err(ConfigError::RosterGrew) => Ok(Verifier::resync(config, &stored)?),
         other => Ok(other?),

@@ -75,6 +75,8 @@ pub const CONFIG_FILE: &str = "registry.toml";
 /// The leaf format this code writes and reads (the `meta` row `log_format`): 2 since
 /// statements name the log's origin.
 pub const LOG_FORMAT: &str = "2";
+/// The most witnesses a registry asks to cosign.
+pub const MAX_WITNESSES: usize = 32;
 /// Default timeout of one `add-checkpoint` request to a witness.
 pub const DEFAULT_WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -280,6 +282,14 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
     } else {
         config.witnesses.clone()
     };
+    // Every cosignature rides on the served note, and clients accept at most 64 signature
+    // lines per note (`note::MAX_SIGNATURES`, the log's own included).
+    if witnesses.len() > MAX_WITNESSES {
+        return Err(RegistryError::Config(format!(
+            "{} witnesses configured, at most {MAX_WITNESSES}",
+            witnesses.len()
+        )));
+    }
     Ok(Settings {
         origin: config
             .origin

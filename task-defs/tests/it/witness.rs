@@ -366,6 +366,23 @@ fn witnesses_come_from_registry_toml_and_show_in_the_api() {
     })
     .unwrap_err();
     assert!(e.to_string().contains("registry.toml"), "{e}");
+    // More witnesses than a note can carry cosignatures of is refused.
+    let many: Vec<WitnessEntry> = (0..33u8)
+        .map(|n| WitnessEntry {
+            vkey: Cosigner::new(&format!("w{n}.example"), SecretKey::from_seed([n; 32]))
+                .unwrap()
+                .verifier(),
+            url: "http://127.0.0.1:9".into(),
+        })
+        .collect();
+    let e = task_defs::registry::Registry::open(&RegistryConfig {
+        data_dir: tmp.path().join("other"),
+        reviewers: crate::registry::roster(&[1]),
+        witnesses: many,
+        ..RegistryConfig::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("at most 32"), "{e}");
 }
 
 #[test]

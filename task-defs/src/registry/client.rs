@@ -510,7 +510,8 @@ pub fn load_verifier(
     }
 }
 
-/// Writes the verifier's state atomically and durably (see [`super::write_atomic`]).
+/// Writes the verifier's state atomically and durably (temporary file, fsync, rename, fsync
+/// of the directory).
 pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure> {
     let json = serde_json::to_vec(verifier.state()).map_err(|e| state_err(path, e))?;
     super::write_atomic(path, &json).map_err(|e| state_err(path, e))

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use pinfold_fuzz::{
-    ORIGIN, TINY_MANIFEST, WITNESSED_SIZE, cosigner, encode_request, encode_response,
-    honest_tree, key, log_signer, provider_keypair, requestor_peer, tiny_files, transfer_blob,
-    verifier_config,
+    ORIGIN, TINY_MANIFEST, WITNESSED_SIZE, cosigner, encode_request, encode_response, honest_tree,
+    key, log_signer, provider_keypair, requestor_peer, tiny_files, transfer_blob, verifier_config,
 };
 use pinfold_net::protocol::{
     Accept, ErrorReply, JobState, OfferReply, OutcomeSummary, OutputEntry, RejectReason,
@@ -32,8 +31,8 @@ use pinfold_net::{
 };
 use task_defs::registry::api::PublishRequest;
 use task_defs::tlog::{
-    AddCheckpoint, Checkpoint, Entry, MemoryTree, Note, Published, Review,
-    ReviewAction, Verifier, consistency_proof,
+    AddCheckpoint, Checkpoint, Entry, MemoryTree, Note, Published, Review, ReviewAction, Verifier,
+    consistency_proof,
 };
 use task_defs::{Definition, bundle};
 
@@ -328,8 +327,22 @@ fn net(s: &Seeds, def: &Definition) {
 
 fn tlog(s: &Seeds, def: &Definition) {
     let published = Published::sign(&key(1), ORIGIN, def.id, "tiny", "0.1.0", 1_700_000_000);
-    let review = Review::sign(&key(2), ORIGIN, ReviewAction::Approve, def.id, "", 1_700_000_100);
-    let revoke = Review::sign(&key(3), ORIGIN, ReviewAction::Revoke, def.id, "bad", 1_700_000_200);
+    let review = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        1_700_000_100,
+    );
+    let revoke = Review::sign(
+        &key(3),
+        ORIGIN,
+        ReviewAction::Revoke,
+        def.id,
+        "bad",
+        1_700_000_200,
+    );
     let leaves: Vec<Vec<u8>> = [
         Entry::Published(published),
         Entry::Review(review),
@@ -438,7 +451,14 @@ fn registry(s: &Seeds, def: &Definition) {
         "publish.json",
         serde_json::to_vec(&publication).expect("serialises"),
     );
-    let review = Review::sign(&key(2), ORIGIN, ReviewAction::Approve, def.id, "", 1_700_000_100);
+    let review = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        1_700_000_100,
+    );
     s.put(
         "registry_http",
         "review.json",

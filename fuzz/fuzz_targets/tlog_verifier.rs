@@ -43,7 +43,10 @@ fn statuses(v: &Verifier, now: u64) {
         let _ = v.status(&id, now);
         let status = v.status_unchecked(&id);
         let report = v.report(&id);
-        assert_eq!(report.status, status, "the report explains the status it gives");
+        assert_eq!(
+            report.status, status,
+            "the report explains the status it gives"
+        );
         assert!(report.approvals <= report.votes.len());
         let _ = v.record(&id);
     }
@@ -78,9 +81,10 @@ fn leaf(u: &mut Unstructured<'_>, now: u64) -> Result<Vec<u8>> {
             ])?;
             // Reviewers 2 and 3 are trusted; 4 is a stranger.
             let reviewer = key(u.int_in_range(2..=4)?);
-            let mut leaf =
-                Entry::Review(Review::sign(&reviewer, origin, action, definition, "", time))
-                    .to_leaf();
+            let mut leaf = Entry::Review(Review::sign(
+                &reviewer, origin, action, definition, "", time,
+            ))
+            .to_leaf();
             if u.ratio(1, 8)? && !leaf.is_empty() {
                 // A statement whose signature no longer matches.
                 let at = u.choose_index(leaf.len())?;

@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
     match w.add_checkpoint(&req, NOW) {
         Ok(line) => {
             let note = Note::parse(&req.checkpoint).expect("a cosigned note parses");
-            note.verify(&log_verifier()).expect("only the log's checkpoints are cosigned");
+            note.verify(&log_verifier())
+                .expect("only the log's checkpoints are cosigned");
             let body = CheckpointBody::parse(&note.text).expect("a cosigned body parses");
             assert_eq!(body.origin, ORIGIN);
             assert_eq!(req.old, WITNESSED_SIZE);

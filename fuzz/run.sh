@@ -43,10 +43,11 @@ declare -A max_len=(
   [tlog_entry]=17408
   [tlog_proof]=8192
   [tlog_verifier]=8192
+  [tlog_witness]=8192
   [registry_http]=16384
 )
 all=(manifest bundle net_codec net_ad net_receipt net_transfer tlog_note tlog_entry tlog_proof
-  tlog_verifier registry_http)
+  tlog_verifier tlog_witness registry_http)
 read -r -a targets <<<"${PINFOLD_FUZZ_TARGETS:-${all[*]}}"
 for t in "${targets[@]}"; do
   [ -n "${max_len[$t]:-}" ] || { echo "unknown fuzz target: $t" >&2; exit 2; }

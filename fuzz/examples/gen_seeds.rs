@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use pinfold_fuzz::{
-    ORIGIN, TINY_MANIFEST, encode_request, encode_response, key, log_signer, provider_keypair,
-    requestor_peer, tiny_files, transfer_blob, verifier_config,
+    ORIGIN, TINY_MANIFEST, WITNESSED_SIZE, cosigner, encode_request, encode_response, honest_tree,
+    key, log_signer, provider_keypair, requestor_peer, tiny_files, transfer_blob, verifier_config,
 };
 use pinfold_net::protocol::{
     Accept, ErrorReply, JobState, OfferReply, OutcomeSummary, OutputEntry, RejectReason,
@@ -31,7 +31,8 @@ use pinfold_net::{
 };
 use task_defs::registry::api::PublishRequest;
 use task_defs::tlog::{
-    Checkpoint, Entry, MemoryTree, Note, NoteSigner, Published, Review, ReviewAction, Verifier,
+    AddCheckpoint, Checkpoint, Entry, MemoryTree, Note, Published, Review, ReviewAction, Verifier,
+    consistency_proof,
 };
 use task_defs::{Definition, bundle};
 
@@ -85,6 +86,7 @@ fn main() {
     }
     net(&s, &tiny);
     tlog(&s, &tiny);
+    witness(&s);
     registry(&s, &tiny);
     println!("seeds written to fuzz/seeds/");
 }
@@ -324,9 +326,23 @@ fn net(s: &Seeds, def: &Definition) {
 }
 
 fn tlog(s: &Seeds, def: &Definition) {
-    let published = Published::sign(&key(1), def.id, "tiny", "0.1.0", 1_700_000_000);
-    let review = Review::sign(&key(2), ReviewAction::Approve, def.id, "", 1_700_000_100);
-    let revoke = Review::sign(&key(3), ReviewAction::Revoke, def.id, "bad", 1_700_000_200);
+    let published = Published::sign(&key(1), ORIGIN, def.id, "tiny", "0.1.0", 1_700_000_000);
+    let review = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        1_700_000_100,
+    );
+    let revoke = Review::sign(
+        &key(3),
+        ORIGIN,
+        ReviewAction::Revoke,
+        def.id,
+        "bad",
+        1_700_000_200,
+    );
     let leaves: Vec<Vec<u8>> = [
         Entry::Published(published),
         Entry::Review(review),
@@ -352,8 +368,8 @@ fn tlog(s: &Seeds, def: &Definition) {
     let note = cp.sign(&log_signer()).expect("the checkpoint signs");
     s.put("tlog_note", "checkpoint.note", &note);
     let mut cosigned = Note::parse(&note).expect("a signed note parses");
-    let witness = NoteSigner::new("witness.example/w1", key(5)).expect("a valid key name");
-    cosigned.add_signature(&witness);
+    let line = cosigner().cosign(&cosigned.text, 1_700_000_350);
+    cosigned.signatures.push(line);
     s.put("tlog_note", "cosigned.note", cosigned.to_bytes());
     s.put("tlog_note", "vkey", log_signer().verifier().to_vkey());
     s.put("tlog_note", "public-key", key(2).public_key().to_string());
@@ -380,9 +396,54 @@ fn tlog(s: &Seeds, def: &Definition) {
     );
 }
 
+/// add-checkpoint requests to a witness that has cosigned the honest tree at size 3: an
+/// honest extension, the same tree again, a fork, a wrong old size; and the witness's vkey.
+fn witness(s: &Seeds) {
+    let signed = |size: u64, tree: &MemoryTree| {
+        Checkpoint {
+            origin: ORIGIN.into(),
+            size,
+            root: tree.root(),
+            time: 1_700_000_400,
+        }
+        .sign(&log_signer())
+        .expect("the checkpoint signs")
+    };
+    let old = WITNESSED_SIZE;
+    let big = honest_tree(old + 2);
+    let request = |old: u64, proof, checkpoint| AddCheckpoint {
+        old,
+        proof,
+        checkpoint,
+    };
+    let honest = request(
+        old,
+        consistency_proof(&big, old, big.size()).expect("sizes in order"),
+        signed(big.size(), &big),
+    );
+    s.put("tlog_witness", "extend", honest.to_bytes());
+    let same = request(old, Vec::new(), signed(old, &honest_tree(old)));
+    s.put("tlog_witness", "same", same.to_bytes());
+    let mut fork = MemoryTree::new();
+    for i in 0..old {
+        fork.push(format!("fork {i}").as_bytes());
+    }
+    s.put(
+        "tlog_witness",
+        "fork",
+        request(old, Vec::new(), signed(old, &fork)).to_bytes(),
+    );
+    s.put(
+        "tlog_witness",
+        "old-zero",
+        request(0, Vec::new(), signed(big.size(), &big)).to_bytes(),
+    );
+    s.put("tlog_witness", "vkey", cosigner().verifier().to_vkey());
+}
+
 fn registry(s: &Seeds, def: &Definition) {
     let publication = PublishRequest {
-        publication: Published::sign(&key(1), def.id, "tiny", "0.1.0", 1_700_000_000),
+        publication: Published::sign(&key(1), ORIGIN, def.id, "tiny", "0.1.0", 1_700_000_000),
         bundle: base64::engine::general_purpose::STANDARD.encode(bundle::pack(def)),
     };
     s.put(
@@ -390,7 +451,14 @@ fn registry(s: &Seeds, def: &Definition) {
         "publish.json",
         serde_json::to_vec(&publication).expect("serialises"),
     );
-    let review = Review::sign(&key(2), ReviewAction::Approve, def.id, "", 1_700_000_100);
+    let review = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        1_700_000_100,
+    );
     s.put(
         "registry_http",
         "review.json",

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use task_defs::tlog::Entry;
+use task_defs::tlog::{Entry, MAX_STATEMENT_TIME};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(entry) = Entry::from_leaf(data) else {
@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(entry.to_leaf(), data, "leaves have one encoding");
     assert_eq!(Entry::from_leaf(&entry.to_leaf()).as_ref(), Ok(&entry));
+    assert!(
+        entry.time() <= MAX_STATEMENT_TIME,
+        "no time of 2^63 or later parses"
+    );
     let _ = entry.definition();
     let _ = entry.verify();
 });

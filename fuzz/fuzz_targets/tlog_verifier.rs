@@ -1,8 +1,10 @@
 //! Fuzzes the registry client's verifier (`Verifier::update`) against a log that holds its
 //! signing key and lies at will: checkpoints of any size, root, time and origin, any
-//! leaves (raw bytes or statements signed by the author, trusted reviewers or strangers),
-//! honest or arbitrary consistency proofs. The verifier must never panic, must leave its
-//! state untouched on any refusal, and must only ever grow along the one honest tree.
+//! leaves (raw bytes or statements signed by the author, trusted reviewers or strangers,
+//! for this log or a staging one, at any time), honest or arbitrary consistency proofs.
+//! The verifier must never panic, must leave its state untouched on any refusal, must
+//! only ever grow along the one honest tree, and its status report must agree with its
+//! status.
 //!
 //! Stored state is the other input a verifier reads: when the input starts with `{`, it
 //! is read as `VerifierState` JSON and restored instead (`Verifier::restore`).
@@ -11,7 +13,7 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use pinfold_fuzz::{ORIGIN, key, log_signer, verifier_config};
+use pinfold_fuzz::{ORIGIN, STAGING, key, log_signer, verifier_config};
 use task_defs::DefinitionId;
 use task_defs::tlog::{
     Checkpoint, Entry, Hash, MemoryTree, Published, Review, ReviewAction, Verifier, VerifierState,
@@ -39,18 +41,32 @@ fn ids() -> [DefinitionId; 2] {
 fn statuses(v: &Verifier, now: u64) {
     for id in ids() {
         let _ = v.status(&id, now);
-        let _ = v.status_unchecked(&id);
+        let status = v.status_unchecked(&id);
+        let report = v.report(&id);
+        assert_eq!(
+            report.status, status,
+            "the report explains the status it gives"
+        );
+        assert!(report.approvals <= report.votes.len());
         let _ = v.record(&id);
     }
     let _ = v.check_fresh(now);
 }
 
-fn leaf(u: &mut Unstructured<'_>, time: u64) -> Result<Vec<u8>> {
+fn leaf(u: &mut Unstructured<'_>, now: u64) -> Result<Vec<u8>> {
     let definition = *u.choose(&ids())?;
+    // Mostly this log, sometimes a staging log; mostly around now, sometimes any time.
+    let origin = if u.ratio(7, 8)? { ORIGIN } else { STAGING };
+    let time = if u.ratio(7, 8)? {
+        now.saturating_sub(u.int_in_range(0..=100)?)
+    } else {
+        u.arbitrary()?
+    };
     Ok(match u.int_in_range(0..=3)? {
         0 => u.arbitrary::<&[u8]>()?.to_vec(),
         1 => Entry::Published(Published::sign(
             &key(u.int_in_range(1..=4)?),
+            origin,
             definition,
             "tiny",
             "0.1.0",
@@ -65,8 +81,10 @@ fn leaf(u: &mut Unstructured<'_>, time: u64) -> Result<Vec<u8>> {
             ])?;
             // Reviewers 2 and 3 are trusted; 4 is a stranger.
             let reviewer = key(u.int_in_range(2..=4)?);
-            let mut leaf =
-                Entry::Review(Review::sign(&reviewer, action, definition, "", time)).to_leaf();
+            let mut leaf = Entry::Review(Review::sign(
+                &reviewer, origin, action, definition, "", time,
+            ))
+            .to_leaf();
             if u.ratio(1, 8)? && !leaf.is_empty() {
                 // A statement whose signature no longer matches.
                 let at = u.choose_index(leaf.len())?;

@@ -15,7 +15,7 @@ use pinfold_net::protocol::JOB_PROTOCOL;
 use pinfold_net::{Keypair, PeerId, Request, Response};
 use task_defs::registry::RegistryConfig;
 use task_defs::registry::api::RosterEntry;
-use task_defs::tlog::{NoteSigner, NoteVerifier, SecretKey, VerifierConfig};
+use task_defs::tlog::{Cosigner, NoteSigner, NoteVerifier, SecretKey, VerifierConfig};
 
 /// Origin of the fuzzed log (checkpoints, the verifier target, the registry target).
 pub const ORIGIN: &str = "fuzz.pinfold/registry";
@@ -61,7 +61,43 @@ pub fn verifier_config() -> VerifierConfig {
         reviewers: vec![key(2).public_key(), key(3).public_key()],
         threshold: 1,
         max_age_secs: u64::MAX,
+        witnesses: Default::default(),
     }
+}
+
+/// Origin of the "staging" log whose statements the verifier target replays.
+pub const STAGING: &str = "staging.fuzz.pinfold/registry";
+
+/// The witness of the witness target (key seed 10).
+pub fn cosigner() -> Cosigner {
+    Cosigner::new("witness.fuzz.pinfold/w1", key(10)).expect("a valid key name")
+}
+
+/// The honest log the witness target's witness has seen: `n` leaves `leaf 0`, `leaf 1`, ...
+pub fn honest_tree(n: u64) -> task_defs::tlog::MemoryTree {
+    let mut tree = task_defs::tlog::MemoryTree::new();
+    for i in 0..n {
+        tree.push(format!("leaf {i}").as_bytes());
+    }
+    tree
+}
+
+/// The size of the honest checkpoint the witness target's witness starts from.
+pub const WITNESSED_SIZE: u64 = 3;
+
+/// A witness that follows the fuzzed log and has cosigned its honest tree of
+/// [`WITNESSED_SIZE`] leaves.
+pub fn witness() -> task_defs::tlog::Witness {
+    let mut state = task_defs::tlog::witness::WitnessState::new();
+    state.insert(
+        ORIGIN.to_string(),
+        task_defs::tlog::witness::WitnessedLog {
+            size: WITNESSED_SIZE,
+            root: honest_tree(WITNESSED_SIZE).root(),
+            cosigned_at: 1_700_000_000,
+        },
+    );
+    task_defs::tlog::Witness::new(cosigner(), [log_verifier()], state)
 }
 
 /// The registry target's configuration over `dir`: reviewers 2 and 3, threshold 1.

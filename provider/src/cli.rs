@@ -140,6 +140,13 @@ pub struct ExecArgs {
     /// Oldest registry checkpoint, in seconds, to trust.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub max_age: u64,
+    /// A trusted witness's C2SP verifier key (`name+keyid+base64`); repeat for each. The
+    /// registry's checkpoint must then carry their cosignatures.
+    #[arg(long = "witness", value_name = "VKEY", requires = "registry")]
+    pub witnesses: Vec<task_defs::tlog::CosignerKey>,
+    /// Distinct trusted witnesses that must cosign (default: all given witnesses).
+    #[arg(long, value_name = "K", requires = "witnesses")]
+    pub witness_threshold: Option<usize>,
     /// Artifact cache directory (default: $PINFOLD_CACHE_DIR, else ~/.cache/pinfold/artifacts).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -6,13 +6,20 @@
 //! registry that later rolls back or forks is caught) and lets a definition through only when
 //! its verified status is `approved` and the view is fresh. Everything else, including an
 //! unreachable registry, is a refusal with a reason: the gate fails closed.
+//!
+//! With witnesses configured (`--witness VKEY --witness-threshold K`, or `[registry]
+//! witnesses` in `provider.toml`), the gate moves only to checkpoints that K of those
+//! witnesses cosigned, so a registry that shows this provider a different history than
+//! everyone else is refused unless K witnesses were fooled too.
 
 use std::path::{Path, PathBuf};
 
 use task_defs::DefinitionId;
 use task_defs::registry::client::{self, Client, status_name};
 use task_defs::registry::unix_now;
-use task_defs::tlog::{NoteVerifier, PublicKey, Status, VerifierConfig};
+use task_defs::tlog::{
+    CosignerKey, NoteVerifier, PublicKey, Status, VerifierConfig, WitnessPolicy,
+};
 
 /// Where and whom the gate trusts.
 #[derive(Debug, Clone)]
@@ -31,6 +38,10 @@ pub struct GateConfig {
     pub max_age_secs: u64,
     /// Directory for the verifier's state files (no persistence when absent).
     pub state_dir: Option<PathBuf>,
+    /// Trusted witnesses (their C2SP verifier keys).
+    pub witnesses: Vec<CosignerKey>,
+    /// How many of them must cosign every checkpoint trusted (`None`: all of them).
+    pub witness_threshold: Option<usize>,
 }
 
 impl GateConfig {
@@ -50,7 +61,41 @@ impl GateConfig {
             state_dir: cache_dir
                 .and_then(Path::parent)
                 .map(|p| p.join("registry-state")),
+            witnesses: args.witnesses.clone(),
+            witness_threshold: args.witness_threshold,
         })
+    }
+
+    /// The witness policy: the configured witnesses, of which the threshold (default: all)
+    /// must cosign.
+    pub fn witness_policy(&self) -> Result<WitnessPolicy, String> {
+        WitnessPolicy::new(
+            self.witnesses.iter().cloned(),
+            self.witness_threshold.unwrap_or(self.witnesses.len()),
+        )
+        .map_err(|e| format!("registry witnesses: {e}"))
+    }
+
+    /// The verifier configuration for the log named `origin`.
+    pub fn verifier_config(&self, origin: &str) -> Result<VerifierConfig, String> {
+        Ok(VerifierConfig {
+            log_key: NoteVerifier::new(origin, self.log_key)
+                .map_err(|e| format!("registry origin {origin:?}: {e}"))?,
+            origin: origin.to_string(),
+            reviewers: self.reviewers.clone(),
+            threshold: self.threshold,
+            max_age_secs: self.max_age_secs,
+            witnesses: self.witness_policy()?,
+        })
+    }
+
+    /// This gate's state file for the log named `origin` (see [`state_file`]).
+    pub fn state_file(&self, origin: &str) -> Result<Option<PathBuf>, String> {
+        let policy = self.witness_policy()?;
+        Ok(self
+            .state_dir
+            .as_ref()
+            .map(|d| state_file(d, origin, &self.log_key, &policy)))
     }
 }
 
@@ -70,10 +115,25 @@ pub(crate) fn origin_file_stem(origin: &str) -> String {
         .collect()
 }
 
-/// The state file of one log: named by origin and key, so two registries never share state.
-pub fn state_file(dir: &Path, origin: &str, log_key: &PublicKey) -> PathBuf {
+/// The state file of one log: named by origin and key, so two registries never share state,
+/// and by the witness policy when it requires cosignatures, so a view verified without
+/// witnesses (which may be ahead of the newest cosigned checkpoint) is never mistaken for a
+/// witnessed one.
+pub fn state_file(
+    dir: &Path,
+    origin: &str,
+    log_key: &PublicKey,
+    witnesses: &WitnessPolicy,
+) -> PathBuf {
     let safe = origin_file_stem(origin);
-    let tag = blake3::hash(log_key.to_string().as_bytes()).to_hex();
+    let mut tagged = log_key.to_string();
+    if witnesses.is_required() {
+        tagged.push_str(&format!("\nwitnesses {}", witnesses.threshold()));
+        for w in witnesses.witnesses() {
+            tagged.push_str(&format!("\n{w}"));
+        }
+    }
+    let tag = blake3::hash(tagged.as_bytes()).to_hex();
     dir.join(format!("{safe}-{}.json", &tag[..16]))
 }
 
@@ -93,18 +153,8 @@ pub fn check(cfg: &GateConfig, id: &DefinitionId) -> Result<(), String> {
                 )
             })?,
     };
-    let config = VerifierConfig {
-        log_key: NoteVerifier::new(&origin, cfg.log_key)
-            .map_err(|e| format!("registry origin {origin:?}: {e}"))?,
-        origin: origin.clone(),
-        reviewers: cfg.reviewers.clone(),
-        threshold: cfg.threshold,
-        max_age_secs: cfg.max_age_secs,
-    };
-    let state = cfg
-        .state_dir
-        .as_ref()
-        .map(|d| state_file(d, &origin, &cfg.log_key));
+    let config = cfg.verifier_config(&origin)?;
+    let state = cfg.state_file(&origin)?;
     let v = client::verified_status(&client, config, state.as_deref(), id, unix_now())
         .map_err(|e| format!("registry {}: {e}", cfg.registry))?;
     match v.status {

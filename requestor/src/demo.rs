@@ -166,6 +166,7 @@ impl LocalNetwork {
         let bundle = task_defs::bundle::pack(&def);
         let p = Published::sign(
             &self.author,
+            task_defs::registry::service::DEFAULT_ORIGIN,
             def.id,
             &def.manifest.name,
             &def.manifest.version.to_string(),
@@ -189,6 +190,7 @@ impl LocalNetwork {
             .map(|k| {
                 Review::sign(
                     k,
+                    task_defs::registry::service::DEFAULT_ORIGIN,
                     ReviewAction::Approve,
                     id,
                     "read the source; pure computation",

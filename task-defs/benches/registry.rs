@@ -71,6 +71,7 @@ fn big_log(dir: &std::path::Path) {
         let e = if i % 5 < 3 {
             Entry::Published(Published::sign(
                 &author,
+                ORIGIN,
                 DefinitionId(id),
                 "bench",
                 "1.0.0",
@@ -80,6 +81,7 @@ fn big_log(dir: &std::path::Path) {
             let r = key((i % 3) as u8 + 1);
             Entry::Review(Review::sign(
                 &r,
+                ORIGIN,
                 ReviewAction::Approve,
                 DefinitionId(id),
                 "",
@@ -121,13 +123,13 @@ fn benches(c: &mut Criterion) {
         "/examples/wordfreq"
     )))
     .unwrap();
-    let p = Published::sign(&key(100), def.id, "wordfreq", "1.0.0", 1);
+    let p = Published::sign(&key(100), ORIGIN, def.id, "wordfreq", "1.0.0", 1);
     client.publish(&p, &bundle::pack(&def)).unwrap();
     let mut t = 0u64;
     c.bench_function("review over http, durable (fsync) ack", |b| {
         b.iter(|| {
             t += 1;
-            let r = Review::sign(&key(1), ReviewAction::Approve, def.id, "", t);
+            let r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def.id, "", t);
             client.review(&r).unwrap()
         })
     });
@@ -144,6 +146,7 @@ fn benches(c: &mut Criterion) {
         reviewers: (1..=3).map(|n| key(n).public_key()).collect(),
         threshold: 1,
         max_age_secs: 3600,
+        witnesses: Default::default(),
     };
     let mut g = c.benchmark_group("http sync");
     g.sample_size(10).measurement_time(Duration::from_secs(30));

@@ -1,5 +1,7 @@
 //! Benchmarks of the transparency log's hot paths against their goals: status lookup
-//! (≤ 10 µs), inclusion-proof verification (≤ 100 µs), syncing 100,000 entries (≤ 2 s).
+//! (≤ 10 µs), inclusion-proof verification (≤ 100 µs), syncing 100,000 entries (≤ 2 s),
+//! and the witness path: a witness's `add-checkpoint` and a client's 2-of-3 cosignature
+//! check (each ≤ 1 ms, so witnessing never limits a registry's write rate).
 
 #![allow(missing_docs)]
 
@@ -31,10 +33,24 @@ fn log() -> (Vec<Vec<u8>>, MemoryTree, Vec<u8>) {
     let mut leaves = Vec::with_capacity(ENTRIES as usize);
     for i in 0..ENTRIES {
         let e = if i % 5 < 3 {
-            Entry::Published(Published::sign(&author, def(i), "bench", "1.0.0", T0))
+            Entry::Published(Published::sign(
+                &author,
+                ORIGIN,
+                def(i),
+                "bench",
+                "1.0.0",
+                T0,
+            ))
         } else {
             let r = &reviewers[(i % 3) as usize];
-            Entry::Review(Review::sign(r, ReviewAction::Approve, def(i - 3), "", T0))
+            Entry::Review(Review::sign(
+                r,
+                ORIGIN,
+                ReviewAction::Approve,
+                def(i - 3),
+                "",
+                T0,
+            ))
         };
         leaves.push(e.to_leaf());
     }
@@ -58,6 +74,7 @@ fn config() -> VerifierConfig {
         reviewers: (1..=3).map(|n| key(n).public_key()).collect(),
         threshold: 1,
         max_age_secs: 3600,
+        witnesses: Default::default(),
     }
 }
 
@@ -86,6 +103,44 @@ fn benches(c: &mut Criterion) {
         b.iter(|| inclusion_proof(&tree, black_box(index), ENTRIES).unwrap())
     });
 
+    // Witnessing: a witness that cosigned the 100k tree minus 10 leaves checks the log's
+    // signature and a consistency proof, and cosigns; a client checks 3 cosignatures.
+    let signer = NoteSigner::new(ORIGIN, key(200)).unwrap();
+    let cosigners: Vec<Cosigner> = (0..3)
+        .map(|n| Cosigner::new(&format!("w{n}.example"), key(210 + n)).unwrap())
+        .collect();
+    let old = ENTRIES - 10;
+    let mut state = witness::WitnessState::new();
+    state.insert(
+        ORIGIN.to_string(),
+        witness::WitnessedLog {
+            size: old,
+            root: root_of(&tree, old),
+            cosigned_at: T0,
+        },
+    );
+    let request = AddCheckpoint {
+        old,
+        proof: consistency_proof(&tree, old, ENTRIES).unwrap(),
+        checkpoint: cp.clone(),
+    };
+    let w = Witness::new(cosigners[0].clone(), [signer.verifier()], state);
+    c.bench_function("witness add-checkpoint (100k tree, +10 leaves)", |b| {
+        b.iter(|| {
+            let mut w = w.clone();
+            black_box(w.add_checkpoint(black_box(&request), T0).unwrap())
+        })
+    });
+    let mut note = Note::parse(&cp).unwrap();
+    for w in &cosigners {
+        let line = w.cosign(&note.text, T0);
+        note.signatures.push(line);
+    }
+    let policy = WitnessPolicy::new(cosigners.iter().map(Cosigner::verifier), 2).unwrap();
+    c.bench_function("client cosignature check (3 witnesses, 2 required)", |b| {
+        b.iter(|| black_box(policy.check(black_box(&note), T0).unwrap()))
+    });
+
     let mut g = c.benchmark_group("sync");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("sync 100k entries from empty", |b| {
@@ -108,6 +163,10 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+fn root_of(tree: &MemoryTree, size: u64) -> Hash {
+    task_defs::tlog::root(tree, size).unwrap()
 }
 
 /// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; clock

@@ -97,6 +97,9 @@ pub enum Command {
     /// Hide a pending definition from a registry's review queue, or show it again (an
     /// operator's act on the data directory; the log keeps it).
     Queue(QueueArgs),
+    /// Run a log witness: cosign checkpoints of the given logs that extend what it saw
+    /// (C2SP tlog-witness `POST /add-checkpoint`; prints `listening on http://ADDR` first).
+    Witness(WitnessArgs),
     /// Sign and publish a definition to a registry, where it waits for review.
     Publish {
         /// Definition directory or bundle file.
@@ -107,6 +110,10 @@ pub enum Command {
         /// The author's secret key file.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The log's origin the publication is signed for (default: the one the registry's
+        /// checkpoint names).
+        #[arg(long)]
+        origin: Option<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -154,6 +161,10 @@ pub struct ServeArgs {
     /// commands they show, never the request's Host header.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// A witness asked to cosign every checkpoint: its C2SP verifier key and its
+    /// add-checkpoint URL prefix (replaces registry.toml's witnesses); repeat for each.
+    #[arg(long = "witness", value_name = "VKEY=URL", value_parser = parse_witness_entry)]
+    pub witnesses: Vec<crate::registry::api::WitnessEntry>,
 }
 
 /// Arguments of `task-defs queue`.
@@ -170,6 +181,24 @@ pub struct QueueArgs {
     /// Why (shown on the page of hidden definitions).
     #[arg(long, default_value = "")]
     pub reason: String,
+}
+
+/// Arguments of `task-defs witness`.
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// Data directory (witness key, persisted view, optional witness.toml).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8418")]
+    pub listen: String,
+    /// The witness's name, e.g. `witness.example/w1` (fixed at the first start).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A log to witness: its C2SP verifier key, as `task-defs serve` prints it (replaces
+    /// witness.toml's logs); repeat for each.
+    #[arg(long = "log", value_name = "VKEY", value_parser = parse_log_vkey)]
+    pub logs: Vec<crate::tlog::NoteVerifier>,
 }
 
 /// `task-defs review` subcommands.
@@ -220,6 +249,10 @@ pub struct VerdictArgs {
     /// Why (required to reject or revoke).
     #[arg(long)]
     pub reason: Option<String>,
+    /// The log's origin the statement is signed for (default: the one the registry's
+    /// checkpoint names). Pin it when you cannot vouch for the URL.
+    #[arg(long)]
+    pub origin: Option<String>,
 }
 
 /// Arguments of `task-defs status`.
@@ -246,9 +279,16 @@ pub struct StatusArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub max_age: u64,
     /// Verifier state file: loaded before and saved after syncing, so a later run detects
-    /// a rolled-back or forked registry.
+    /// a rolled-back or forked registry. Keep one per witness policy.
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
+    /// A trusted witness's C2SP verifier key (`name+keyid+base64`); repeat for each.
+    #[arg(long = "witness", value_name = "VKEY", requires = "log_key")]
+    pub witnesses: Vec<crate::tlog::CosignerKey>,
+    /// Distinct trusted witnesses that must have cosigned the checkpoint (default: all
+    /// given witnesses; 0 only without witnesses).
+    #[arg(long, value_name = "K", requires = "witnesses")]
+    pub witness_threshold: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -268,6 +308,27 @@ pub fn parse_roster_entry(s: &str) -> Result<crate::registry::api::RosterEntry, 
             .map_err(|e: crate::tlog::KeyError| e.to_string())?,
         name,
     })
+}
+
+/// Parses `VKEY=URL` (a witness's C2SP verifier key and its add-checkpoint prefix).
+pub fn parse_witness_entry(s: &str) -> Result<crate::registry::api::WitnessEntry, String> {
+    // Split before the URL's scheme: a key name may itself hold `=`.
+    let at = s
+        .find("=http://")
+        .or_else(|| s.find("=https://"))
+        .ok_or_else(|| "expected VKEY=URL with an http(s) URL".to_string())?;
+    let (vkey, url) = (&s[..at], &s[at + 1..]);
+    Ok(crate::registry::api::WitnessEntry {
+        vkey: vkey
+            .parse()
+            .map_err(|e: crate::tlog::NoteError| format!("witness key {vkey:?}: {e}"))?,
+        url: url.to_string(),
+    })
+}
+
+/// Parses a log's C2SP verifier key (`origin+keyid+base64(0x01 ‖ key)`).
+pub fn parse_log_vkey(s: &str) -> Result<crate::tlog::NoteVerifier, String> {
+    crate::tlog::NoteVerifier::from_vkey(s).map_err(|e| format!("log key {s:?}: {e}"))
 }
 
 /// Arguments of `task-defs new`.
@@ -416,6 +477,7 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
         Command::Keygen { .. }
         | Command::Serve(_)
         | Command::Queue(_)
+        | Command::Witness(_)
         | Command::Publish { .. }
         | Command::Review(_)
         | Command::Status(_) => unreachable!("registry commands are dispatched in run"),

@@ -136,6 +136,8 @@ pub struct RegistryProcess {
     pub url: String,
     /// The data directory.
     pub data: PathBuf,
+    /// The lines it printed before serving (address, origin, keys, witnesses, roster).
+    pub banner: Vec<String>,
 }
 
 impl RegistryProcess {
@@ -163,13 +165,31 @@ impl RegistryProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
+        // The banner ends with the roster line.
+        let mut banner = vec![first];
+        while !banner.last().is_some_and(|l| l.starts_with("reviewers ")) {
+            match lines.next() {
+                Some(Ok(l)) => banner.push(l),
+                _ => break,
+            }
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         RegistryProcess {
             child,
             url,
             data: data.to_path_buf(),
+            banner,
         }
+    }
+
+    /// The log's origin, from the banner's `origin` line.
+    pub fn origin(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix("origin "))
+            .expect("the banner names the origin")
+            .to_string()
     }
 
     /// The log public key the server wrote to `DATA/log.pub`.
@@ -215,6 +235,61 @@ pub fn proc_fd_count(pid: u32) -> usize {
     std::fs::read_dir(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .count()
+}
+
+/// A `task-defs witness` process on 127.0.0.1 with a free port; killed when dropped.
+#[derive(Debug)]
+pub struct WitnessProcess {
+    child: std::process::Child,
+    /// Base URL (its add-checkpoint prefix), as it printed it.
+    pub url: String,
+    /// Its C2SP verifier key, as it printed it.
+    pub vkey: String,
+}
+
+impl WitnessProcess {
+    /// Starts `task-defs witness --data DATA --listen 127.0.0.1:0 --name NAME --log LOG`
+    /// and reads the `listening on` and `witness vkey` lines it prints first.
+    pub fn start(data: &Path, name: &str, log_vkey: &str) -> WitnessProcess {
+        use std::io::BufRead as _;
+        let mut child = Command::new(bin("task-defs"))
+            .arg("witness")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--name", name, "--log", log_vkey])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawning task-defs witness");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut line = |prefix: &str| {
+            let l = lines
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("task-defs witness exited before {prefix:?}"));
+            l.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("unexpected line {l:?}"))
+                .to_string()
+        };
+        let url = line("listening on ");
+        let vkey = line("witness vkey ");
+        std::thread::spawn(move || for _ in lines {});
+        WitnessProcess { child, url, vkey }
+    }
+
+    /// Kills the witness with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Generates a key with `task-defs keygen` and returns (secret key file, public key text).

@@ -108,6 +108,11 @@ pub struct RegistrySection {
     /// Sync the log at most this often, in milliseconds (a revocation takes effect on the
     /// node within this interval; every offer in between uses the verified view).
     pub sync_interval_ms: u64,
+    /// Trusted witnesses: C2SP verifier keys (`name+keyid+base64`) of log witnesses.
+    pub witnesses: Vec<String>,
+    /// How many of them must cosign every checkpoint the node trusts (default: all listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness_threshold: Option<usize>,
 }
 
 impl Default for RegistrySection {
@@ -120,6 +125,8 @@ impl Default for RegistrySection {
             max_age_secs: 300,
             allow_unreviewed: false,
             sync_interval_ms: 1000,
+            witnesses: Vec::new(),
+            witness_threshold: None,
         }
     }
 }
@@ -268,6 +275,10 @@ allow_unreviewed = false
 # Sync the log at most once per this many milliseconds; a revocation reaches the node
 # within this interval.
 sync_interval_ms = 1000
+# Witnesses that must have cosigned every checkpoint the node trusts (C2SP verifier keys,
+# as `task-defs witness` prints them); with none listed, no cosignature is required.
+witnesses = []
+# witness_threshold = 2          # how many of them (default: all listed)
 
 [executors]
 wasm = true

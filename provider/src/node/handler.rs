@@ -344,6 +344,17 @@ impl Inner {
                     .map(|k| k.parse())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| NodeError::Config(format!("registry.reviewers: {e}")))?;
+                let witnesses = r
+                    .witnesses
+                    .iter()
+                    .map(|k| k.parse())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| NodeError::Config(format!("registry.witnesses: {e}")))?;
+                task_defs::tlog::WitnessPolicy::new(
+                    witnesses.iter().cloned(),
+                    r.witness_threshold.unwrap_or(witnesses.len()),
+                )
+                .map_err(|e| NodeError::Config(format!("registry.witness_threshold: {e}")))?;
                 Some(
                     RegistryView::new(
                         GateConfig {
@@ -354,6 +365,8 @@ impl Inner {
                             threshold: r.threshold,
                             max_age_secs: r.max_age_secs,
                             state_dir: Some(data.join("registry-state")),
+                            witnesses,
+                            witness_threshold: r.witness_threshold,
                         },
                         Duration::from_millis(r.sync_interval_ms),
                     )

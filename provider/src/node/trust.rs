@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 use task_defs::registry::client::{self, Client, ClientError};
 use task_defs::registry::unix_now;
 use task_defs::tlog::merkle::verify_consistency;
-use task_defs::tlog::{Checkpoint, Hash, NoteVerifier, Status, Verifier, VerifierConfig};
+use task_defs::tlog::{Checkpoint, Hash, Status, Verifier, VerifierConfig};
 use task_defs::{Definition, DefinitionId};
 
-use crate::gate::{GateConfig, state_file};
+use crate::gate::GateConfig;
 
 /// Timeout of every registry request the node makes.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,14 +200,7 @@ impl RegistryView {
                     )
                 })?,
         };
-        Ok(VerifierConfig {
-            log_key: NoteVerifier::new(&origin, self.cfg.log_key)
-                .map_err(|e| format!("registry origin {origin:?}: {e}"))?,
-            origin,
-            reviewers: self.cfg.reviewers.clone(),
-            threshold: self.cfg.threshold,
-            max_age_secs: self.cfg.max_age_secs,
-        })
+        self.cfg.verifier_config(&origin)
     }
 
     /// Loads the verifier (from its state file) unless it is loaded.
@@ -219,11 +212,10 @@ impl RegistryView {
             tracing::warn!("registry view: {e}");
             RejectReason::StaleRegistryView
         })?;
-        let state = self
-            .cfg
-            .state_dir
-            .as_ref()
-            .map(|d| state_file(d, &config.origin, &self.cfg.log_key));
+        let state = self.cfg.state_file(&config.origin).map_err(|e| {
+            tracing::warn!("registry view: {e}");
+            RejectReason::StaleRegistryView
+        })?;
         let v = client::load_verifier(config, state.as_deref()).map_err(|e| {
             tracing::warn!("registry view: {e}");
             RejectReason::StaleRegistryView
@@ -239,11 +231,10 @@ impl RegistryView {
             None => {}
             Some(Ok(_)) => {
                 *last_sync = Some(Instant::now());
-                if let Some(dir) = &self.cfg.state_dir {
-                    let path = state_file(dir, &v.config().origin, &self.cfg.log_key);
-                    if let Err(e) = client::save_verifier(v, &path) {
-                        tracing::warn!("saving the registry view: {e}");
-                    }
+                if let Ok(Some(path)) = self.cfg.state_file(&v.config().origin)
+                    && let Err(e) = client::save_verifier(v, &path)
+                {
+                    tracing::warn!("saving the registry view: {e}");
                 }
             }
             // The last verified view still answers while it is fresh.
@@ -457,12 +448,12 @@ impl RegistryView {
     /// loads and syncs a view no offer has needed yet, so a fresh node joins the
     /// split-view comparison at once.
     pub fn verified_note(&self) -> Option<String> {
-        let held = {
+        let (held, config) = {
             let mut guard = self.verifier.lock().unwrap_or_else(|e| e.into_inner());
             self.load(&mut guard).ok()?;
             let (v, last_sync) = guard.as_mut()?;
             self.sync_if_due(v, last_sync, unix_now());
-            v.checkpoint()?.clone()
+            (v.checkpoint()?.clone(), v.config().clone())
         };
         if let Some((size, root, note)) = self
             .local_note
@@ -475,9 +466,10 @@ impl RegistryView {
             return String::from_utf8(note.clone()).ok();
         }
         // Fetched without holding the lock: an alarm being raised reads it meanwhile.
-        let note = self.client.checkpoint().ok()?;
-        let key = NoteVerifier::new(&held.origin, self.cfg.log_key).ok()?;
-        let cp = Checkpoint::open(&note, &key).ok()?;
+        // The note the view syncs to: with witnesses required, the cosigned one (its
+        // cosignatures travel with the gossip).
+        let note = self.client.checkpoint_for(&config).ok()?;
+        let cp = Checkpoint::open(&note, &config.log_key).ok()?;
         if cp.size != held.size || cp.root != held.root {
             return None;
         }

@@ -1,4 +1,4 @@
-//! The registry commands of the CLI: keygen, serve, publish, review, status.
+//! The registry commands of the CLI: keygen, serve, witness, publish, review, status.
 //!
 //! These talk to the network and the key files, so they report with `anyhow` chains
 //! (`error: {e:#}`) and map the typed cause at the root of the chain to an exit code.
@@ -12,12 +12,16 @@ use serde_json::json;
 
 use super::{
     Command, EXIT_FAILURE, EXIT_INVALID, EXIT_REFUSED, EXIT_UNVERIFIED, Outcome, QueueArgs,
-    ReviewCommand, ServeArgs, StatusArgs, VerdictArgs, ok,
+    ReviewCommand, ServeArgs, StatusArgs, VerdictArgs, WitnessArgs, ok,
 };
 use crate::definition::{Definition, Error as DefError};
 use crate::registry::client::{self, Client, ClientError, SyncFailure, status_name};
+use crate::registry::witness::{WitnessConfig, WitnessService, serve_witness};
 use crate::registry::{self as reg, Registry, RegistryConfig, unix_now};
-use crate::tlog::{NoteVerifier, Published, Review, ReviewAction, VerifierConfig};
+use crate::tlog::{
+    MAX_STATEMENT_FUTURE_SECS, NoteVerifier, Published, Review, ReviewAction, StatusReport,
+    VerifierConfig, WitnessPolicy,
+};
 
 /// Runs a registry command, or hands the command back when it is not one.
 pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
@@ -25,12 +29,14 @@ pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
         Command::Keygen { output } => keygen(&output),
         Command::Serve(a) => serve(&a),
         Command::Queue(a) => queue(&a),
+        Command::Witness(a) => witness(&a),
         Command::Publish {
             path,
             registry,
             key,
+            origin,
             json,
-        } => publish(&path, &registry, &key, json),
+        } => publish(&path, &registry, &key, origin, json),
         Command::Review(r) => review(r),
         Command::Status(a) => status(&a),
         other => return Err(Box::new(other)),
@@ -96,6 +102,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
         max_bundle_bytes: a.max_bundle_bytes,
         config_file: a.config.clone(),
         public_url: a.public_url.clone(),
+        witnesses: a.witnesses.clone(),
     };
     let registry =
         Arc::new(Registry::open(&config).with_context(|| format!("opening {}", a.data.display()))?);
@@ -114,6 +121,12 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
         writeln!(out, "listening on http://{addr}")?;
         writeln!(out, "origin {}", s.origin)?;
         writeln!(out, "log key {}", registry.log_key())?;
+        // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
+        // are configured with.
+        writeln!(out, "log vkey {}", registry.note_verifier().to_vkey())?;
+        for w in &s.witnesses {
+            writeln!(out, "witness {} at {}", w.vkey, w.url)?;
+        }
         writeln!(
             out,
             "reviewers {}, threshold {}, checkpoint every {}s",
@@ -171,23 +184,71 @@ fn queue(a: &QueueArgs) -> anyhow::Result<Outcome> {
     )))
 }
 
+fn witness(a: &WitnessArgs) -> anyhow::Result<Outcome> {
+    let service = Arc::new(
+        WitnessService::open(&WitnessConfig {
+            data_dir: a.data.clone(),
+            name: a.name.clone(),
+            logs: a.logs.clone(),
+            request_timeout: None,
+        })
+        .with_context(|| format!("opening {}", a.data.display()))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // Printed and flushed before serving: scripts and tests read these lines.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        writeln!(out, "witness vkey {}", service.verifier())?;
+        for l in service.logs() {
+            writeln!(out, "witnessing {}", l.to_vkey())?;
+        }
+        out.flush()?;
+        drop(out);
+        serve_witness(listener, service, shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    Ok(ok(String::new()))
+}
+
+/// The origin to sign statements for: the one given, else the one the registry's
+/// checkpoint names (a hostile registry can only make the statement useless elsewhere).
+fn statement_origin(client: &Client, origin: Option<String>) -> anyhow::Result<String> {
+    match origin {
+        Some(o) => Ok(o),
+        None => client::checkpoint_origin(&client.checkpoint()?)
+            .ok_or_else(|| anyhow!("the registry's checkpoint names no origin")),
+    }
+}
+
 fn publish(
     path: &std::path::Path,
     registry: &str,
     key: &std::path::Path,
+    origin: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<Outcome> {
     let def = Definition::load(path)?;
     let key = reg::read_secret_key_file(key)?;
     let bundle = crate::bundle::pack(&def);
+    let client = Client::new(registry);
+    let origin = statement_origin(&client, origin)?;
     let publication = Published::sign(
         &key,
+        &origin,
         def.id,
         &def.manifest.name,
         &def.manifest.version.to_string(),
         unix_now(),
     );
-    let client = Client::new(registry);
     let r = client
         .publish(&publication, &bundle)
         .with_context(|| format!("publishing {} to {registry}", def.id))?;
@@ -280,14 +341,29 @@ fn review(cmd: ReviewCommand) -> anyhow::Result<Outcome> {
                     p.name, p.version, p.id
                 );
             }
+            // What the registry's own view says about each statement (a convenience: `status`
+            // verifies): stale ones and self-approvals never count.
+            let report = detail.report.as_ref();
+            let stale = |i: u64| report.is_some_and(|d| d.stale.iter().any(|st| st.index == i));
+            let own = |i: u64| {
+                report.is_some_and(|d| d.votes.iter().any(|v| v.index == i && v.self_approval))
+            };
             for r in &detail.reviews {
                 let _ = writeln!(
                     s,
-                    "  entry {}: {} {} {}{}",
+                    "  entry {}: {} {} {} (signed {}){}{}",
                     r.index,
                     r.reviewer_name.as_deref().unwrap_or(""),
                     r.reviewer,
                     r.action.as_str(),
+                    r.time,
+                    if stale(r.index) {
+                        " [stale: older than this reviewer's verdict, never counts]"
+                    } else if own(r.index) {
+                        " [self-approval: the key authored it, not counted]"
+                    } else {
+                        ""
+                    },
                     if r.reason.is_empty() {
                         String::new()
                     } else {
@@ -313,18 +389,57 @@ fn verdict(action: ReviewAction, a: &VerdictArgs) -> anyhow::Result<Outcome> {
         });
     }
     let key = reg::read_secret_key_file(&a.key)?;
-    let review = Review::sign(&key, action, a.id, &reason, unix_now());
-    let r = Client::new(&a.registry)
+    let client = Client::new(&a.registry);
+    let origin = statement_origin(&client, a.origin.clone())?;
+    let time = statement_time(&client, &a.id, &key.public_key(), unix_now())?;
+    let review = Review::sign(&key, &origin, action, a.id, &reason, time);
+    let r = client
         .review(&review)
         .with_context(|| format!("submitting the {} of {}", action.as_str(), a.id))?;
     Ok(ok(format!(
-        "{} {} by {}: {} log entry {}\n",
+        "{} {} by {} for log {origin}: {} log entry {}\n",
         action.as_str(),
         a.id,
         key.public_key(),
         if r.created { "logged as" } else { "already" },
         r.index
     )))
+}
+
+/// The time to sign a new statement at: now, or just after the reviewer's latest logged
+/// verdict on `id` when this machine's clock is behind it, so the new statement is the
+/// verdict rather than a stale one. The registry's answer only ever moves the time later,
+/// and never past what the registry itself would accept.
+fn statement_time(
+    client: &Client,
+    id: &crate::DefinitionId,
+    reviewer: &crate::tlog::PublicKey,
+    now: u64,
+) -> anyhow::Result<u64> {
+    let latest = match client.definition(id) {
+        Ok(d) => d
+            .reviews
+            .iter()
+            .filter(|r| r.reviewer == *reviewer && r.action != ReviewAction::Revoke)
+            .map(|r| r.time)
+            .max(),
+        // A revocation of an identity never published here has nothing to follow.
+        Err(ClientError::Status { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match latest {
+        Some(t) if t >= now => {
+            let next = t.saturating_add(1);
+            if next > now.saturating_add(MAX_STATEMENT_FUTURE_SECS) {
+                bail!(
+                    "your latest statement about {id} is signed at {t}, more than a day ahead of \
+                     this machine's clock ({now}): fix the clock before signing again"
+                );
+            }
+            Ok(next)
+        }
+        _ => Ok(now),
+    }
 }
 
 fn status(a: &StatusArgs) -> anyhow::Result<Outcome> {
@@ -355,6 +470,10 @@ fn status(a: &StatusArgs) -> anyhow::Result<Outcome> {
     let Some(threshold) = a.threshold else {
         bail!("--threshold is required with --log-key");
     };
+    let witnesses = WitnessPolicy::new(
+        a.witnesses.iter().cloned(),
+        a.witness_threshold.unwrap_or(a.witnesses.len()),
+    )?;
     let config = VerifierConfig {
         log_key: NoteVerifier::new(&origin, log_key)
             .with_context(|| format!("origin {origin:?}"))?,
@@ -362,11 +481,19 @@ fn status(a: &StatusArgs) -> anyhow::Result<Outcome> {
         reviewers: a.reviewers.iter().map(|r| r.key).collect(),
         threshold,
         max_age_secs: a.max_age,
+        witnesses: witnesses.clone(),
     };
     let now = unix_now();
     let v = client::verified_status(&client, config, a.state.as_deref(), &a.id, now)
         .with_context(|| format!("verifying {}", a.registry))?;
     let name = status_name(v.status);
+    let d = &v.details;
+    let self_approvals: Vec<_> = d
+        .votes
+        .iter()
+        .filter(|v| v.self_approval)
+        .map(|v| v.reviewer)
+        .collect();
     Ok(ok(if a.json {
         json!({
             "id": a.id,
@@ -374,14 +501,93 @@ fn status(a: &StatusArgs) -> anyhow::Result<Outcome> {
             "verified": true,
             "tree_size": v.checkpoint.size,
             "checkpoint_time": v.checkpoint.time,
+            "approvals": d.approvals,
+            "threshold": d.threshold,
+            "votes": d.votes,
+            "self_approvals": self_approvals,
+            "authors": d.authors,
+            "revoked_by": d.revoked_by,
+            "stale": d.stale,
+            "stale_total": d.stale_total,
+            "cosigned_by": v.cosigned_by,
+            "witness_threshold": witnesses.threshold(),
         })
         .to_string()
             + "\n"
     } else {
-        format!(
-            "{name} (verified against checkpoint of size {}, signed {} ago)\n",
+        let mut s = format!(
+            "{name} (verified against checkpoint of size {}, signed {} ago{})\n",
             v.checkpoint.size,
-            reg::web::age(now.saturating_sub(v.checkpoint.time))
-        )
+            reg::web::age(now.saturating_sub(v.checkpoint.time)),
+            if witnesses.is_required() {
+                format!(
+                    ", cosigned by {} of {} trusted witnesses, {} required",
+                    v.cosigned_by.len(),
+                    witnesses.witnesses().count(),
+                    witnesses.threshold()
+                )
+            } else {
+                String::new()
+            }
+        );
+        s.push_str(&report_text(d, &a.reviewers, now));
+        s
     }))
+}
+
+/// The reasons behind a status, one line each: counted approvals, every trusted verdict
+/// (self-approvals marked), revocations and stale statements.
+fn report_text(d: &StatusReport, roster: &[reg::api::RosterEntry], now: u64) -> String {
+    let who = |k: &crate::tlog::PublicKey| match roster.iter().find(|r| r.key == *k) {
+        Some(reg::api::RosterEntry { name: Some(n), .. }) => format!("{n} ({k})"),
+        _ => k.to_string(),
+    };
+    let when = |t: u64| {
+        if t > now {
+            format!("{} ahead", reg::web::age(t - now))
+        } else {
+            format!("{} ago", reg::web::age(now - t))
+        }
+    };
+    let mut s = format!(
+        "  {} of {} required trusted approvals\n",
+        d.approvals, d.threshold
+    );
+    for v in &d.votes {
+        let _ = writeln!(
+            s,
+            "  {} {} (signed {}, entry {}){}",
+            who(&v.reviewer),
+            v.action.as_str(),
+            when(v.time),
+            v.index,
+            if v.self_approval {
+                ": self-approval, not counted (this key published it or an earlier version)"
+            } else {
+                ""
+            }
+        );
+    }
+    for k in &d.revoked_by {
+        let _ = writeln!(s, "  {} revoked it", who(k));
+    }
+    for st in &d.stale {
+        let _ = writeln!(
+            s,
+            "  stale, never counts: entry {} by {} {} (signed {}), older than their verdict signed {}",
+            st.index,
+            who(&st.reviewer),
+            st.action.as_str(),
+            when(st.time),
+            when(st.outranked_by)
+        );
+    }
+    if d.stale_total > d.stale.len() as u64 {
+        let _ = writeln!(
+            s,
+            "  and {} more stale statements",
+            d.stale_total - d.stale.len() as u64
+        );
+    }
+    s
 }

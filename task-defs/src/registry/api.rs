@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::DefinitionId;
-use crate::tlog::{Hash, PublicKey, Published, ReviewAction, Status};
+use crate::tlog::{CosignerKey, Hash, PublicKey, Published, ReviewAction, Status, StatusReport};
 
 /// Prefix of every API path.
 pub const API_PREFIX: &str = "/api/v1";
@@ -93,6 +93,16 @@ pub struct RosterEntry {
     pub name: Option<String>,
 }
 
+/// A witness the registry asks to cosign its checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEntry {
+    /// Its C2SP verifier key (`name+keyid+base64(0x04 ‖ key)`).
+    pub vkey: CosignerKey,
+    /// Its `tlog-witness` submission prefix (`add-checkpoint` is appended).
+    pub url: String,
+}
+
 /// `GET /api/v1/info`: what the server says about itself (informational only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InfoResponse {
@@ -115,6 +125,13 @@ pub struct InfoResponse {
     /// The author policy: `open` or `allowlist`.
     #[serde(default)]
     pub author_policy: String,
+    /// The log's C2SP verifier key (`origin+keyid+base64(0x01 ‖ key)`), for third-party
+    /// tools and witnesses.
+    #[serde(default)]
+    pub log_vkey: String,
+    /// The witnesses the registry asks to cosign its checkpoints.
+    #[serde(default)]
+    pub witnesses: Vec<WitnessEntry>,
 }
 
 /// One definition in a list.
@@ -177,6 +194,10 @@ pub struct DefinitionDetail {
     pub check: serde_json::Value,
     /// Every reviewer statement about it, in log order.
     pub reviews: Vec<ReviewRecord>,
+    /// Why the server's view gives it its status: verdicts by signed time, self-approvals
+    /// (shown, not counted), authors, stale statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<StatusReport>,
     /// The last approved version of the same name published before it, for diffing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_approved: Option<DefinitionSummary>,
@@ -239,6 +260,14 @@ pub struct InclusionQuery {
     pub index: u64,
     /// The tree size.
     pub size: u64,
+}
+
+/// The query of `GET /api/v1/checkpoint/cosigned`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct CosignedQuery {
+    /// The fewest cosignatures the checkpoint must carry (default 1).
+    #[serde(default)]
+    pub min: Option<usize>,
 }
 
 /// The query of `GET /api/v1/proof/consistency`.

@@ -5,7 +5,9 @@
 //! [`sync`] brings a [`Verifier`] up to the server's latest checkpoint: it fetches the
 //! signed checkpoint, every entry since the verified size (paged) and a consistency proof,
 //! and hands them to [`Verifier::update`], which hashes the entries itself and refuses forks,
-//! rollbacks and altered entries. [`verified_status`] adds persistence: the verifier's state
+//! rollbacks and altered entries. A verifier whose witness policy requires cosignatures
+//! syncs to the newest checkpoint the registry's witnesses cosigned instead of the latest
+//! one, and refuses it unless enough trusted witnesses did. [`verified_status`] adds persistence: the verifier's state
 //! is loaded from and saved to a file, so a server rolled back or forked between two runs is
 //! caught too; a failed sync never overwrites the stored state.
 
@@ -27,8 +29,8 @@ use crate::tlog::entry::MAX_LEAF_BYTES;
 use crate::tlog::note::MAX_NOTE_BYTES;
 use crate::tlog::verifier::CheckedLeaves;
 use crate::tlog::{
-    Checkpoint, ConfigError, Hash, Published, Review, Status, StatusError, SyncError, UpdateReport,
-    Verifier, VerifierConfig, VerifierState,
+    Checkpoint, ConfigError, Hash, Published, Review, Status, StatusError, StatusReport, SyncError,
+    UpdateReport, Verifier, VerifierConfig, VerifierState,
 };
 
 /// Default timeout of one whole request, body included.
@@ -190,6 +192,25 @@ impl Client {
     /// The latest signed checkpoint note (unverified bytes).
     pub fn checkpoint(&self) -> Result<Vec<u8>, ClientError> {
         self.get_bytes("/api/v1/checkpoint", MAX_NOTE_BYTES as u64)
+    }
+
+    /// The newest checkpoint note at least `min` of the registry's witnesses cosigned
+    /// (unverified bytes).
+    pub fn cosigned_checkpoint(&self, min: usize) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(
+            &format!("/api/v1/checkpoint/cosigned?min={min}"),
+            MAX_NOTE_BYTES as u64,
+        )
+    }
+
+    /// The checkpoint note `config` syncs to: the cosigned one when its witness policy
+    /// requires cosignatures, else the latest.
+    pub fn checkpoint_for(&self, config: &VerifierConfig) -> Result<Vec<u8>, ClientError> {
+        if config.witnesses.is_required() {
+            self.cosigned_checkpoint(config.witnesses.threshold())
+        } else {
+            self.checkpoint()
+        }
     }
 
     /// One page of leaves starting at `start` (at most up to `end`).
@@ -398,7 +419,7 @@ pub fn sync(
     verifier: &mut Verifier,
     now: u64,
 ) -> Result<UpdateReport, SyncFailure> {
-    let note = client.checkpoint()?;
+    let note = client.checkpoint_for(verifier.config())?;
     let cp = Checkpoint::open(&note, &verifier.config().log_key).map_err(SyncError::from)?;
     let old = verifier.size();
     let empty: [&[u8]; 0] = [];
@@ -492,8 +513,12 @@ pub struct VerifiedStatus {
     pub status: Status,
     /// The checkpoint it was verified against.
     pub checkpoint: Checkpoint,
+    /// The trusted witnesses (verifier keys) that cosigned that checkpoint.
+    pub cosigned_by: Vec<String>,
     /// What the sync did.
     pub report: UpdateReport,
+    /// Why the identity has its status: verdicts, self-approvals, stale statements.
+    pub details: StatusReport,
 }
 
 fn state_err(path: &Path, e: impl std::fmt::Display) -> SyncFailure {
@@ -516,31 +541,27 @@ pub fn load_verifier(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verifier::new(config)?),
         Err(e) => return Err(state_err(path, e)),
     };
-    let stored: VerifierState = serde_json::from_slice(&bytes).map_err(|e| state_err(path, e))?;
+    // Never silently discarded: the stored checkpoint is what catches a rollback.
+    let stored: VerifierState = serde_json::from_slice(&bytes).map_err(|e| {
+        state_err(
+            path,
+            format!(
+                "{e} (state written by an older version, before log format 2, cannot be read: \
+                 check the registry, then delete the file to start over)"
+            ),
+        )
+    })?;
     match Verifier::restore(config.clone(), stored.clone()) {
         Err(ConfigError::RosterGrew) => Ok(Verifier::resync(config, &stored)?),
         other => Ok(other?),
     }
 }
 
-/// Writes the verifier's state atomically (temporary file, fsync, rename).
+/// Writes the verifier's state atomically and durably (temporary file, fsync, rename, fsync
+/// of the directory).
 pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure> {
     let json = serde_json::to_vec(verifier.state()).map_err(|e| state_err(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| state_err(path, e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &json)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        // A failed write (a full disk, most often) must not leave its half behind.
-        let _ = std::fs::remove_file(&tmp);
-        state_err(path, e)
-    })
+    super::write_atomic(path, &json).map_err(|e| state_err(path, e))
 }
 
 /// Syncs a verifier (restored from `state` if given, saved back after a successful sync)
@@ -565,7 +586,9 @@ pub fn verified_status(
     Ok(VerifiedStatus {
         status,
         checkpoint,
+        cosigned_by: v.cosigned_by().to_vec(),
         report,
+        details: v.report(id),
     })
 }
 

@@ -13,6 +13,8 @@
 //! - [`api`]: the JSON bodies both sides use.
 //! - [`client`]: the blocking HTTP client, and [`client::sync`] / [`client::verified_status`],
 //!   which bring a [`crate::tlog::Verifier`] up to date over HTTP and answer from it.
+//! - [`witness`]: the `task-defs witness` server (C2SP `add-checkpoint`) and the registry's
+//!   loop that asks its witnesses to cosign each new checkpoint.
 //!
 //! The server is not trusted by clients: it signs what it logs, and clients verify the log
 //! against keys, roster and threshold from their own configuration.
@@ -26,6 +28,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod web;
+pub mod witness;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -41,6 +44,30 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temporary file next to it, fsync,
+/// rename, fsync of the directory. A crash leaves the old file or the new one, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A failed write (a full disk, most often) must not leave its half behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Why a key file could not be read or written.

@@ -5,7 +5,8 @@
 //! | method and path | what |
 //! | --- | --- |
 //! | `GET /api/v1/info` | origin, log key, roster, threshold, size (informational) |
-//! | `GET /api/v1/checkpoint` | the latest signed checkpoint (text/plain, C2SP signed note) |
+//! | `GET /api/v1/checkpoint` | the latest signed checkpoint (text/plain, C2SP signed note) with the witness cosignatures gathered for it |
+//! | `GET /api/v1/checkpoint/cosigned[?min=K]` | the newest checkpoint at least K (default 1) witnesses cosigned, with their cosignatures (404 before there is one) |
 //! | `GET /api/v1/entries?start=&end=` | leaves `[start, end)`, at most 4096 per page, base64 |
 //! | `GET /api/v1/proof/inclusion?index=&size=` | inclusion proof |
 //! | `GET /api/v1/proof/consistency?old=&new=` | consistency proof |
@@ -45,7 +46,9 @@ use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt as _;
 
-use super::api::{ConsistencyQuery, ErrorBody, InclusionQuery, ListQuery, RangeQuery};
+use super::api::{
+    ConsistencyQuery, CosignedQuery, ErrorBody, InclusionQuery, ListQuery, RangeQuery,
+};
 use super::conn::{self, Budgets, BundleWorker, Guarded, Peer};
 use super::service::{Registry, RequestError};
 use super::web;
@@ -151,6 +154,30 @@ async fn info(State(app): State<Shared>) -> ApiResult<Response> {
 async fn checkpoint(State(app): State<Shared>) -> ApiResult<Response> {
     let r = app.registry.clone();
     let note = blocking(move || Ok(r.checkpoint_note())).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        note,
+    )
+        .into_response())
+}
+
+async fn cosigned_checkpoint(
+    State(app): State<Shared>,
+    q: Result<Query<CosignedQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let min = query(q)?.min.unwrap_or(1);
+    let r = app.registry.clone();
+    let note = blocking(move || {
+        r.cosigned_note(min).ok_or_else(|| {
+            RequestError::NotFound(format!(
+                "no checkpoint of this log is cosigned by {min} witnesses yet"
+            ))
+        })
+    })
+    .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -481,6 +508,7 @@ pub fn router_with(registry: Arc<Registry>, base_url: String) -> Router {
     Router::new()
         .route("/api/v1/info", get(info))
         .route("/api/v1/checkpoint", get(checkpoint))
+        .route("/api/v1/checkpoint/cosigned", get(cosigned_checkpoint))
         .route("/api/v1/entries", get(entries))
         .route("/api/v1/proof/inclusion", get(inclusion))
         .route("/api/v1/proof/consistency", get(consistency))
@@ -532,9 +560,11 @@ where
         registry.clone(),
         registry.settings().checkpoint_interval,
     ));
+    let witnesses = tokio::spawn(super::witness::witness_loop(registry.clone()));
     let base_url = configured_base_url(&registry, listener.local_addr().ok());
     let limits = registry.settings().server.clone();
     let result = conn::serve(listener, router_with(registry, base_url), limits, shutdown).await;
     resign.abort();
+    witnesses.abort();
     result
 }

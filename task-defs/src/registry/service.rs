@@ -7,11 +7,19 @@
 //! - `log.pub`: its public key, one line, the text `task-defs keygen` prints;
 //! - `registry.toml` (optional, or `--config FILE`): `origin`, `threshold`,
 //!   `checkpoint_interval_secs`, `max_bundle_bytes`, `public_url`, `[[reviewers]]` tables
-//!   with `key` and optional `name`, the author policy and publishing limits in `[authors]`
-//!   ([`super::policy`]), queue hiding in `[queue]` and the HTTP limits in `[server]`
-//!   ([`super::conn::ServerLimits`]). Command-line flags override the file (a `--reviewer`
-//!   flag replaces the file's roster);
+//!   with `key` and optional `name`, `[[witnesses]]` tables with `vkey` (C2SP cosigner key)
+//!   and `url` (its `add-checkpoint` prefix) plus `witness_timeout_secs`, the author policy
+//!   and publishing limits in `[authors]` ([`super::policy`]), queue hiding in `[queue]` and
+//!   the HTTP limits in `[server]` ([`super::conn::ServerLimits`]). Command-line flags
+//!   override the file (a `--reviewer` flag replaces the file's roster, a `--witness` flag
+//!   its witnesses);
 //! - `uploads/`: publication bodies being received, spooled to disk (emptied at start).
+//!
+//! Every statement must be signed for this log's origin and at most
+//! [`MAX_STATEMENT_FUTURE_SECS`] ahead of the registry's clock; anything else is refused,
+//! never clamped. A statement older than the same reviewer's verdict is still logged (the
+//! log shows the attempt), and every verifier, the server's own view included, records it
+//! as stale.
 //!
 //! Writes are serialised by one mutex: the leaf, its derived rows and the checkpoint over
 //! the new tree commit in one SQLite transaction before the call returns, so whatever the
@@ -37,6 +45,7 @@ use super::api::{
     AppendResponse, ConsistencyResponse, DEFAULT_PAGE, DefinitionDetail, DefinitionList,
     DefinitionSummary, EntriesResponse, InclusionResponse, InfoResponse, ListOrder, ListQuery,
     MAX_ENTRIES_PER_PAGE, MAX_PAGE, MAX_SCAN, PublishRequest, ReviewRecord, RosterEntry,
+    WitnessEntry,
 };
 use super::conn::{ServerFile, ServerLimits};
 use super::policy::{AuthorPolicy, AuthorsFile, PublishPolicy, RateLimiter, ip_bucket};
@@ -45,10 +54,12 @@ use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now
 use crate::definition::{Definition, Error as DefError};
 use crate::identity::DefinitionId;
 use crate::tlog::entry::MAX_LEAF_BYTES;
+use crate::tlog::note::NoteSignature;
+use crate::tlog::witness::signature_line;
 use crate::tlog::{
-    Checkpoint, Entry, MemoryTree, NoteSigner, NoteVerifier, PublicKey, Review, ReviewAction,
-    Status, Verifier, VerifierConfig, consistency_proof, inclusion_proof, leaf_hash, root,
-    verify_inclusion,
+    Checkpoint, Entry, MAX_STATEMENT_FUTURE_SECS, MAX_STATEMENT_TIME, MemoryTree, NoteSigner,
+    NoteVerifier, PublicKey, Review, ReviewAction, Status, StatusReport, Verifier, VerifierConfig,
+    WitnessPolicy, consistency_proof, inclusion_proof, leaf_hash, root, verify_inclusion,
 };
 use crate::{bundle, cli};
 
@@ -71,6 +82,13 @@ pub const PUB_FILE: &str = "log.pub";
 pub const CONFIG_FILE: &str = "registry.toml";
 /// The directory inside the data directory where request bodies are spooled.
 pub const UPLOADS_DIR: &str = "uploads";
+/// The leaf format this code writes and reads (the `meta` row `log_format`): 2 since
+/// statements name the log's origin.
+pub const LOG_FORMAT: &str = "2";
+/// The most witnesses a registry asks to cosign.
+pub const MAX_WITNESSES: usize = 32;
+/// Default timeout of one `add-checkpoint` request to a witness.
+pub const DEFAULT_WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +208,8 @@ pub struct RegistryConfig {
     pub config_file: Option<PathBuf>,
     /// The URL people reach the registry at, shown in the commands pages print.
     pub public_url: Option<String>,
+    /// The witnesses asked to cosign each checkpoint; non-empty replaces the file's.
+    pub witnesses: Vec<WitnessEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +228,8 @@ struct FileConfig {
     queue: QueueFile,
     #[serde(default)]
     server: ServerFile,
+    witnesses: Vec<WitnessEntry>,
+    witness_timeout_secs: Option<u64>,
 }
 
 /// The `[queue]` table.
@@ -243,6 +265,10 @@ pub struct Settings {
     pub hide_unreviewed_after: Option<Duration>,
     /// The HTTP front end's limits.
     pub server: ServerLimits,
+    /// The witnesses asked to cosign each checkpoint.
+    pub witnesses: Vec<WitnessEntry>,
+    /// Timeout of one request to a witness.
+    pub witness_timeout: Duration,
 }
 
 /// The in-memory rate limiters of publishing.
@@ -257,6 +283,12 @@ struct Inner {
     tree: MemoryTree,
     checkpoint: Checkpoint,
     note: Vec<u8>,
+    /// Witness cosignatures of `note`, in the order they arrived.
+    cosignatures: Vec<NoteSignature>,
+    /// For each number of cosignatures n, the newest note at least n witnesses cosigned,
+    /// with their cosignatures (maybe older than `note`): a client needing K cosignatures
+    /// still finds a view when some witnesses are down. At most one entry per witness.
+    cosigned: std::collections::BTreeMap<usize, (Checkpoint, Vec<u8>)>,
     view: Verifier,
 }
 
@@ -268,6 +300,8 @@ pub struct Registry {
     log_key: PublicKey,
     data_dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled whenever a new checkpoint is signed, for the witness loop.
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Registry {
@@ -358,6 +392,19 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
             "checkpoint interval must be positive".into(),
         ));
     }
+    let witnesses = if config.witnesses.is_empty() {
+        file.witnesses
+    } else {
+        config.witnesses.clone()
+    };
+    // Every cosignature rides on the served note, and clients accept at most 64 signature
+    // lines per note (`note::MAX_SIGNATURES`, the log's own included).
+    if witnesses.len() > MAX_WITNESSES {
+        return Err(RegistryError::Config(format!(
+            "{} witnesses configured, at most {MAX_WITNESSES}",
+            witnesses.len()
+        )));
+    }
     Ok(Settings {
         origin: config
             .origin
@@ -376,6 +423,11 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
         publish,
         hide_unreviewed_after,
         server,
+        witnesses,
+        witness_timeout: file
+            .witness_timeout_secs
+            .map_or(DEFAULT_WITNESS_TIMEOUT, Duration::from_secs)
+            .max(Duration::from_secs(1)),
     })
 }
 
@@ -438,6 +490,21 @@ impl Registry {
         let verifier = signer.verifier();
 
         let count = store.leaf_count()?;
+        // Format-1 leaves name no origin: their reviews would be replayable, so such a log
+        // is not silently reinterpreted (its approvals would all stop counting).
+        match store.meta("log_format")? {
+            Some(f) if f == LOG_FORMAT => {}
+            None if count == 0 => store.set_meta("log_format", LOG_FORMAT)?,
+            f => {
+                return Err(RegistryError::Config(format!(
+                    "{} holds a log of format {}; this registry writes format {LOG_FORMAT} \
+                     (statements bound to the log's origin): serve a new data directory and \
+                     publish and review again there",
+                    dir.display(),
+                    f.as_deref().unwrap_or("1")
+                )));
+            }
+        }
         let leaves = store.leaves(0, count)?;
         let tree = MemoryTree::from_leaf_hashes(leaves.iter().map(|l| leaf_hash(l)));
         let now = unix_now();
@@ -489,6 +556,7 @@ impl Registry {
             reviewers: settings.roster.iter().map(|r| r.key).collect(),
             threshold: settings.threshold,
             max_age_secs: u64::MAX,
+            witnesses: WitnessPolicy::default(),
         })
         .map_err(|e| RegistryError::Config(e.to_string()))?;
         view.update(&note, &leaves, &[], time.max(now))
@@ -515,8 +583,11 @@ impl Registry {
                 tree,
                 checkpoint,
                 note,
+                cosignatures: Vec::new(),
+                cosigned: std::collections::BTreeMap::new(),
                 view,
             }),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -546,9 +617,68 @@ impl Registry {
         &self.data_dir
     }
 
-    /// The latest signed checkpoint note.
+    /// The latest signed checkpoint note, with the witness cosignatures gathered for it.
     pub fn checkpoint_note(&self) -> Vec<u8> {
-        self.lock().note.clone()
+        let inner = self.lock();
+        let mut note = inner.note.clone();
+        for sig in &inner.cosignatures {
+            note.extend_from_slice(signature_line(sig).as_bytes());
+        }
+        note
+    }
+
+    /// The newest checkpoint note that at least `min` (at least 1) witnesses cosigned, with
+    /// their cosignatures; it may be older than [`Registry::checkpoint_note`] while a witness
+    /// round is under way or when witnesses are down.
+    pub fn cosigned_note(&self, min: usize) -> Option<Vec<u8>> {
+        self.lock()
+            .cosigned
+            .get(&min.max(1))
+            .map(|(_, n)| n.clone())
+    }
+
+    /// The signed note of the current checkpoint (without cosignatures) and the checkpoint.
+    pub(crate) fn current_note(&self) -> (Vec<u8>, Checkpoint) {
+        let inner = self.lock();
+        (inner.note.clone(), inner.checkpoint.clone())
+    }
+
+    /// Records witness cosignatures (already verified by the caller) of `note`, the signed
+    /// checkpoint `cp`: served with the note while it is current, and as the newest
+    /// checkpoint with that many cosignatures (and with each smaller number) unless a
+    /// bigger (or same-size, fresher) one is already.
+    pub(crate) fn add_cosignatures(&self, note: &[u8], cp: &Checkpoint, sigs: Vec<NoteSignature>) {
+        if sigs.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        let mut bytes = note.to_vec();
+        for sig in &sigs {
+            bytes.extend_from_slice(signature_line(sig).as_bytes());
+        }
+        let count = sigs.len();
+        if inner.note == note {
+            inner.cosignatures = sigs;
+        }
+        for n in 1..=count {
+            let newer = inner
+                .cosigned
+                .get(&n)
+                .is_none_or(|(c, _)| (cp.size, cp.time) >= (c.size, c.time));
+            if newer {
+                inner.cosigned.insert(n, (cp.clone(), bytes.clone()));
+            }
+        }
+    }
+
+    /// Waits until a checkpoint newer than the last wait's is signed.
+    pub(crate) async fn checkpoint_changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The consistency proof between two sizes of the current tree, for witnesses.
+    pub(crate) fn proof_between(&self, old: u64, new: u64) -> Option<Vec<crate::tlog::Hash>> {
+        consistency_proof(&self.lock().tree, old, new).ok()
     }
 
     /// The latest checkpoint.
@@ -577,6 +707,8 @@ impl Registry {
             .map_err(internal)?;
         inner.checkpoint = cp;
         inner.note = note;
+        inner.cosignatures.clear();
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -628,6 +760,8 @@ impl Registry {
         }
         inner.checkpoint = cp;
         inner.note = note;
+        inner.cosignatures.clear();
+        self.changed.notify_one();
         Ok(index)
     }
 
@@ -654,6 +788,28 @@ impl Registry {
                     retry_after,
                 }
             })
+    }
+
+    /// Refuses a statement signed for another log, or with a time more than
+    /// [`MAX_STATEMENT_FUTURE_SECS`] ahead of this registry's clock (or of 2^63): refused,
+    /// never clamped, so the log holds only statements every verifier will weigh.
+    fn check_statement(&self, what: &str, origin: &str, time: u64) -> Result<(), RequestError> {
+        if origin != self.settings.origin {
+            return Err(RequestError::BadRequest(format!(
+                "the {what} is signed for the log {origin:?}, not this one ({:?})",
+                self.settings.origin
+            )));
+        }
+        let latest = unix_now()
+            .saturating_add(MAX_STATEMENT_FUTURE_SECS)
+            .min(MAX_STATEMENT_TIME);
+        if time > latest {
+            return Err(RequestError::BadRequest(format!(
+                "the {what}'s signed time {time} is more than {MAX_STATEMENT_FUTURE_SECS} s \
+                 ahead of the registry's clock (latest accepted {latest})"
+            )));
+        }
+        Ok(())
     }
 
     /// Validates and logs a publication; publishing a logged identity again is a no-op.
@@ -704,6 +860,7 @@ impl Registry {
         p: &crate::tlog::Published,
         b64_len: usize,
     ) -> Result<Option<AppendResponse>, RequestError> {
+        self.check_statement("publication", &p.origin, p.time)?;
         p.verify().map_err(|_| {
             RequestError::BadRequest(format!(
                 "the publication's signature does not verify under author key {}",
@@ -844,6 +1001,7 @@ impl Registry {
                 r.reviewer
             ))
         })?;
+        self.check_statement("statement", &r.origin, r.time)?;
         if !self.settings.roster.iter().any(|e| e.key == r.reviewer) {
             return Err(RequestError::Forbidden(format!(
                 "{} is not on this registry's reviewer roster",
@@ -908,6 +1066,8 @@ impl Registry {
             max_bundle_bytes: self.settings.max_bundle_bytes,
             public_url: self.settings.public_url.clone(),
             author_policy: self.settings.publish.authors.name().to_string(),
+            log_vkey: self.signer.verifier().to_vkey(),
+            witnesses: self.settings.witnesses.clone(),
         }
     }
 
@@ -960,13 +1120,8 @@ impl Registry {
         row: &DefinitionRow,
         now: u64,
     ) -> Result<DefinitionSummary, RequestError> {
-        let roster = |k: &PublicKey| self.settings.roster.iter().any(|e| e.key == *k);
-        let approvals = inner.view.record(&row.id).map_or(0, |rec| {
-            rec.votes
-                .iter()
-                .filter(|(k, v)| **v == ReviewAction::Approve && roster(k))
-                .count()
-        });
+        // Counted as every verifier counts them: verdicts by signed time, no self-approval.
+        let approvals = inner.view.report(&row.id).approvals;
         let status = inner.view.status_unchecked(&row.id);
         // Only the queue hides: a definition someone judged is never hidden.
         let hidden = if status != Status::Pending {
@@ -1072,6 +1227,13 @@ impl Registry {
         }
     }
 
+    /// Why the server's view gives `id` its status (its roster and threshold): each
+    /// reviewer's verdict, self-approvals, authors and stale statements. A convenience for
+    /// pages; clients compute their own with [`Verifier::report`].
+    pub fn status_report(&self, id: &DefinitionId) -> StatusReport {
+        self.lock().view.report(id)
+    }
+
     /// Every statement about `id`, in log order.
     pub fn reviews_of(&self, id: &DefinitionId) -> Result<Vec<ReviewRecord>, RequestError> {
         let rows = self.lock().store.reviews_of(id).map_err(internal)?;
@@ -1136,6 +1298,7 @@ impl Registry {
             previous_approved: self.previous_approved(&summary)?,
             check: cli::summary_json(&def),
             reviews: self.reviews_of(id)?,
+            report: Some(self.status_report(id)),
             summary,
         })
     }

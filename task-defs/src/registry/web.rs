@@ -17,7 +17,7 @@ use crate::cli::summary_text;
 use crate::definition::Definition;
 use crate::identity::DefinitionId;
 use crate::manifest::{MANIFEST_FILE, RuntimeSpec};
-use crate::tlog::{ReviewAction, Status};
+use crate::tlog::{ReviewAction, Status, StatusReport};
 
 /// Largest file whose text a page shows inline.
 pub const MAX_INLINE_TEXT: usize = 256 * 1024;
@@ -667,15 +667,37 @@ fn diff_section(
 }
 
 /// Flags shown next to one reviewer statement on a definition's page: the single place
-/// where the verifier's judgements about a statement are rendered, e.g. "stale: older than
-/// this reviewer's latest statement" or "the author's own key: does not count towards k".
-/// Today's verifier API exposes neither, so there are none yet.
-pub fn statement_flags(summary: &DefinitionSummary, statement: &ReviewRecord) -> Vec<String> {
-    let _ = (summary, statement);
-    Vec::new()
+/// where the verifier's judgements about a statement are rendered (the server's own
+/// verifier, which applies the same rules as every client's: verdicts by signed time, stale
+/// statements never count, the author's own approvals never count).
+pub fn statement_flags(report: &StatusReport, statement: &ReviewRecord) -> Vec<String> {
+    let mut flags = Vec::new();
+    if !statement.on_roster {
+        flags.push("not a reviewer on this server's roster".to_string());
+    }
+    if let Some(st) = report.stale.iter().find(|st| st.index == statement.index) {
+        flags.push(format!(
+            "stale: signed before this reviewer's verdict of {}, so it never counts",
+            utc(st.outranked_by)
+        ));
+    }
+    match report.votes.iter().find(|v| v.index == statement.index) {
+        Some(v) if v.self_approval => {
+            flags.push("the author's own key: does not count towards k".to_string())
+        }
+        Some(_) => flags.push("this reviewer's verdict".to_string()),
+        None => {}
+    }
+    if statement.action == ReviewAction::Approve
+        && report.authors.contains(&statement.reviewer)
+        && !flags.iter().any(|f| f.starts_with("the author's own key"))
+    {
+        flags.push("signed by an author of this name: never counts towards k".to_string());
+    }
+    flags
 }
 
-fn statements_section(b: &mut String, s: &DefinitionSummary, reviews: &[ReviewRecord]) {
+fn statements_section(b: &mut String, report: &StatusReport, reviews: &[ReviewRecord]) {
     b.push_str("<h2 id=\"statements\">Reviewer statements</h2>");
     if reviews.is_empty() {
         b.push_str("<p class=\"muted\" id=\"no-statements\">None yet.</p>");
@@ -687,7 +709,7 @@ fn statements_section(b: &mut String, s: &DefinitionSummary, reviews: &[ReviewRe
     );
     let now = unix_now();
     for r in reviews {
-        let flags = statement_flags(s, r);
+        let flags = statement_flags(report, r);
         let _ = write!(
             b,
             "<tr><td class=\"signed\">{} <span class=\"muted\">({} ago)</span></td><td>{}</td>\
@@ -792,8 +814,29 @@ pub fn definition_page(
              the last approved version: see <a href=\"#author-changed\">Changes</a>.</div>",
         );
     }
+    let report = registry.status_report(id);
+    if !report.authors.is_empty() {
+        let keys: Vec<String> = report
+            .authors
+            .iter()
+            .map(|k| format!("<code class=\"id\">{}</code>", esc(&k.to_string())))
+            .collect();
+        let _ = write!(
+            b,
+            "<p id=\"authors\">Authors of this name (their approvals never count towards k): {}.</p>",
+            keys.join(", ")
+        );
+    }
+    if report.stale_total > 0 {
+        let _ = write!(
+            b,
+            "<p id=\"stale-count\" class=\"muted\">{} stale statement(s) about it: signed before \
+             the same reviewer's verdict, logged, never counted.</p>",
+            report.stale_total
+        );
+    }
     unicode_banner(&mut b, &def);
-    statements_section(&mut b, &s, &reviews);
+    statements_section(&mut b, &report, &reviews);
     let _ = write!(
         b,
         "<h2 id=\"review\">Review</h2><p>Approving, rejecting and revoking are signed with your \

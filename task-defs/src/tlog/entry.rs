@@ -2,11 +2,17 @@
 //!
 //! A leaf is the canonical JSON (see [`crate::identity::write_canonical`]) of an [`Entry`];
 //! [`Entry::from_leaf`] accepts only that exact encoding, so every entry has one leaf and
-//! one leaf hash. Signatures do not cover the leaf but a separate *statement*: canonical
-//! JSON whose `type` member (`pinfold-publish/1`, `pinfold-review/1`) separates its domain
-//! from every other thing these keys sign (definition documents are `pinfold-taskdef/1`,
-//! checkpoints are signed notes, which never start with `{`). The statement names the
-//! signing key, so a signature cannot be re-attributed to another key.
+//! one leaf hash. What the key signs, the *statement*, is the leaf without its `signature`
+//! member, in the same canonical JSON. Its `type` member (`pinfold-publish/2`,
+//! `pinfold-review/2`) separates its domain from every other thing these keys sign
+//! (definition documents are `pinfold-taskdef/1`, checkpoints are signed notes, which never
+//! start with `{`, and format-1 statements had other type names, so no format-1 signature
+//! verifies as format 2). The statement names the signing key, so a signature cannot be
+//! re-attributed to another key, and the log's origin, so a statement signed for one log
+//! (a staging registry) is not a statement about any other.
+//!
+//! Statement times are Unix seconds below 2^63 ([`MAX_STATEMENT_TIME`]); a leaf with a later
+//! time is refused by the parser, so no consumer ever clamps or wraps one.
 
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -17,10 +23,13 @@ use serde::{Deserialize, Serialize};
 use super::keys::{KeyError, PreparedKey, PublicKey, SecretKey, Signature};
 use crate::identity::DefinitionId;
 
-/// The `type` member of an author's publication statement.
-pub const PUBLISH_STATEMENT_TYPE: &str = "pinfold-publish/1";
-/// The `type` member of a reviewer's statement.
-pub const REVIEW_STATEMENT_TYPE: &str = "pinfold-review/1";
+/// The `type` member of an author's publication statement (and of its leaf).
+pub const PUBLISH_STATEMENT_TYPE: &str = "pinfold-publish/2";
+/// The `type` member of a reviewer's statement (and of its leaf).
+pub const REVIEW_STATEMENT_TYPE: &str = "pinfold-review/2";
+/// The latest statement time any parser accepts: 2^63 - 1, so a time always fits the signed
+/// 64-bit integers of SQLite, JSON consumers and C2SP timestamps.
+pub const MAX_STATEMENT_TIME: u64 = i64::MAX as u64;
 /// The largest leaf accepted; bigger leaves are refused before parsing.
 pub const MAX_LEAF_BYTES: usize = 16 * 1024;
 
@@ -36,6 +45,8 @@ pub struct Published {
     pub version: String,
     /// The author's key.
     pub author: PublicKey,
+    /// The origin of the log the author published to.
+    pub origin: String,
     /// The author's signature over [`Published::statement`].
     pub signature: Signature,
     /// When the author signed, in Unix seconds.
@@ -43,9 +54,10 @@ pub struct Published {
 }
 
 impl Published {
-    /// Signs a publication as `author`.
+    /// Signs a publication as `author` to the log named `origin`.
     pub fn sign(
         author: &SecretKey,
+        origin: &str,
         definition: DefinitionId,
         name: &str,
         version: &str,
@@ -56,6 +68,7 @@ impl Published {
             name: name.to_string(),
             version: version.to_string(),
             author: author.public_key(),
+            origin: origin.to_string(),
             signature: Signature([0; 64]),
             time,
         };
@@ -66,24 +79,36 @@ impl Published {
     /// The bytes the author signs.
     pub fn statement(&self) -> Vec<u8> {
         // Written member by member in sorted key order, exactly as canonical JSON of
-        // `{type, definition, name, version, author, time}` (the tests hold the two
-        // equal): building a `serde_json::Value` and sorting it cost more than the
+        // `{type, definition, name, version, author, origin, time}` (the tests hold the
+        // two equal): building a `serde_json::Value` and sorting it cost more than the
         // signature check it feeds.
         let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"author\":");
-        push_display(&mut out, &self.author);
-        out.extend_from_slice(b",\"definition\":");
-        push_display(&mut out, &self.definition);
-        out.extend_from_slice(b",\"name\":");
-        push_str(&mut out, &self.name);
-        out.extend_from_slice(b",\"time\":");
-        push_u64(&mut out, self.time);
-        out.extend_from_slice(b",\"type\":");
-        push_str(&mut out, PUBLISH_STATEMENT_TYPE);
-        out.extend_from_slice(b",\"version\":");
-        push_str(&mut out, &self.version);
-        out.push(b'}');
+        self.write(&mut out, None);
         out
+    }
+
+    /// Writes the statement, or with `signature` the leaf (the statement plus its
+    /// `signature` member, in its sorted place).
+    fn write(&self, out: &mut Vec<u8>, signature: Option<&Signature>) {
+        out.extend_from_slice(b"{\"author\":");
+        push_display(out, &self.author);
+        out.extend_from_slice(b",\"definition\":");
+        push_display(out, &self.definition);
+        out.extend_from_slice(b",\"name\":");
+        push_str(out, &self.name);
+        out.extend_from_slice(b",\"origin\":");
+        push_str(out, &self.origin);
+        if let Some(sig) = signature {
+            out.extend_from_slice(b",\"signature\":");
+            push_display(out, sig);
+        }
+        out.extend_from_slice(b",\"time\":");
+        push_u64(out, self.time);
+        out.extend_from_slice(b",\"type\":");
+        push_str(out, PUBLISH_STATEMENT_TYPE);
+        out.extend_from_slice(b",\"version\":");
+        push_str(out, &self.version);
+        out.push(b'}');
     }
 
     /// Checks the author's signature.
@@ -125,18 +150,22 @@ pub struct Review {
     pub action: ReviewAction,
     /// The definition the statement is about.
     pub definition: DefinitionId,
+    /// The origin of the log the statement is for.
+    pub origin: String,
     /// Why (may be empty for approvals).
     pub reason: String,
     /// The reviewer's signature over [`Review::statement`].
     pub signature: Signature,
-    /// When the reviewer signed, in Unix seconds.
+    /// When the reviewer signed, in Unix seconds. Of one reviewer's statements about one
+    /// definition, the one with the greatest time is their verdict.
     pub time: u64,
 }
 
 impl Review {
-    /// Signs a review as `reviewer`.
+    /// Signs a statement as `reviewer` for the log named `origin`.
     pub fn sign(
         reviewer: &SecretKey,
+        origin: &str,
         action: ReviewAction,
         definition: DefinitionId,
         reason: &str,
@@ -146,6 +175,7 @@ impl Review {
             reviewer: reviewer.public_key(),
             action,
             definition,
+            origin: origin.to_string(),
             reason: reason.to_string(),
             signature: Signature([0; 64]),
             time,
@@ -156,23 +186,34 @@ impl Review {
 
     /// The bytes the reviewer signs.
     pub fn statement(&self) -> Vec<u8> {
-        // Canonical JSON of `{type, reviewer, action, definition, reason, time}`, written
-        // directly in sorted key order (see [`Published::statement`]).
+        // Canonical JSON of `{type, reviewer, action, definition, origin, reason, time}`,
+        // written directly in sorted key order (see [`Published::statement`]).
         let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"action\":");
-        push_str(&mut out, self.action.as_str());
-        out.extend_from_slice(b",\"definition\":");
-        push_display(&mut out, &self.definition);
-        out.extend_from_slice(b",\"reason\":");
-        push_str(&mut out, &self.reason);
-        out.extend_from_slice(b",\"reviewer\":");
-        push_display(&mut out, &self.reviewer);
-        out.extend_from_slice(b",\"time\":");
-        push_u64(&mut out, self.time);
-        out.extend_from_slice(b",\"type\":");
-        push_str(&mut out, REVIEW_STATEMENT_TYPE);
-        out.push(b'}');
+        self.write(&mut out, None);
         out
+    }
+
+    /// Writes the statement, or with `signature` the leaf.
+    fn write(&self, out: &mut Vec<u8>, signature: Option<&Signature>) {
+        out.extend_from_slice(b"{\"action\":");
+        push_str(out, self.action.as_str());
+        out.extend_from_slice(b",\"definition\":");
+        push_display(out, &self.definition);
+        out.extend_from_slice(b",\"origin\":");
+        push_str(out, &self.origin);
+        out.extend_from_slice(b",\"reason\":");
+        push_str(out, &self.reason);
+        out.extend_from_slice(b",\"reviewer\":");
+        push_display(out, &self.reviewer);
+        if let Some(sig) = signature {
+            out.extend_from_slice(b",\"signature\":");
+            push_display(out, sig);
+        }
+        out.extend_from_slice(b",\"time\":");
+        push_u64(out, self.time);
+        out.extend_from_slice(b",\"type\":");
+        push_str(out, REVIEW_STATEMENT_TYPE);
+        out.push(b'}');
     }
 
     /// Checks the reviewer's signature.
@@ -188,13 +229,16 @@ impl Review {
     }
 }
 
-/// One entry of the log.
+/// One entry of the log. Its serde form is the leaf: the statement's members, the
+/// signature, and the statement type as `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type")]
 pub enum Entry {
     /// An author published a definition.
+    #[serde(rename = "pinfold-publish/2")]
     Published(Published),
     /// A reviewer approved, rejected or revoked a definition.
+    #[serde(rename = "pinfold-review/2")]
     Review(Review),
 }
 
@@ -210,6 +254,9 @@ pub enum EntryError {
     /// Valid JSON, but not the canonical encoding.
     #[error("entry is not canonically encoded")]
     NotCanonical,
+    /// The statement's time is 2^63 or later.
+    #[error("statement time {0} is not below 2^63")]
+    TimeOutOfRange(u64),
 }
 
 /// Appends a JSON string exactly as `serde_json` (and so [`crate::identity::write_canonical`]) writes it.
@@ -303,36 +350,8 @@ impl Entry {
     /// [`crate::identity::write_canonical`] of the serialized value).
     fn write_leaf(&self, out: &mut Vec<u8>) {
         match self {
-            Entry::Published(p) => {
-                out.extend_from_slice(b"{\"author\":");
-                push_display(out, &p.author);
-                out.extend_from_slice(b",\"definition\":");
-                push_display(out, &p.definition);
-                out.extend_from_slice(b",\"name\":");
-                push_str(out, &p.name);
-                out.extend_from_slice(b",\"signature\":");
-                push_display(out, &p.signature);
-                out.extend_from_slice(b",\"time\":");
-                push_u64(out, p.time);
-                out.extend_from_slice(b",\"type\":\"published\",\"version\":");
-                push_str(out, &p.version);
-                out.push(b'}');
-            }
-            Entry::Review(r) => {
-                out.extend_from_slice(b"{\"action\":");
-                push_str(out, r.action.as_str());
-                out.extend_from_slice(b",\"definition\":");
-                push_display(out, &r.definition);
-                out.extend_from_slice(b",\"reason\":");
-                push_str(out, &r.reason);
-                out.extend_from_slice(b",\"reviewer\":");
-                push_display(out, &r.reviewer);
-                out.extend_from_slice(b",\"signature\":");
-                push_display(out, &r.signature);
-                out.extend_from_slice(b",\"time\":");
-                push_u64(out, r.time);
-                out.extend_from_slice(b",\"type\":\"review\"}");
-            }
+            Entry::Published(p) => p.write(out, Some(&p.signature)),
+            Entry::Review(r) => r.write(out, Some(&r.signature)),
         }
     }
 
@@ -349,7 +368,7 @@ impl Entry {
             let mut again = Vec::with_capacity(leaf.len());
             e.write_leaf(&mut again);
             if again == leaf {
-                return Ok(e);
+                return e.check_time();
             }
         }
         let e: Entry =
@@ -357,7 +376,15 @@ impl Entry {
         if e.to_leaf() != leaf {
             return Err(EntryError::NotCanonical);
         }
-        Ok(e)
+        e.check_time()
+    }
+
+    /// Refuses a time of 2^63 or later (the parser's last check).
+    fn check_time(self) -> Result<Entry, EntryError> {
+        match self.time() {
+            t if t > MAX_STATEMENT_TIME => Err(EntryError::TimeOutOfRange(t)),
+            _ => Ok(self),
+        }
     }
 
     /// Reads the members of a leaf laid out canonically; `None` for any other layout.
@@ -369,11 +396,13 @@ impl Entry {
             let definition = c.parse()?;
             c.lit(b",\"name\":")?;
             let name = c.str()?.into_owned();
+            c.lit(b",\"origin\":")?;
+            let origin = c.str()?.into_owned();
             c.lit(b",\"signature\":")?;
             let signature = c.parse()?;
             c.lit(b",\"time\":")?;
             let time = c.u64()?;
-            c.lit(b",\"type\":\"published\",\"version\":")?;
+            c.lit(b",\"type\":\"pinfold-publish/2\",\"version\":")?;
             let version = c.str()?.into_owned();
             c.lit(b"}")?;
             c.end()?;
@@ -382,6 +411,7 @@ impl Entry {
                 name,
                 version,
                 author,
+                origin,
                 signature,
                 time,
             }));
@@ -395,6 +425,8 @@ impl Entry {
         };
         c.lit(b",\"definition\":")?;
         let definition = c.parse()?;
+        c.lit(b",\"origin\":")?;
+        let origin = c.str()?.into_owned();
         c.lit(b",\"reason\":")?;
         let reason = c.str()?.into_owned();
         c.lit(b",\"reviewer\":")?;
@@ -403,12 +435,13 @@ impl Entry {
         let signature = c.parse()?;
         c.lit(b",\"time\":")?;
         let time = c.u64()?;
-        c.lit(b",\"type\":\"review\"}")?;
+        c.lit(b",\"type\":\"pinfold-review/2\"}")?;
         c.end()?;
         Some(Entry::Review(Review {
             reviewer,
             action,
             definition,
+            origin,
             reason,
             signature,
             time,
@@ -420,6 +453,22 @@ impl Entry {
         match self {
             Entry::Published(p) => p.definition,
             Entry::Review(r) => r.definition,
+        }
+    }
+
+    /// The origin of the log the statement was signed for.
+    pub fn origin(&self) -> &str {
+        match self {
+            Entry::Published(p) => &p.origin,
+            Entry::Review(r) => &r.origin,
+        }
+    }
+
+    /// When the statement was signed, Unix seconds.
+    pub fn time(&self) -> u64 {
+        match self {
+            Entry::Published(p) => p.time,
+            Entry::Review(r) => r.time,
         }
     }
 
@@ -461,21 +510,25 @@ mod tests {
         if reference_leaf(&e) != leaf {
             return Err(EntryError::NotCanonical);
         }
+        if e.time() >= 1 << 63 {
+            return Err(EntryError::TimeOutOfRange(e.time()));
+        }
         Ok(e)
     }
 
+    /// An entry of `kind`; `other` is the origin of reviews and the version of publications.
     fn entry(kind: u8, text: String, other: String, time: u64, seed: u8) -> Entry {
         let key = SecretKey::from_seed([seed; 32]);
         let id = DefinitionId([seed.wrapping_mul(7); 32]);
         match kind % 4 {
-            0 => Entry::Published(Published::sign(&key, id, &text, &other, time)),
+            0 => Entry::Published(Published::sign(&key, &text, id, &text, &other, time)),
             n => {
                 let action = [
                     ReviewAction::Approve,
                     ReviewAction::Reject,
                     ReviewAction::Revoke,
                 ][n as usize - 1];
-                Entry::Review(Review::sign(&key, action, id, &text, time))
+                Entry::Review(Review::sign(&key, &other, action, id, &text, time))
             }
         }
     }
@@ -502,6 +555,7 @@ mod tests {
                     "name": p.name,
                     "version": p.version,
                     "author": p.author,
+                    "origin": p.origin,
                     "time": p.time,
                 }))),
                 Entry::Review(r) => (r.statement(), canonical(&json!({
@@ -509,12 +563,21 @@ mod tests {
                     "reviewer": r.reviewer,
                     "action": r.action.as_str(),
                     "definition": r.definition,
+                    "origin": r.origin,
                     "reason": r.reason,
                     "time": r.time,
                 }))),
             };
-            prop_assert_eq!(stmt.0, stmt.1);
-            prop_assert_eq!(Entry::from_leaf(&e.to_leaf()), Ok(e));
+            prop_assert_eq!(&stmt.0, &stmt.1);
+            // The statement is the leaf without its signature member.
+            let mut leaf: serde_json::Value = serde_json::from_slice(&e.to_leaf()).unwrap();
+            leaf.as_object_mut().unwrap().remove("signature");
+            prop_assert_eq!(canonical(&leaf), stmt.1);
+            if time < 1 << 63 {
+                prop_assert_eq!(Entry::from_leaf(&e.to_leaf()), Ok(e));
+            } else {
+                prop_assert_eq!(Entry::from_leaf(&e.to_leaf()), Err(EntryError::TimeOutOfRange(time)));
+            }
         }
 
         #[test]

@@ -6,6 +6,8 @@
 //! leaves are [`Entry`] values (publications and reviews of BLAKE3 definition identities)
 //! in canonical JSON. [`Verifier`] is the client side: it follows checkpoints, refuses
 //! forks and rollbacks, and keeps the verified index that [`Verifier::status`] answers from.
+//! [`witness`] adds C2SP witness cosignatures, so a client can require that independent
+//! witnesses saw the same history before it trusts a checkpoint.
 //!
 //! **Why the Merkle and note code is our own.** We evaluated `ct-merkle` 0.3 and
 //! Cloudflare's `tlog_tiles` / `signed_note` 0.2. `ct-merkle` proves and verifies
@@ -27,8 +29,9 @@ pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod verifier;
+pub mod witness;
 
-pub use entry::{Entry, EntryError, Published, Review, ReviewAction};
+pub use entry::{Entry, EntryError, MAX_STATEMENT_TIME, Published, Review, ReviewAction};
 pub use keys::{KeyError, PublicKey, SecretKey, Signature};
 pub use merkle::{
     Frontier, Hash, HashSource, MemoryTree, ProofError, TreeError, consistency_proof,
@@ -36,6 +39,10 @@ pub use merkle::{
 };
 pub use note::{Checkpoint, CheckpointError, Note, NoteError, NoteSigner, NoteVerifier};
 pub use verifier::{
-    ConfigError, DefinitionRecord, Status, StatusError, SyncError, UpdateReport, Verifier,
-    VerifierConfig, VerifierState,
+    ConfigError, DefinitionRecord, MAX_STATEMENT_FUTURE_SECS, StaleStatement, Status, StatusError,
+    StatusReport, SyncError, UpdateReport, Verifier, VerifierConfig, VerifierState, Vote,
+    VoteReport,
+};
+pub use witness::{
+    AddCheckpoint, Cosigner, CosignerKey, TooFewCosignatures, Witness, WitnessError, WitnessPolicy,
 };

@@ -84,15 +84,55 @@ pub struct Note {
 
 /// The key id of an Ed25519 note key: the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key).
 pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
+    typed_key_id(name, ED25519_SIGNATURE_TYPE, key)
+}
+
+/// The key id of a key with signature type `kind`: SHA-256(name ‖ 0x0A ‖ kind ‖ key)[:4].
+pub(crate) fn typed_key_id(name: &str, kind: u8, key: &PublicKey) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ED25519_SIGNATURE_TYPE]);
+    h.update([b'\n', kind]);
     h.update(key.0);
     let d = h.finalize();
     [d[0], d[1], d[2], d[3]]
 }
 
-fn check_key_name(name: &str) -> Result<(), NoteError> {
+/// Formats a verifier key: `<name>+<8 hex digits of key id>+<base64(kind ‖ key)>`.
+pub(crate) fn format_vkey(name: &str, kind: u8, key: &PublicKey) -> String {
+    let mut raw = vec![kind];
+    raw.extend_from_slice(&key.0);
+    format!(
+        "{name}+{}+{}",
+        hex::encode(typed_key_id(name, kind, key)),
+        B64.encode(raw)
+    )
+}
+
+/// Parses a verifier key of signature type `kind` with an Ed25519 key, checking the name
+/// and the key id.
+pub(crate) fn parse_vkey(s: &str, kind: u8) -> Result<(String, PublicKey), NoteError> {
+    // Only the first two `+` separate: the name may not hold one, the base64 key may.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::BadVerifierKey);
+    };
+    let raw = super::keys::decode_b64::<33>(key).ok_or(NoteError::BadVerifierKey)?;
+    if raw[0] != kind {
+        return Err(NoteError::BadVerifierKey);
+    }
+    let mut pk = [0u8; 32];
+    pk.copy_from_slice(&raw[1..]);
+    let pk: PublicKey = format!("{}{}", super::keys::PUBLIC_KEY_PREFIX, B64.encode(pk))
+        .parse()
+        .map_err(|_| NoteError::BadVerifierKey)?;
+    check_key_name(name)?;
+    if hex::encode(typed_key_id(name, kind, &pk)) != id {
+        return Err(NoteError::BadVerifierKey);
+    }
+    Ok((name.to_string(), pk))
+}
+
+pub(crate) fn check_key_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty()
         || name.len() > MAX_NAME_LEN
         || name
@@ -299,38 +339,13 @@ impl NoteVerifier {
     /// The verifier key string that Go's `sumdb/note` and witnesses use:
     /// `<name>+<8 hex digits of key id>+<base64(0x01 ‖ key)>`.
     pub fn to_vkey(&self) -> String {
-        let mut raw = vec![ED25519_SIGNATURE_TYPE];
-        raw.extend_from_slice(&self.key.0);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(raw)
-        )
+        format_vkey(&self.name, ED25519_SIGNATURE_TYPE, &self.key)
     }
 
     /// Parses a verifier key string (see [`NoteVerifier::to_vkey`]), checking its key id.
     pub fn from_vkey(s: &str) -> Result<NoteVerifier, NoteError> {
-        let mut parts = s.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadVerifierKey);
-        };
-        let raw = super::keys::decode_b64::<33>(key).ok_or(NoteError::BadVerifierKey)?;
-        if raw[0] != ED25519_SIGNATURE_TYPE {
-            return Err(NoteError::BadVerifierKey);
-        }
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(&raw[1..]);
-        let pk: PublicKey = format!("{}{}", super::keys::PUBLIC_KEY_PREFIX, B64.encode(pk))
-            .parse()
-            .map_err(|_| NoteError::BadVerifierKey)?;
-        let v = NoteVerifier::new(name, pk)?;
-        if hex::encode(v.key_id) != id {
-            return Err(NoteError::BadVerifierKey);
-        }
-        Ok(v)
+        let (name, key) = parse_vkey(s, ED25519_SIGNATURE_TYPE)?;
+        NoteVerifier::new(&name, key)
     }
 }
 
@@ -358,7 +373,8 @@ pub enum CheckpointError {
     Malformed(&'static str),
 }
 
-fn parse_decimal(s: &str) -> Option<u64> {
+/// A decimal without sign or leading zeroes (the one spelling C2SP allows).
+pub(crate) fn parse_decimal(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {
         return None;

@@ -8,20 +8,38 @@
 //!
 //! # Status rule
 //!
-//! For one identity, considering only reviews whose key is in the roster and whose
-//! signature verifies, in this order of precedence:
+//! For one identity, considering only statements signed for this log's origin, whose key is
+//! in the roster and whose signature verifies, in this order of precedence:
 //!
 //! 1. **revoked** — any trusted reviewer revoked it (even if never published: fail closed);
 //! 2. **unknown** — it was never published in the log;
-//! 3. **approved** — at least `threshold` *distinct* trusted keys whose latest vote
-//!    (approve or reject) is approve;
-//! 4. **rejected** — some trusted key's latest vote is reject;
+//! 3. **approved** — at least `threshold` *distinct* trusted keys whose verdict is approve,
+//!    not counting its **authors**: the keys that published this identity, or published
+//!    the same name earlier in the log (no one approves their own work);
+//! 4. **rejected** — some trusted key's verdict is reject;
 //! 5. **pending** — published, not enough approvals and no rejection.
 //!
-//! A reviewer changes their mind by signing a newer vote (their later vote replaces the
-//! earlier one); a revocation is final. Publication signatures are not a trust input
-//! (anyone may publish; only reviewers vouch), so authors' signatures are not checked
-//! here, which also keeps syncing large logs fast; the server checks them on submission.
+//! A reviewer's *verdict* on an identity is their approve or reject statement with the
+//! greatest **signed time**, wherever it sits in the log: a reviewer changes their mind by
+//! signing a newer statement, and an older one appended later (a replay, or a statement
+//! held back) is recorded as **stale** and never counts. At equal times a rejection beats
+//! an approval, so ties never add approvals. A revocation is final whatever its time.
+//!
+//! Statements signed for another origin (another registry, a staging one) never count, nor
+//! do statements whose time is more than [`MAX_STATEMENT_FUTURE_SECS`] after the checkpoint
+//! that first included them (an honest registry refuses those at append), so a reviewer's
+//! key cannot be made to win forever with a far-future time.
+//!
+//! Publication signatures are not checked here, which keeps syncing large logs fast (the
+//! server checks them on submission): a publication can make an identity eligible for
+//! review and can make a key an author, so a forged one can only *remove* approvals (fail
+//! closed), never add one.
+//!
+//! # Witnesses
+//!
+//! With a [`WitnessPolicy`] that requires K cosignatures, the verifier moves only to
+//! checkpoints that K distinct trusted witnesses cosigned (C2SP `tlog-cosignature`), and
+//! [`Verifier::status`] refuses to vouch from a checkpoint that was not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -30,11 +48,19 @@ use serde::{Deserialize, Serialize};
 use super::entry::{Entry, ReviewAction};
 use super::keys::{PreparedKey, PublicKey};
 use super::merkle::{Frontier, Hash, leaf_hash, verify_consistency};
-use super::note::{Checkpoint, CheckpointError, NoteVerifier};
+use super::note::{Checkpoint, CheckpointError, Note, NoteVerifier};
+use super::witness::{TooFewCosignatures, WitnessPolicy};
 use crate::identity::DefinitionId;
 
 /// How far in the future a checkpoint's time may be, to allow for clock skew.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// How far a statement's signed time may be ahead: of the registry's clock when it is
+/// appended (the registry refuses later ones), and of the time of the checkpoint that
+/// first includes it (the verifier ignores later ones).
+pub const MAX_STATEMENT_FUTURE_SECS: u64 = 86_400;
+/// Stale statements recorded per identity (all are counted in
+/// [`DefinitionRecord::stale_total`]); the bound keeps a hostile log from growing the state.
+pub const MAX_STALE_RECORDED: usize = 32;
 
 /// What a client trusts, from its own configuration (never from the server).
 #[derive(Debug, Clone)]
@@ -49,6 +75,8 @@ pub struct VerifierConfig {
     pub threshold: usize,
     /// The oldest checkpoint, in seconds, that [`Verifier::status`] vouches from.
     pub max_age_secs: u64,
+    /// The witnesses that must cosign every checkpoint moved to (default: none required).
+    pub witnesses: WitnessPolicy,
 }
 
 /// The verdict on one definition identity (see the module docs for the rule).
@@ -80,15 +108,57 @@ pub struct PublishedInfo {
     pub author: PublicKey,
 }
 
+/// A trusted reviewer's verdict: their approve or reject statement with the greatest
+/// signed time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Approve or reject.
+    pub action: ReviewAction,
+    /// The statement's signed time.
+    pub time: u64,
+    /// Its leaf index.
+    pub index: u64,
+    /// An approval by one of the identity's authors (decided when indexed, and again when
+    /// the identity is published or republished): never counted.
+    #[serde(default)]
+    pub self_approval: bool,
+}
+
+/// A trusted reviewer's statement that never counts because the same reviewer signed a
+/// later one about the same identity before it (it arrived out of order: a replay, or a
+/// statement held back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleStatement {
+    /// Its leaf index.
+    pub index: u64,
+    /// The reviewer.
+    pub reviewer: PublicKey,
+    /// What it said.
+    pub action: ReviewAction,
+    /// Its signed time.
+    pub time: u64,
+    /// The signed time of the reviewer's verdict that outranked it when it was logged.
+    pub outranked_by: u64,
+}
+
 /// Everything the verified log says about one identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefinitionRecord {
     /// Its first publication, if any.
     pub published: Option<PublishedInfo>,
-    /// Each trusted reviewer's latest vote (approve or reject).
-    pub votes: BTreeMap<PublicKey, ReviewAction>,
+    /// Every key that published this identity (normally one).
+    #[serde(default)]
+    pub publishers: BTreeSet<PublicKey>,
+    /// Each trusted reviewer's verdict (approve or reject).
+    pub votes: BTreeMap<PublicKey, Vote>,
     /// The trusted reviewers who revoked it.
     pub revoked_by: BTreeSet<PublicKey>,
+    /// Stale statements, the first [`MAX_STALE_RECORDED`] in log order.
+    #[serde(default)]
+    pub stale: Vec<StaleStatement>,
+    /// How many stale statements the log holds about it.
+    #[serde(default)]
+    pub stale_total: u64,
 }
 
 /// The persistent part of a verifier. Store it after every successful update and hand it
@@ -102,11 +172,20 @@ pub struct VerifierState {
     pub frontier: Frontier,
     /// The verified index.
     pub definitions: HashMap<DefinitionId, DefinitionRecord>,
+    /// Per definition name, each key that published it and the leaf index of its first
+    /// publication: who authored earlier versions of a newly published identity.
+    #[serde(default)]
+    pub names: HashMap<String, BTreeMap<PublicKey, u64>>,
+    /// The trusted witnesses (verifier keys) whose cosignature of the verified checkpoint
+    /// verified.
+    #[serde(default)]
+    pub cosigned_by: Vec<String>,
     /// The roster the index was built for (reviews by other keys were not recorded).
     pub roster: BTreeSet<PublicKey>,
     /// A checkpoint verified before a resync from scratch: the new view must extend it.
     pub anchor: Option<Checkpoint>,
-    /// Entries that counted for nothing: unparseable, bad or untrusted signatures.
+    /// Entries that counted for nothing: unparseable, another origin, bad or untrusted
+    /// signatures, times too far ahead.
     pub ignored_entries: u64,
 }
 
@@ -172,6 +251,9 @@ pub enum SyncError {
         /// The offered checkpoint's time.
         offered: u64,
     },
+    /// Fewer trusted witnesses cosigned the checkpoint than the policy requires.
+    #[error(transparent)]
+    Cosignatures(#[from] TooFewCosignatures),
 }
 
 /// Why a verifier could not be built.
@@ -211,6 +293,55 @@ pub enum StatusError {
         /// The configured limit.
         max_age_secs: u64,
     },
+    /// The verified checkpoint lacks the cosignatures the witness policy requires (it was
+    /// verified under a weaker policy).
+    #[error(
+        "unwitnessed registry view: the verified checkpoint is cosigned by {got} of the required {need} witnesses"
+    )]
+    NotCosigned {
+        /// The policy's threshold.
+        need: usize,
+        /// Trusted witnesses among the checkpoint's cosigners.
+        got: usize,
+    },
+}
+
+/// One trusted reviewer's verdict as [`Verifier::report`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteReport {
+    /// The reviewer.
+    pub reviewer: PublicKey,
+    /// Approve or reject.
+    pub action: ReviewAction,
+    /// The statement's signed time.
+    pub time: u64,
+    /// Its leaf index.
+    pub index: u64,
+    /// An approval by one of the identity's authors: shown, never counted.
+    pub self_approval: bool,
+}
+
+/// Why an identity has its status: what [`Verifier::report`] returns, for `status` and the
+/// review page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The status (the rule in the module docs).
+    pub status: Status,
+    /// Distinct trusted approvals required.
+    pub threshold: usize,
+    /// Distinct trusted approvals that count (self-approvals excluded).
+    pub approvals: usize,
+    /// Each trusted reviewer's verdict, by key.
+    pub votes: Vec<VoteReport>,
+    /// Trusted reviewers who revoked it.
+    pub revoked_by: Vec<PublicKey>,
+    /// Its authors: keys that published it or an earlier version of its name.
+    pub authors: Vec<PublicKey>,
+    /// Trusted reviewers' statements that are stale and never count (the first
+    /// [`MAX_STALE_RECORDED`] in log order).
+    pub stale: Vec<StaleStatement>,
+    /// How many stale statements the log holds about it.
+    pub stale_total: u64,
 }
 
 /// What an accepted update did.
@@ -234,12 +365,13 @@ pub struct Verifier {
     state: VerifierState,
 }
 
-/// What [`Verifier::open_checkpoint`] found the checkpoint to be.
+/// What [`Verifier::open_checkpoint`] found the checkpoint to be, with the trusted
+/// witnesses that cosigned it.
 enum Step {
     /// The verified tree again (no entries).
-    Same(Checkpoint),
+    Same(Checkpoint, Vec<String>),
     /// A bigger tree, with the right number of entries to check.
-    Grow(Checkpoint),
+    Grow(Checkpoint, Vec<String>),
 }
 
 /// Leaves checked ahead of an update by [`Verifier::check_leaves`]: their leaf hashes and
@@ -361,10 +493,10 @@ impl Verifier {
     ) -> Result<UpdateReport, SyncError> {
         // The cheap checks first, so a refused checkpoint costs no parsing.
         match self.open_checkpoint(checkpoint, entries.len() as u64, now)? {
-            Step::Same(cp) => Ok(self.commit_same(cp)),
-            Step::Grow(cp) => {
+            Step::Same(cp, w) => Ok(self.commit_same(cp, w)),
+            Step::Grow(cp, w) => {
                 let checked = self.check_leaves(entries);
-                self.commit_growth(cp, checked, consistency_proof)
+                self.commit_growth(cp, w, checked, consistency_proof)
             }
         }
     }
@@ -379,15 +511,20 @@ impl Verifier {
         now: u64,
     ) -> Result<UpdateReport, SyncError> {
         match self.open_checkpoint(checkpoint, checked.len() as u64, now)? {
-            Step::Same(cp) => Ok(self.commit_same(cp)),
-            Step::Grow(cp) => self.commit_growth(cp, checked, consistency_proof),
+            Step::Same(cp, w) => Ok(self.commit_same(cp, w)),
+            Step::Grow(cp, w) => self.commit_growth(cp, w, checked, consistency_proof),
         }
     }
 
-    /// Opens the note and makes every check that needs no entries: origin, clock,
-    /// rollback, same-size fork, time order and the number of entries (`got`).
+    /// Opens the note and makes every check that needs no entries: log signature,
+    /// witness cosignatures, origin, clock, rollback, same-size fork, time order and the
+    /// number of entries (`got`).
     fn open_checkpoint(&self, checkpoint: &[u8], got: u64, now: u64) -> Result<Step, SyncError> {
-        let cp = Checkpoint::open(checkpoint, &self.config.log_key)?;
+        let note = Note::parse(checkpoint).map_err(CheckpointError::from)?;
+        let text = note
+            .verify(&self.config.log_key)
+            .map_err(CheckpointError::from)?;
+        let cp = Checkpoint::from_text(text)?;
         if cp.origin != self.config.origin {
             return Err(SyncError::WrongOrigin {
                 expected: self.config.origin.clone(),
@@ -397,6 +534,13 @@ impl Verifier {
         if cp.time > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
             return Err(SyncError::FromTheFuture { time: cp.time, now });
         }
+        // Checked before any history: a checkpoint too few witnesses saw is not a view at
+        // all for this client, whatever it would extend.
+        let cosigned_by = if self.config.witnesses.is_required() {
+            self.config.witnesses.check(&note, now)?
+        } else {
+            self.config.witnesses.cosigners(&note, now).0
+        };
         let old_size = self.size();
         if let Some(anchor) = &self.state.anchor
             && cp.size < anchor.size
@@ -423,7 +567,7 @@ impl Verifier {
                 if got != 0 {
                     return Err(SyncError::EntryCount { expected: 0, got });
                 }
-                return Ok(Step::Same(cp));
+                return Ok(Step::Same(cp, cosigned_by));
             }
             if cp.time < prev.time {
                 return Err(SyncError::TimeWentBackwards {
@@ -439,19 +583,19 @@ impl Verifier {
                 got,
             });
         }
-        Ok(Step::Grow(cp))
+        Ok(Step::Grow(cp, cosigned_by))
     }
 
-    /// Accepts the same tree, maybe signed again later: keeps the freshest time.
-    fn commit_same(&mut self, cp: Checkpoint) -> UpdateReport {
+    /// Accepts the same tree, maybe signed again later: keeps the freshest time (or, at
+    /// the same time, the note more witnesses cosigned).
+    fn commit_same(&mut self, cp: Checkpoint, cosigned_by: Vec<String>) -> UpdateReport {
         let size = self.size();
-        if self
-            .state
-            .checkpoint
-            .as_ref()
-            .is_some_and(|p| cp.time > p.time)
-        {
+        if self.state.checkpoint.as_ref().is_some_and(|p| {
+            cp.time > p.time
+                || (cp.time == p.time && cosigned_by.len() > self.state.cosigned_by.len())
+        }) {
             self.state.checkpoint = Some(cp);
+            self.state.cosigned_by = cosigned_by;
         }
         UpdateReport {
             old_size: size,
@@ -465,6 +609,7 @@ impl Verifier {
     fn commit_growth(
         &mut self,
         cp: Checkpoint,
+        cosigned_by: Vec<String>,
         checked: CheckedLeaves,
         consistency_proof: &[Hash],
     ) -> Result<UpdateReport, SyncError> {
@@ -512,10 +657,12 @@ impl Verifier {
 
         // Everything checks out: index the entries, then commit.
         let mut ignored = 0;
+        // A statement may be at most this far ahead of the checkpoint that includes it.
+        let latest = cp.time.saturating_add(MAX_STATEMENT_FUTURE_SECS);
         for (i, entry) in checked.entries.into_iter().enumerate() {
             match entry {
-                Some(e) => self.index_entry(old_size + i as u64, e),
-                None => ignored += 1,
+                Some(e) if e.time() <= latest => self.index_entry(old_size + i as u64, e),
+                _ => ignored += 1,
             }
         }
         self.state.frontier = frontier;
@@ -529,6 +676,7 @@ impl Verifier {
         }
         let new_size = cp.size;
         self.state.checkpoint = Some(cp);
+        self.state.cosigned_by = cosigned_by;
         self.state.ignored_entries += ignored;
         Ok(UpdateReport {
             old_size,
@@ -583,9 +731,13 @@ impl Verifier {
     }
 
     /// Parses one leaf; `None` unless it is a publication or a roster review whose
-    /// signature verifies.
+    /// signature verifies, signed for this log's origin.
     fn check_entry(&self, leaf: &[u8]) -> Option<Entry> {
         let entry = Entry::from_leaf(leaf).ok()?;
+        // Signed for another log: not a statement about anything in this one.
+        if entry.origin() != self.config.origin {
+            return None;
+        }
         match &entry {
             Entry::Published(_) => Some(entry),
             // Only roster keys are checked (and recorded): others can never count. A
@@ -601,7 +753,14 @@ impl Verifier {
     fn index_entry(&mut self, index: u64, entry: Entry) {
         match entry {
             Entry::Published(p) => {
+                self.state
+                    .names
+                    .entry(p.name.clone())
+                    .or_default()
+                    .entry(p.author)
+                    .or_insert(index);
                 let rec = self.state.definitions.entry(p.definition).or_default();
+                rec.publishers.insert(p.author);
                 if rec.published.is_none() {
                     rec.published = Some(PublishedInfo {
                         index,
@@ -610,15 +769,55 @@ impl Verifier {
                         author: p.author,
                     });
                 }
+                // The set of authors may have grown: decide every verdict's kind again (only
+                // a hostile log has verdicts before the publication or republishes).
+                if !rec.votes.is_empty() {
+                    let names = &self.state.names;
+                    let mut votes = std::mem::take(&mut rec.votes);
+                    for (k, v) in &mut votes {
+                        v.self_approval =
+                            v.action == ReviewAction::Approve && is_author(names, rec, k);
+                    }
+                    rec.votes = votes;
+                }
             }
             Entry::Review(r) => {
                 let rec = self.state.definitions.entry(r.definition).or_default();
-                match r.action {
+                let action = match r.action {
                     ReviewAction::Revoke => {
                         rec.revoked_by.insert(r.reviewer);
+                        return;
                     }
-                    vote => {
-                        rec.votes.insert(r.reviewer, vote);
+                    vote => vote,
+                };
+                // Decided here, not at every status lookup: a verdict's kind changes only
+                // when the identity is (re)published, which re-decides it above.
+                let new = Vote {
+                    action,
+                    time: r.time,
+                    index,
+                    self_approval: action == ReviewAction::Approve
+                        && is_author(&self.state.names, rec, &r.reviewer),
+                };
+                match rec.votes.get(&r.reviewer) {
+                    Some(cur) if !outranks(&new, cur) => {
+                        // The same verdict signed at the same time again changes nothing;
+                        // anything else the current verdict outranks arrived out of order.
+                        if (cur.time, cur.action) != (new.time, new.action) {
+                            rec.stale_total += 1;
+                            if rec.stale.len() < MAX_STALE_RECORDED {
+                                rec.stale.push(StaleStatement {
+                                    index,
+                                    reviewer: r.reviewer,
+                                    action,
+                                    time: r.time,
+                                    outranked_by: cur.time,
+                                });
+                            }
+                        }
+                    }
+                    _ => {
+                        rec.votes.insert(r.reviewer, new);
                     }
                 }
             }
@@ -636,17 +835,17 @@ impl Verifier {
         if rec.published.is_none() {
             return Status::Unknown;
         }
-        // Keys, not signatures, are counted: `votes` holds one vote per key.
+        // Keys, not signatures, are counted: `votes` holds one verdict per key.
         let mut approvals = 0;
         let mut rejected = false;
         for (k, vote) in &rec.votes {
             if !self.roster.contains(k) {
                 continue;
             }
-            match vote {
-                ReviewAction::Approve => approvals += 1,
+            match vote.action {
+                ReviewAction::Approve if !vote.self_approval => approvals += 1,
                 ReviewAction::Reject => rejected = true,
-                ReviewAction::Revoke => {}
+                _ => {}
             }
         }
         if approvals >= self.config.threshold {
@@ -658,14 +857,61 @@ impl Verifier {
         }
     }
 
+    /// Why an identity has its status (without a freshness check): every trusted
+    /// reviewer's verdict, which approvals count, its authors and its stale statements.
+    pub fn report(&self, id: &DefinitionId) -> StatusReport {
+        let status = self.status_unchecked(id);
+        let empty = DefinitionRecord::default();
+        let rec = self.state.definitions.get(id).unwrap_or(&empty);
+        let trusted = |k: &PublicKey| self.roster.contains(k);
+        let votes: Vec<VoteReport> = rec
+            .votes
+            .iter()
+            .filter(|(k, _)| trusted(k))
+            .map(|(k, v)| VoteReport {
+                reviewer: *k,
+                action: v.action,
+                time: v.time,
+                index: v.index,
+                self_approval: v.self_approval,
+            })
+            .collect();
+        let mut authors = rec.publishers.clone();
+        if let Some(p) = &rec.published
+            && let Some(keys) = self.state.names.get(&p.name)
+        {
+            authors.extend(keys.iter().filter(|(_, i)| **i < p.index).map(|(k, _)| *k));
+        }
+        StatusReport {
+            status,
+            threshold: self.config.threshold,
+            approvals: votes
+                .iter()
+                .filter(|v| v.action == ReviewAction::Approve && !v.self_approval)
+                .count(),
+            votes,
+            revoked_by: rec.revoked_by.iter().copied().filter(trusted).collect(),
+            authors: authors.into_iter().collect(),
+            stale: rec
+                .stale
+                .iter()
+                .filter(|s| trusted(&s.reviewer))
+                .cloned()
+                .collect(),
+            stale_total: rec.stale_total,
+        }
+    }
+
     /// The status of an identity, refusing to vouch from a view older than the
-    /// configured maximum age (`now` is local Unix time).
+    /// configured maximum age or less cosigned than the witness policy requires (`now` is
+    /// local Unix time).
     pub fn status(&self, id: &DefinitionId, now: u64) -> Result<Status, StatusError> {
         self.check_fresh(now)?;
         Ok(self.status_unchecked(id))
     }
 
-    /// Fails when the latest verified checkpoint is missing or too old.
+    /// Fails when the latest verified checkpoint is missing, too old, or not cosigned by
+    /// enough trusted witnesses.
     pub fn check_fresh(&self, now: u64) -> Result<(), StatusError> {
         let cp = self
             .state
@@ -679,13 +925,56 @@ impl Verifier {
                 max_age_secs: self.config.max_age_secs,
             });
         }
+        let policy = &self.config.witnesses;
+        if policy.is_required() {
+            let got = policy
+                .witnesses()
+                .filter(|w| self.state.cosigned_by.contains(&w.to_vkey()))
+                .count();
+            if got < policy.threshold() {
+                return Err(StatusError::NotCosigned {
+                    need: policy.threshold(),
+                    got,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The trusted witnesses (verifier keys) that cosigned the verified checkpoint.
+    pub fn cosigned_by(&self) -> &[String] {
+        &self.state.cosigned_by
     }
 
     /// The verified record of an identity, if the log mentions it.
     pub fn record(&self, id: &DefinitionId) -> Option<&DefinitionRecord> {
         self.state.definitions.get(id)
     }
+}
+
+/// Whether `key` authored the identity of `rec`: it published it, or published the same
+/// name at an earlier log index (`names` maps each name to its publishers' first indexes).
+fn is_author(
+    names: &HashMap<String, BTreeMap<PublicKey, u64>>,
+    rec: &DefinitionRecord,
+    key: &PublicKey,
+) -> bool {
+    rec.publishers.contains(key)
+        || rec.published.as_ref().is_some_and(|p| {
+            names
+                .get(&p.name)
+                .and_then(|keys| keys.get(key))
+                .is_some_and(|&first| first < p.index)
+        })
+}
+
+/// Whether `new` replaces `cur` as a reviewer's verdict: it was signed later, or at the
+/// same time and rejects what `cur` approved (ties never add approvals).
+fn outranks(new: &Vote, cur: &Vote) -> bool {
+    new.time > cur.time
+        || (new.time == cur.time
+            && new.action == ReviewAction::Reject
+            && cur.action == ReviewAction::Approve)
 }
 
 #[cfg(test)]
@@ -714,6 +1003,7 @@ mod tests {
             reviewers,
             threshold: 1,
             max_age_secs: 3600,
+            witnesses: WitnessPolicy::default(),
         }
     }
 
@@ -734,9 +1024,9 @@ mod tests {
     fn log(n: u64) -> Vec<Vec<u8>> {
         let mut leaves = Vec::new();
         for i in 0..n {
-            let p = Published::sign(&key(100), def(i), "x", "1.0.0", 1);
+            let p = Published::sign(&key(100), ORIGIN, def(i), "x", "1.0.0", 1);
             leaves.push(Entry::Published(p).to_leaf());
-            let mut r = Review::sign(&key(1), ReviewAction::Approve, def(i), "", 2);
+            let mut r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def(i), "", 2);
             match i % 4 {
                 // Same signature, s + l: a non-canonical encoding of the same scalar.
                 0 => r.signature = malleate(&r.signature),
@@ -794,7 +1084,8 @@ mod tests {
 
         // A page checked ahead but altered in between is still caught by the root.
         let mut altered = leaves.clone();
-        altered[5] = Entry::Published(Published::sign(&key(100), def(999), "x", "1", 1)).to_leaf();
+        altered[5] =
+            Entry::Published(Published::sign(&key(100), ORIGIN, def(999), "x", "1", 1)).to_leaf();
         let mut v = Verifier::new(config(vec![key(1).public_key()])).unwrap();
         let checked = v.check_leaves(&altered);
         assert_eq!(

@@ -10,3 +10,4 @@ mod registry;
 mod registry_limits;
 mod tlog;
 mod validation;
+mod witness;

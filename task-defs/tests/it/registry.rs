@@ -15,11 +15,13 @@ use task_defs::{Definition, DefinitionId, bundle};
 
 use crate::harness::{Dir, EXAMPLES};
 
+pub(crate) const ORIGIN: &str = "test.pinfold/registry";
+
 pub(crate) fn key(n: u8) -> SecretKey {
     SecretKey::from_seed([n; 32])
 }
 
-fn author() -> SecretKey {
+pub(crate) fn author() -> SecretKey {
     key(100)
 }
 
@@ -82,7 +84,7 @@ impl Drop for Server {
     }
 }
 
-fn roster(keys: &[u8]) -> Vec<RosterEntry> {
+pub(crate) fn roster(keys: &[u8]) -> Vec<RosterEntry> {
     keys.iter()
         .map(|n| RosterEntry {
             key: key(*n).public_key(),
@@ -102,7 +104,12 @@ pub(crate) fn config(dir: &Path, reviewers: &[u8], threshold: usize) -> Registry
 }
 
 /// What a client trusts: the log key from `log.pub`, its own roster and threshold.
-fn trust(data: &Path, reviewers: &[u8], threshold: usize, max_age: u64) -> VerifierConfig {
+pub(crate) fn trust(
+    data: &Path,
+    reviewers: &[u8],
+    threshold: usize,
+    max_age: u64,
+) -> VerifierConfig {
     let log_key: PublicKey = std::fs::read_to_string(data.join("log.pub"))
         .unwrap()
         .trim_end()
@@ -114,6 +121,7 @@ fn trust(data: &Path, reviewers: &[u8], threshold: usize, max_age: u64) -> Verif
         reviewers: reviewers.iter().map(|n| key(*n).public_key()).collect(),
         threshold,
         max_age_secs: max_age,
+        witnesses: WitnessPolicy::default(),
     }
 }
 
@@ -125,9 +133,10 @@ pub(crate) fn wordfreq(version: &str) -> Dir {
     d
 }
 
-fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResponse {
+pub(crate) fn publish(c: &Client, def: &Definition) -> task_defs::registry::api::AppendResponse {
     let p = Published::sign(
         &author(),
+        ORIGIN,
         def.id,
         &def.manifest.name,
         &def.manifest.version.to_string(),
@@ -144,7 +153,7 @@ pub(crate) fn vote(
     reason: &str,
     t: u64,
 ) {
-    let r = Review::sign(&key(reviewer), action, id, reason, t);
+    let r = Review::sign(&key(reviewer), ORIGIN, action, id, reason, t);
     c.review(&r).unwrap();
 }
 
@@ -235,9 +244,16 @@ fn the_client_not_the_server_decides_whose_approval_counts() {
 
     // A compromised log (its key in hand) logs and signs what the server would never
     // accept: a forged signature by a trusted key, and a statement about another identity.
-    let mut forged = Review::sign(&key(2), ReviewAction::Approve, def.id, "", 1);
+    let mut forged = Review::sign(&key(2), ORIGIN, ReviewAction::Approve, def.id, "", 1);
     forged.signature = key(9).sign(&forged.statement());
-    let elsewhere = Review::sign(&key(2), ReviewAction::Approve, DefinitionId([5; 32]), "", 1);
+    let elsewhere = Review::sign(
+        &key(2),
+        ORIGIN,
+        ReviewAction::Approve,
+        DefinitionId([5; 32]),
+        "",
+        1,
+    );
     let db = rusqlite::Connection::open(data.join("registry.sqlite")).unwrap();
     for (i, r) in [forged, elsewhere].into_iter().enumerate() {
         db.execute(
@@ -299,7 +315,7 @@ fn publishing_is_idempotent_and_new_versions_link_to_the_last_approved() {
     assert!(a.created && !b.created);
     assert_eq!((a.index, b.index, b.tree_size), (0, 0, 1));
     // Retrying a statement is idempotent too.
-    let r = Review::sign(&key(1), ReviewAction::Approve, v1.id, "", 42);
+    let r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, v1.id, "", 42);
     let (r1, r2) = (c.review(&r).unwrap(), c.review(&r).unwrap());
     assert!(r1.created && !r2.created);
     assert_eq!(r1.index, r2.index);
@@ -353,7 +369,7 @@ fn bad_input_gets_a_4xx_with_a_message() {
     let u = |p: &str| format!("{}{p}", s.url);
     let def = wordfreq("1.0.0").load().unwrap();
     let bundle_bytes = bundle::pack(&def);
-    let good = Published::sign(&author(), def.id, "wordfreq", "1.0.0", 1);
+    let good = Published::sign(&author(), ORIGIN, def.id, "wordfreq", "1.0.0", 1);
 
     let (st, msg) = raw(&u("/api/v1/definitions"), "POST", Some(b"{not json"));
     assert_eq!(st, 400);
@@ -371,11 +387,18 @@ fn bad_input_gets_a_4xx_with_a_message() {
         "{e}"
     );
 
-    let wrong_id = Published::sign(&author(), DefinitionId([1; 32]), "wordfreq", "1.0.0", 1);
+    let wrong_id = Published::sign(
+        &author(),
+        ORIGIN,
+        DefinitionId([1; 32]),
+        "wordfreq",
+        "1.0.0",
+        1,
+    );
     let e = c.publish(&wrong_id, &bundle_bytes).unwrap_err();
     assert!(e.to_string().contains("the bundle's identity is"), "{e}");
 
-    let wrong_name = Published::sign(&author(), def.id, "other", "1.0.0", 1);
+    let wrong_name = Published::sign(&author(), ORIGIN, def.id, "other", "1.0.0", 1);
     let e = c.publish(&wrong_name, &bundle_bytes).unwrap_err();
     assert!(e.to_string().contains("the manifest says"), "{e}");
 
@@ -423,16 +446,23 @@ fn bad_input_gets_a_4xx_with_a_message() {
     assert_eq!(st, 413, "{msg}");
 
     publish(&c, &def);
-    let outsider = Review::sign(&key(9), ReviewAction::Approve, def.id, "", 1);
+    let outsider = Review::sign(&key(9), ORIGIN, ReviewAction::Approve, def.id, "", 1);
     let e = c.review(&outsider).unwrap_err();
     assert!(
         matches!(&e, ClientError::Status { status: 403, message } if message.contains("roster")),
         "{e}"
     );
-    let no_reason = Review::sign(&key(1), ReviewAction::Reject, def.id, " ", 1);
+    let no_reason = Review::sign(&key(1), ORIGIN, ReviewAction::Reject, def.id, " ", 1);
     let e = c.review(&no_reason).unwrap_err();
     assert!(e.to_string().contains("needs a reason"), "{e}");
-    let unknown = Review::sign(&key(1), ReviewAction::Approve, DefinitionId([3; 32]), "", 1);
+    let unknown = Review::sign(
+        &key(1),
+        ORIGIN,
+        ReviewAction::Approve,
+        DefinitionId([3; 32]),
+        "",
+        1,
+    );
     assert!(matches!(
         c.review(&unknown).unwrap_err(),
         ClientError::Status { status: 404, .. }
@@ -761,4 +791,264 @@ fn the_first_start_creates_a_private_log_key_and_later_starts_reuse_it() {
     let mut bad = config(&data, &[1], 1);
     bad.threshold = Some(2);
     assert!(Registry::open(&bad).is_err());
+}
+
+#[test]
+fn a_staging_approval_replayed_after_a_newer_rejection_does_not_flip_rejected_to_approved() {
+    const STAGING: &str = "staging.pinfold/registry";
+    let tmp = tempfile::tempdir().unwrap();
+    let prod_data = tmp.path().join("prod");
+    let staging_data = tmp.path().join("staging");
+    let prod = Server::start(&config(&prod_data, &[1], 1));
+    let staging = Server::start(&RegistryConfig {
+        origin: Some(STAGING.into()),
+        ..config(&staging_data, &[1], 1)
+    });
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&prod.client(), &def);
+    let now = unix_now();
+    let p = Published::sign(&author(), STAGING, def.id, "wordfreq", "1.0.0", now);
+    staging.client().publish(&p, &bundle::pack(&def)).unwrap();
+    // The reviewer approves on staging, then rejects on the real registry, later.
+    let approval = Review::sign(
+        &key(1),
+        STAGING,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        now - 100,
+    );
+    staging.client().review(&approval).unwrap();
+    vote(
+        &prod.client(),
+        1,
+        ReviewAction::Reject,
+        def.id,
+        "bad",
+        now - 10,
+    );
+    let cfg = trust(&prod_data, &[1], 1, 300);
+    assert_eq!(status(&prod, &cfg, None, &def.id), Status::Rejected);
+
+    // Someone replays the staging approval into the real log: refused, naming the origin.
+    let e = prod.client().review(&approval).unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Status { status: 400, message } if message.contains(STAGING)),
+        "{e}"
+    );
+    assert_eq!(status(&prod, &cfg, None, &def.id), Status::Rejected);
+
+    // The same class within one log: an approval signed before the rejection but submitted
+    // after it is logged (the attempt is on record) and stale: it never counts.
+    let held_back = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def.id, "", now - 50);
+    let r = prod.client().review(&held_back).unwrap();
+    let v = verified_status(&prod.client(), cfg.clone(), None, &def.id, unix_now()).unwrap();
+    assert_eq!(v.status, Status::Rejected);
+    assert_eq!(v.details.stale.len(), 1);
+    assert_eq!(v.details.stale[0].index, r.index);
+    assert_eq!(v.details.stale[0].outranked_by, now - 10);
+    // The server's own view agrees, for the review page.
+    let detail = prod.client().definition(&def.id).unwrap();
+    assert_eq!(detail.summary.status, Status::Rejected);
+    assert_eq!(detail.report.unwrap().stale, v.details.stale);
+}
+
+#[test]
+fn authors_cannot_approve_their_own_publications() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1, 2], 1));
+    let c = s.client();
+    let cfg = trust(&data, &[1, 2], 1, 300);
+    // Reviewer 1 publishes version 1.0.0 and approves it: that approval does not count.
+    let v1 = wordfreq("1.0.0").load().unwrap();
+    let p = Published::sign(&key(1), ORIGIN, v1.id, "wordfreq", "1.0.0", unix_now());
+    c.publish(&p, &bundle::pack(&v1)).unwrap();
+    vote(&c, 1, ReviewAction::Approve, v1.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v1.id), Status::Pending);
+    // Nor does their approval of a later version of the same name by someone else.
+    let v2 = wordfreq("1.1.0").load().unwrap();
+    publish(&c, &v2);
+    vote(&c, 1, ReviewAction::Approve, v2.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v2.id), Status::Pending);
+    let v = verified_status(&c, cfg.clone(), None, &v2.id, unix_now()).unwrap();
+    assert_eq!(v.details.approvals, 0);
+    assert!(v.details.votes[0].self_approval);
+    assert!(v.details.authors.contains(&key(1).public_key()));
+    // Another reviewer's approval counts.
+    vote(&c, 2, ReviewAction::Approve, v2.id, "", unix_now());
+    assert_eq!(status(&s, &cfg, None, &v2.id), Status::Approved);
+    // The server's own view (what `review list` and the pages show) agrees.
+    assert_eq!(c.definition(&v1.id).unwrap().summary.approvals, 0);
+    assert_eq!(c.definition(&v2.id).unwrap().summary.approvals, 1);
+}
+
+#[test]
+fn statement_times_beyond_the_bound_are_refused_not_clamped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&c, &def);
+    for t in [unix_now() + 2 * 86_400, 1 << 63, u64::MAX] {
+        let r = Review::sign(&key(1), ORIGIN, ReviewAction::Approve, def.id, "", t);
+        let e = c.review(&r).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Status { status: 400, .. }),
+            "{t}: {e}"
+        );
+        let v2 = wordfreq("2.0.0").load().unwrap();
+        let p = Published::sign(&author(), ORIGIN, v2.id, "wordfreq", "2.0.0", t);
+        let e = c.publish(&p, &bundle::pack(&v2)).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Status { status: 400, .. }),
+            "{t}: {e}"
+        );
+    }
+    // Within the bound is fine, and publications are bound to the origin too.
+    let r = Review::sign(
+        &key(1),
+        ORIGIN,
+        ReviewAction::Approve,
+        def.id,
+        "",
+        unix_now() + 3600,
+    );
+    c.review(&r).unwrap();
+    let v3 = wordfreq("3.0.0").load().unwrap();
+    let p = Published::sign(
+        &author(),
+        "elsewhere",
+        v3.id,
+        "wordfreq",
+        "3.0.0",
+        unix_now(),
+    );
+    let e = c.publish(&p, &bundle::pack(&v3)).unwrap_err();
+    assert!(matches!(e, ClientError::Status { status: 400, .. }), "{e}");
+}
+
+#[test]
+fn status_and_review_show_explain_self_approvals_and_stale_statements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1, 2], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    let p = Published::sign(&key(1), ORIGIN, def.id, "wordfreq", "1.0.0", unix_now());
+    c.publish(&p, &bundle::pack(&def)).unwrap();
+    let now = unix_now();
+    vote(&c, 1, ReviewAction::Approve, def.id, "", now);
+    vote(&c, 2, ReviewAction::Reject, def.id, "no", now);
+    // Reviewer 2's approval signed before their rejection, submitted after it.
+    vote(&c, 2, ReviewAction::Approve, def.id, "", now - 60);
+    let log_key = std::fs::read_to_string(data.join("log.pub")).unwrap();
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"));
+        cmd.args(["status", &def.id.to_string(), "--registry", &s.url])
+            .args(["--log-key", log_key.trim_end(), "--threshold", "1"])
+            .args(["--reviewer", &format!("one={}", key(1).public_key())])
+            .args(["--reviewer", &key(2).public_key().to_string()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let text = status(false);
+    assert!(text.starts_with("rejected (verified"), "{text}");
+    assert!(text.contains("0 of 1 required trusted approvals"), "{text}");
+    assert!(
+        text.contains(&format!("one ({}) approve", key(1).public_key()))
+            && text.contains("self-approval, not counted"),
+        "{text}"
+    );
+    assert!(text.contains("stale, never counts: entry 3"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(json["status"], "rejected");
+    assert_eq!(json["approvals"], 0);
+    assert_eq!(
+        json["self_approvals"],
+        serde_json::json!([key(1).public_key().to_string()])
+    );
+    assert_eq!(json["stale"][0]["index"], 3);
+    assert_eq!(json["stale"][0]["outranked_by"], now);
+    assert_eq!(json["stale_total"], 1);
+    // `review show` marks the same statements from the registry's own view.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"))
+        .args(["review", "show", &def.id.to_string(), "--registry", &s.url])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(o.stdout).unwrap();
+    assert!(shown.contains("entry 1: reviewer1"), "{shown}");
+    assert!(shown.contains("[self-approval"), "{shown}");
+    assert!(
+        shown.contains("entry 3: reviewer2") && shown.contains("[stale"),
+        "{shown}"
+    );
+    // The review page shows the same judgements next to each statement, and names the
+    // authors whose approvals never count.
+    let (st, page) = raw(&format!("{}/definitions/{}", s.url, def.id), "GET", None);
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("the author&#39;s own key: does not count towards k")
+            || page.contains("the author's own key: does not count towards k"),
+        "{page}"
+    );
+    assert!(
+        page.contains("stale: signed before this reviewer"),
+        "{page}"
+    );
+    assert!(page.contains("id=\"authors\""), "{page}");
+    assert!(page.contains("1 stale statement(s)"), "{page}");
+}
+
+#[test]
+fn a_verdict_signed_on_a_machine_whose_clock_is_behind_is_not_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&config(&data, &[1], 1));
+    let c = s.client();
+    let def = wordfreq("1.0.0").load().unwrap();
+    publish(&c, &def);
+    // An approval from another machine whose clock runs an hour ahead.
+    let ahead = unix_now() + 3600;
+    vote(&c, 1, ReviewAction::Approve, def.id, "", ahead);
+    let cfg = trust(&data, &[1], 1, 300);
+    assert_eq!(status(&s, &cfg, None, &def.id), Status::Approved);
+    // `review reject` here signs just after that statement, so it is the verdict.
+    let key_file = tmp.path().join("r1.key");
+    std::fs::write(&key_file, key(1).to_file_text()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_task-defs"))
+        .args([
+            "review",
+            "reject",
+            &def.id.to_string(),
+            "--registry",
+            &s.url,
+        ])
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--reason", "found a problem"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains(&format!("for log {ORIGIN}")), "{out}");
+    let v = verified_status(&c, cfg, None, &def.id, unix_now()).unwrap();
+    assert_eq!(v.status, Status::Rejected);
+    assert_eq!(v.details.votes[0].time, ahead + 1);
+    assert!(v.details.stale.is_empty());
 }

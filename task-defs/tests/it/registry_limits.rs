@@ -28,6 +28,7 @@ fn publish_as(
 ) -> Result<AppendResponse, ClientError> {
     let p = Published::sign(
         author,
+        crate::registry::ORIGIN,
         def.id,
         &def.manifest.name,
         &def.manifest.version.to_string(),

@@ -398,6 +398,7 @@ fn key_text_forms_round_trip_and_are_canonical() {
 fn entries_have_one_canonical_leaf() {
     let p = Entry::Published(Published::sign(
         &key(1),
+        ORIGIN,
         def(9),
         "hello",
         "1.2.0",
@@ -407,7 +408,8 @@ fn entries_have_one_canonical_leaf() {
     assert_eq!(Entry::from_leaf(&leaf).unwrap(), p);
     let s = String::from_utf8(leaf.clone()).unwrap();
     assert!(s.starts_with("{\"author\":\"ed25519:"), "{s}");
-    assert!(s.contains("\"type\":\"published\""), "{s}");
+    assert!(s.contains("\"type\":\"pinfold-publish/2\""), "{s}");
+    assert!(s.contains(&format!("\"origin\":\"{ORIGIN}\"")), "{s}");
     // Whitespace, reordered members, extra or missing members: all refused.
     let v: serde_json::Value = serde_json::from_slice(&leaf).unwrap();
     let pretty = serde_json::to_vec_pretty(&v).unwrap();
@@ -435,6 +437,7 @@ fn entries_have_one_canonical_leaf() {
 
     let r = Entry::Review(Review::sign(
         &key(2),
+        ORIGIN,
         ReviewAction::Revoke,
         def(9),
         "malware",
@@ -451,10 +454,10 @@ fn entries_have_one_canonical_leaf() {
 
 #[test]
 fn statements_are_signed_and_domain_separated() {
-    let p = Published::sign(&key(1), def(1), "n", "1.0.0", 10);
+    let p = Published::sign(&key(1), ORIGIN, def(1), "n", "1.0.0", 10);
     p.verify().unwrap();
     let stmt = String::from_utf8(p.statement()).unwrap();
-    assert!(stmt.contains("\"type\":\"pinfold-publish/1\""), "{stmt}");
+    assert!(stmt.contains("\"type\":\"pinfold-publish/2\""), "{stmt}");
     let mut other = p.clone();
     other.definition = def(2);
     assert!(other.verify().is_err(), "signature must bind the identity");
@@ -462,12 +465,12 @@ fn statements_are_signed_and_domain_separated() {
     other.author = key(3).public_key();
     assert!(other.verify().is_err(), "signature must bind the author");
 
-    let r = Review::sign(&key(4), ReviewAction::Approve, def(1), "", 11);
+    let r = Review::sign(&key(4), ORIGIN, ReviewAction::Approve, def(1), "", 11);
     r.verify().unwrap();
     assert!(
         String::from_utf8(r.statement())
             .unwrap()
-            .contains("\"type\":\"pinfold-review/1\"")
+            .contains("\"type\":\"pinfold-review/2\"")
     );
     for tamper in [
         |r: &mut Review| r.action = ReviewAction::Reject,
@@ -475,6 +478,7 @@ fn statements_are_signed_and_domain_separated() {
         |r: &mut Review| r.reason = "x".into(),
         |r: &mut Review| r.time += 1,
         |r: &mut Review| r.reviewer = SecretKey::from_seed([5; 32]).public_key(),
+        |r: &mut Review| r.origin = "staging.pinfold.example/log".into(),
     ] {
         let mut bad = r.clone();
         tamper(&mut bad);
@@ -786,12 +790,14 @@ fn config(reviewers: &[u8], threshold: usize) -> VerifierConfig {
         reviewers: reviewers.iter().map(|&n| key(n).public_key()).collect(),
         threshold,
         max_age_secs: 3600,
+        witnesses: WitnessPolicy::default(),
     }
 }
 
 fn publish(s: &mut Server, d: u8) {
     s.append(&Entry::Published(Published::sign(
         &key(100),
+        ORIGIN,
         def(d),
         "demo",
         "1.0.0",
@@ -799,13 +805,16 @@ fn publish(s: &mut Server, d: u8) {
     )));
 }
 
+/// A statement signed at `T0` plus the log's size: later statements are signed later.
 fn review(s: &mut Server, reviewer: u8, action: ReviewAction, d: u8) {
+    let time = T0 + s.tree.size();
     s.append(&Entry::Review(Review::sign(
         &key(reviewer),
+        ORIGIN,
         action,
         def(d),
         "because",
-        T0,
+        time,
     )));
 }
 
@@ -827,11 +836,11 @@ fn approval_needs_k_distinct_trusted_keys() {
     // A trusted key's approval of another identity does not count.
     review(&mut s, 2, Approve, 9);
     // A forged approval in a trusted key's name does not count.
-    let mut forged = Review::sign(&key(51), Approve, def(1), "", T0);
+    let mut forged = Review::sign(&key(51), ORIGIN, Approve, def(1), "", T0);
     forged.reviewer = key(3).public_key();
     s.append(&Entry::Review(forged));
     // A trusted key's signature moved onto another identity does not count.
-    let mut moved = Review::sign(&key(3), Approve, def(8), "", T0);
+    let mut moved = Review::sign(&key(3), ORIGIN, Approve, def(8), "", T0);
     moved.definition = def(1);
     s.append(&Entry::Review(moved));
     let r = s.sync(&mut v, T0).unwrap();
@@ -1001,7 +1010,7 @@ fn a_hidden_or_altered_entry_is_detected() {
 
     // Altered: the server swaps the revocation for an approval by the same reviewer.
     let mut altered = s.leaves[1..].to_vec();
-    altered[0] = Entry::Review(Review::sign(&key(2), Approve, def(1), "", T0)).to_leaf();
+    altered[0] = Entry::Review(Review::sign(&key(2), ORIGIN, Approve, def(1), "", T0)).to_leaf();
     assert_eq!(
         v.update(&cp, &altered, &proof, T0 + 1),
         Err(SyncError::EntriesMismatch)
@@ -1109,4 +1118,287 @@ fn restore_checks_config_and_state() {
         Verifier::restore(config(&[1], 1), corrupt).unwrap_err(),
         ConfigError::CorruptState
     );
+}
+
+// ---------------------------------------------------------------- trust rules
+
+const STAGING: &str = "staging.pinfold.example/log";
+
+fn statement(reviewer: u8, origin: &str, action: ReviewAction, d: u8, time: u64) -> Entry {
+    Entry::Review(Review::sign(
+        &key(reviewer),
+        origin,
+        action,
+        def(d),
+        "r",
+        time,
+    ))
+}
+
+#[test]
+fn statements_signed_for_another_log_never_count() {
+    use ReviewAction::*;
+    let mut s = Server::new();
+    let mut v = Verifier::new(config(&[1, 2], 1)).unwrap();
+    publish(&mut s, 1);
+    // Validly signed by a trusted reviewer, for the staging registry: a hostile log
+    // appending it (the honest one refuses it) changes nothing.
+    s.append(&statement(1, STAGING, Approve, 1, T0 + 5));
+    let r = s.sync(&mut v, T0 + 10).unwrap();
+    assert_eq!(r.ignored_entries, 1);
+    assert_eq!(v.status(&def(1), T0 + 10).unwrap(), Status::Pending);
+    // Nor does a staging revocation, or a staging publication make anything known.
+    s.append(&statement(2, STAGING, Revoke, 1, T0 + 6));
+    s.append(&Entry::Published(Published::sign(
+        &key(100),
+        STAGING,
+        def(2),
+        "demo",
+        "1.0.0",
+        T0,
+    )));
+    s.sync(&mut v, T0 + 10).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 10).unwrap(), Status::Pending);
+    assert_eq!(v.status(&def(2), T0 + 10).unwrap(), Status::Unknown);
+}
+
+#[test]
+fn the_statement_signed_last_wins_and_older_ones_are_stale() {
+    use ReviewAction::*;
+    let mut s = Server::new();
+    let mut v = Verifier::new(config(&[1, 2], 1)).unwrap();
+    publish(&mut s, 1);
+    s.append(&statement(1, ORIGIN, Reject, 1, T0 + 20));
+    // An approval signed before the rejection, appended after it: stale.
+    s.append(&statement(1, ORIGIN, Approve, 1, T0 + 10));
+    s.sync(&mut v, T0 + 30).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 30).unwrap(), Status::Rejected);
+    let report = v.report(&def(1));
+    assert_eq!(report.stale.len(), 1);
+    assert_eq!(
+        (
+            report.stale[0].index,
+            report.stale[0].time,
+            report.stale[0].outranked_by
+        ),
+        (2, T0 + 10, T0 + 20)
+    );
+    assert_eq!(report.votes[0].action, Reject);
+    // At the same signed time a rejection beats an approval in either log order.
+    s.append(&statement(1, ORIGIN, Approve, 1, T0 + 20));
+    s.append(&statement(2, ORIGIN, Approve, 1, T0 + 21));
+    s.append(&statement(2, ORIGIN, Reject, 1, T0 + 21));
+    s.sync(&mut v, T0 + 30).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 30).unwrap(), Status::Rejected);
+    assert_eq!(v.report(&def(1)).stale_total, 2);
+    // The same statement logged twice is not stale: nothing arrived out of order.
+    s.append(&statement(2, ORIGIN, Reject, 1, T0 + 21));
+    s.sync(&mut v, T0 + 30).unwrap();
+    assert_eq!(v.report(&def(1)).stale_total, 2);
+    // A newer approval is a change of mind and counts.
+    s.append(&statement(1, ORIGIN, Approve, 1, T0 + 25));
+    s.append(&statement(2, ORIGIN, Approve, 1, T0 + 25));
+    s.sync(&mut v, T0 + 30).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 30).unwrap(), Status::Approved);
+    // A revocation is final whatever its signed time.
+    s.append(&statement(2, ORIGIN, Revoke, 1, T0));
+    s.sync(&mut v, T0 + 30).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 30).unwrap(), Status::Revoked);
+    // The index is the same however the log is split into updates.
+    let mut whole = Verifier::new(config(&[1, 2], 1)).unwrap();
+    s.sync(&mut whole, T0 + 30).unwrap();
+    assert_eq!(whole.report(&def(1)), v.report(&def(1)));
+}
+
+#[test]
+fn statement_times_beyond_the_bound_never_count() {
+    use ReviewAction::*;
+    let mut s = Server::new();
+    let mut v = Verifier::new(config(&[1, 2], 1)).unwrap();
+    publish(&mut s, 1);
+    // More than a day ahead of the checkpoint that includes it: ignored, so it cannot
+    // win every later comparison.
+    s.append(&statement(
+        1,
+        ORIGIN,
+        Approve,
+        1,
+        T0 + MAX_STATEMENT_FUTURE_SECS + 1,
+    ));
+    // Exactly a day ahead is still fine.
+    s.append(&statement(
+        2,
+        ORIGIN,
+        Reject,
+        1,
+        T0 + MAX_STATEMENT_FUTURE_SECS,
+    ));
+    let r = s.sync(&mut v, T0).unwrap();
+    assert_eq!(r.ignored_entries, 1);
+    assert_eq!(v.status(&def(1), T0).unwrap(), Status::Rejected);
+    // A leaf with a time of 2^63 or more is not an entry at all, never a clamped one.
+    for t in [1u64 << 63, u64::MAX] {
+        let leaf = statement(1, ORIGIN, Approve, 1, t).to_leaf();
+        assert_eq!(Entry::from_leaf(&leaf), Err(EntryError::TimeOutOfRange(t)));
+    }
+    let last = statement(1, ORIGIN, Approve, 1, MAX_STATEMENT_TIME).to_leaf();
+    assert!(Entry::from_leaf(&last).is_ok());
+}
+
+#[test]
+fn authors_approvals_of_their_own_publications_never_count() {
+    use ReviewAction::*;
+    let mut s = Server::new();
+    let mut v = Verifier::new(config(&[1, 2, 3], 1)).unwrap();
+    let publication = |author: u8, d: u8, name: &str, version: &str| {
+        Entry::Published(Published::sign(
+            &key(author),
+            ORIGIN,
+            def(d),
+            name,
+            version,
+            T0,
+        ))
+    };
+    // Reviewer 1 publishes `tool` 1.0 and approves it.
+    s.append(&publication(1, 1, "tool", "1.0.0"));
+    s.append(&statement(1, ORIGIN, Approve, 1, T0 + 1));
+    // Someone else publishes `tool` 2.0; reviewer 1 approves that too: the name is theirs.
+    s.append(&publication(9, 2, "tool", "2.0.0"));
+    s.append(&statement(1, ORIGIN, Approve, 2, T0 + 2));
+    // Reviewer 2 approves `other` 1.0, then publishes `other` 2.0 later: the approval of
+    // the earlier version counts (they did not author it).
+    s.append(&publication(9, 3, "other", "1.0.0"));
+    s.append(&statement(2, ORIGIN, Approve, 3, T0 + 3));
+    s.append(&publication(2, 4, "other", "2.0.0"));
+    // The same identity published a second time by reviewer 3 (a hostile log can): 3 is
+    // one of its authors too.
+    s.append(&publication(3, 3, "other", "1.0.0"));
+    s.sync(&mut v, T0 + 10).unwrap();
+    assert_eq!(v.status(&def(1), T0 + 10).unwrap(), Status::Pending);
+    assert_eq!(v.status(&def(2), T0 + 10).unwrap(), Status::Pending);
+    assert_eq!(v.status(&def(3), T0 + 10).unwrap(), Status::Approved);
+    let r = v.report(&def(2));
+    assert_eq!(r.approvals, 0);
+    assert!(r.votes.iter().all(|v| v.self_approval));
+    let mut want = vec![key(1).public_key(), key(9).public_key()];
+    want.sort();
+    assert_eq!(r.authors, want);
+    let r3 = v.report(&def(3));
+    assert!(r3.authors.contains(&key(3).public_key()));
+    assert!(!r3.authors.contains(&key(2).public_key()));
+    s.append(&statement(3, ORIGIN, Approve, 3, T0 + 4));
+    s.sync(&mut v, T0 + 10).unwrap();
+    assert_eq!(v.report(&def(3)).approvals, 1);
+    // Rejections by authors still count: failing closed is always allowed.
+    s.append(&statement(1, ORIGIN, Reject, 2, T0 + 5));
+    s.append(&statement(3, ORIGIN, Approve, 2, T0 + 5));
+    s.sync(&mut v, T0 + 10).unwrap();
+    assert_eq!(v.status(&def(2), T0 + 10).unwrap(), Status::Approved);
+    let mut v2 = Verifier::new(config(&[1, 2, 3], 2)).unwrap();
+    s.sync(&mut v2, T0 + 10).unwrap();
+    assert_eq!(v2.status(&def(2), T0 + 10).unwrap(), Status::Rejected);
+}
+
+// ---------------------------------------------------------------- SPEC.md section 8
+
+/// The block of SPEC.md opened by "```text log-vector NAME".
+fn spec_log_vector(name: &str) -> String {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SPEC.md")).unwrap();
+    let open = format!("```text log-vector {name}\n");
+    let rest = spec
+        .split(&open)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no vector {name}"));
+    rest.split("\n```").next().unwrap().to_string()
+}
+
+#[test]
+fn spec_log_vectors_match_the_code() {
+    const SPEC_ORIGIN: &str = "registry.pinfold.example/log";
+    let id: DefinitionId =
+        "blake3:551d08b18b9d624b889398c432a860476c63e819de763e8ba4534558ce195a8a"
+            .parse()
+            .unwrap();
+    let p = Published::sign(
+        &key(1),
+        SPEC_ORIGIN,
+        id,
+        "noop",
+        "0.1.0-alpha.1",
+        1_750_000_000,
+    );
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    assert_eq!(text(p.statement()), spec_log_vector("publish-statement"));
+    let publish_leaf = Entry::Published(p).to_leaf();
+    assert_eq!(text(publish_leaf.clone()), spec_log_vector("publish-leaf"));
+    let r = Review::sign(
+        &key(2),
+        SPEC_ORIGIN,
+        ReviewAction::Approve,
+        id,
+        "read the source; \"noop\" does nothing",
+        1_750_000_100,
+    );
+    assert_eq!(text(r.statement()), spec_log_vector("review-statement"));
+    let review_leaf = Entry::Review(r).to_leaf();
+    assert_eq!(text(review_leaf.clone()), spec_log_vector("review-leaf"));
+    // The documented leaves parse back and verify.
+    for leaf in [&publish_leaf, &review_leaf] {
+        Entry::from_leaf(leaf).unwrap().verify().unwrap();
+    }
+
+    let log = NoteSigner::new(SPEC_ORIGIN, key(4)).unwrap();
+    assert_eq!(log.verifier().to_vkey(), spec_log_vector("log-vkey"));
+    let witness = Cosigner::new("witness.pinfold.example/w1", key(3)).unwrap();
+    assert_eq!(
+        witness.verifier().to_vkey(),
+        spec_log_vector("witness-vkey")
+    );
+    let tree = MemoryTree::from_leaf_hashes([leaf_hash(&publish_leaf), leaf_hash(&review_leaf)]);
+    let note = Checkpoint {
+        origin: SPEC_ORIGIN.into(),
+        size: 2,
+        root: tree.root(),
+        time: 1_750_000_200,
+    }
+    .sign(&log)
+    .unwrap();
+    let mut cosigned = Note::parse(&note).unwrap();
+    cosigned
+        .signatures
+        .push(witness.cosign(&cosigned.text, 1_750_000_300));
+    let want = spec_log_vector("cosigned-checkpoint") + "\n";
+    assert_eq!(text(cosigned.to_bytes()), want);
+    // Read back from the document: the vkeys parse and the cosignature verifies.
+    let parsed = Note::parse(want.as_bytes()).unwrap();
+    let wkey = CosignerKey::from_vkey(&spec_log_vector("witness-vkey")).unwrap();
+    let policy = WitnessPolicy::new([wkey.clone()], 1).unwrap();
+    assert_eq!(
+        policy.check(&parsed, 1_750_000_300),
+        Ok(vec![wkey.to_vkey()])
+    );
+    let lkey = NoteVerifier::from_vkey(&spec_log_vector("log-vkey")).unwrap();
+    assert_eq!(Checkpoint::open(want.as_bytes(), &lkey).unwrap().size, 2);
+}
+
+#[test]
+fn verifier_keys_whose_base64_holds_a_plus_parse() {
+    // The key material is standard base64, which may hold `+`: only the first two `+`
+    // separate the fields (as Go's sumdb/note reads them). About half of all keys have one.
+    let mut seen = 0;
+    for n in 0..=255u8 {
+        let log = NoteSigner::new(ORIGIN, key(n)).unwrap().verifier();
+        let witness = Cosigner::new("w.example/1", key(n)).unwrap().verifier();
+        let (lv, wv) = (log.to_vkey(), witness.to_vkey());
+        if lv.rsplit('+').next() != lv.splitn(3, '+').nth(2) {
+            seen += 1;
+        }
+        assert_eq!(NoteVerifier::from_vkey(&lv).unwrap(), log, "{lv}");
+        assert_eq!(CosignerKey::from_vkey(&wv).unwrap(), witness, "{wv}");
+        // The two kinds never parse as each other.
+        assert!(NoteVerifier::from_vkey(&wv).is_err());
+        assert!(CosignerKey::from_vkey(&lv).is_err());
+    }
+    assert!(seen > 10, "{seen}");
 }

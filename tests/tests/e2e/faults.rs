@@ -655,6 +655,7 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
                 let def = variant(&base, w * 1_000_000 + i);
                 let p = Published::sign(
                     &author,
+                    "pinfold-registry",
                     def.id,
                     &def.manifest.name,
                     &def.manifest.version.to_string(),
@@ -670,6 +671,7 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
                     .push((r.index, Entry::Published(p).to_leaf()));
                 let rv = Review::sign(
                     &reviewers[(i % 3) as usize],
+                    "pinfold-registry",
                     ReviewAction::Approve,
                     def.id,
                     "",
@@ -728,6 +730,7 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
         reviewers: reviewers.iter().map(|k| k.public_key()).collect(),
         threshold: 1,
         max_age_secs: 300,
+        witnesses: Default::default(),
     })
     .unwrap();
     let c = Client::new(&server.url);
@@ -776,6 +779,7 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
     let def = variant(&base, 999_999_999);
     let p = Published::sign(
         &author,
+        "pinfold-registry",
         def.id,
         "wordfreq",
         &def.manifest.version.to_string(),

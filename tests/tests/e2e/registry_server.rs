@@ -223,7 +223,7 @@ impl Uploads {
     }
 
     /// Upload `i`: its identity and the three body pieces around the shared one.
-    fn body(&self, i: usize, author: &SecretKey) -> (DefinitionId, String, String) {
+    fn body(&self, i: usize, author: &SecretKey, origin: &str) -> (DefinitionId, String, String) {
         let unique_path = format!("a/u{i:04}.txt");
         let files: Vec<(&str, &[u8])> = self
             .base
@@ -267,6 +267,7 @@ impl Uploads {
         let id = DefinitionId::of_document(&canonical_document(&self.base.manifest, &digests));
         let p = Published::sign(
             author,
+            origin,
             id,
             &self.base.manifest.name,
             &self.base.manifest.version.to_string(),
@@ -338,13 +339,15 @@ fn peak_rss_stays_under_256_mib_with_100_concurrent_near_cap_uploads() {
     // The big file fills the bundle to within 64 KiB of the cap.
     let uploads = Uploads::new((CAP - 64 * 1024) / 3 * 3);
     let author = SecretKey::from_seed([9; 32]);
+    let origin = server.origin();
     let started = Instant::now();
     let (created, busy): (Vec<DefinitionId>, Vec<usize>) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..UPLOADS)
             .map(|i| {
-                let (uploads, url, author) = (&uploads, server.url.clone(), author.clone());
+                let (uploads, url, author, origin) =
+                    (&uploads, server.url.clone(), author.clone(), origin.clone());
                 scope.spawn(move || {
-                    let (id, head, tail) = uploads.body(i, &author);
+                    let (id, head, tail) = uploads.body(i, &author, &origin);
                     let mut busy = 0;
                     loop {
                         let (status, text) = post(&url, &head, &uploads.big_b64, &tail);

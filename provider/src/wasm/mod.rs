@@ -575,11 +575,9 @@ impl WasmExecutor {
     }
 
     /// A fresh private (0700) scratch directory for one run, removed when dropped.
-    fn scratch_dir(&self) -> std::io::Result<tempfile::TempDir> {
-        let parent = self.inner.cfg.scratch_parent.clone();
-        tempfile::Builder::new()
-            .prefix("pinfold-scratch-")
-            .tempdir_in(parent.unwrap_or_else(std::env::temp_dir))
+    fn scratch_dir(&self) -> std::io::Result<Scratch> {
+        let parent = (self.inner.cfg.scratch_parent.clone()).unwrap_or_else(std::env::temp_dir);
+        Scratch::create(&parent)
     }
 
     /// Forgets the in-memory `InstancePre`s (the disk cache stays), e.g. to measure cold starts.
@@ -924,7 +922,7 @@ impl WasmExecutor {
         // must not stretch its limit, and the walk runs off the async workers.
         let collect_deadline = deadline + cfg.timeout_grace;
         let out_dir = req.output_dir.clone();
-        let collected = tokio::task::spawn_blocking(move || {
+        let collected = blocking(move || {
             fsio::collect_outputs_until(&out_dir, None, caps, Some(collect_deadline))
         })
         .await;
@@ -990,6 +988,56 @@ pub fn raise_descriptor_limit() -> Option<u64> {
         let _ = setrlimit(Resource::Nofile, l);
     }
     getrlimit(Resource::Nofile).current
+}
+
+/// Runs blocking file work (walking a guest's tree) without stalling the async workers:
+/// `block_in_place` on a multi-threaded runtime (no thread hand-off, which costs more than a
+/// trivial task's whole collection), a blocking-pool thread otherwise.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        tokio::task::spawn_blocking(f).await
+    }
+}
+
+/// A run's scratch root: a private directory named by this process and a counter (cheaper
+/// than a random name, and unique: a name left by an earlier process with the same pid is
+/// skipped), removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn create(parent: &std::path::Path) -> std::io::Result<Scratch> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = parent.join(format!("pinfold-scratch-{}-{n}", std::process::id()));
+            match fsio::create_private_dir(&path) {
+                Ok(()) => return Ok(Scratch { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Most runs leave it empty: one rmdir. Otherwise the whole tree, never following a
+        // link (remove_dir_all removes links themselves).
+        if std::fs::remove_dir(&self.path).is_err() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// What every store of a run is set up with, and how its usage is read back.

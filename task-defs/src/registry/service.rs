@@ -228,6 +228,7 @@ struct FileConfig {
     queue: QueueFile,
     #[serde(default)]
     server: ServerFile,
+    #[serde(default)]
     witnesses: Vec<WitnessEntry>,
     witness_timeout_secs: Option<u64>,
 }

@@ -796,25 +796,27 @@ async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_backgrou
     assert_no_containers(&exec).await;
 }
 
-/// The output cap counts bytes, not tmpfs pages: 5,000 one-byte files under 16 MiB (20 MB
-/// of pages) succeed, and so does a tree of exactly `limits.output` bytes.
+/// The output cap counts bytes, not tmpfs pages: 4,096 one-byte files (the protocol's most)
+/// under 8 MiB (16 MiB of pages) succeed, and so does a tree of exactly `limits.output` bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_and_exactly_the_cap_succeed() {
     let case = Case::new();
     let exec = executor("smallfiles").await;
-    let mut spec =
-        Spec::sh("set -e; i=0; while [ $i -lt 5000 ]; do printf x > /output/f$i; i=$((i+1)); done");
-    spec.output = "16MiB";
+    let files = pinfold_net::protocol::MAX_OUTPUT_FILES;
+    let mut spec = Spec::sh(&format!(
+        "set -e; i=0; while [ $i -lt {files} ]; do printf x > /output/f$i; i=$((i+1)); done"
+    ));
+    spec.output = "8MiB";
     spec.timeout = "60s";
     let (o, output) = run(&case, &exec, "smallfiles", &spec).await;
     assert_eq!(o.status, Status::Succeeded, "{:?}", o.reason);
     println!(
-        "figure: 5,000 one-byte files under a 16 MiB cap: succeeded, wall {} ms",
+        "figure: {files} one-byte files under an 8 MiB cap: succeeded, wall {} ms",
         o.usage.wall_us / 1000
     );
-    assert_eq!(o.files.len(), 5000);
+    assert_eq!(o.files.len(), files);
     assert!(o.files.iter().all(|f| f.size == 1));
-    assert_eq!(std::fs::read_dir(&output).unwrap().count(), 5000);
+    assert_eq!(std::fs::read_dir(&output).unwrap().count(), files);
 
     // Exactly 1 MiB, in one file and spread over a directory tree.
     for (name, script) in [

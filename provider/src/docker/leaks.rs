@@ -236,7 +236,12 @@ pub fn scan(namespace: &str) -> Vec<RuntimeGroup> {
         let (Some(id), Some(ns)) = (flag(&e.args, "-id"), flag(&e.args, "-namespace")) else {
             continue;
         };
-        if ns != namespace || !is_container_id(id) {
+        // `start` launches a shim and `delete` is containerd cleaning up after a dead one:
+        // both are short-lived helpers, not a container's runtime.
+        if ns != namespace
+            || !is_container_id(id)
+            || e.args.iter().skip(1).any(|a| a == "start" || a == "delete")
+        {
             continue;
         }
         let mut procs = Vec::new();
@@ -363,12 +368,21 @@ pub fn reap(g: &RuntimeGroup, with_shim: bool, within: Duration) -> Reaped {
         std::thread::sleep(Duration::from_millis(20));
     }
     if with_shim && let Some(addr) = &g.address {
-        r.record_deleted = ctr(
-            addr,
-            &g.namespace,
-            &["containers", "delete", &g.container],
-            within,
-        );
+        // containerd notices the dead shim and cleans up its task on its own, for a moment
+        // refusing to delete the container: retry until the bound.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            r.record_deleted = ctr(
+                addr,
+                &g.namespace,
+                &["containers", "delete", &g.container],
+                left.max(Duration::from_secs(1)),
+            );
+            if r.record_deleted != Some(false) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     r
 }

@@ -1130,54 +1130,61 @@ async fn isolation_levels_gate_definitions() {
     assert!(e.contains("not registered"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_example_pins_the_image_this_build_produces_and_runs() {
-    docker_ready().await;
-    let dir = example("busybox-sha256sum");
-    let def = Definition::load_dir(&dir).unwrap();
-    let task_defs::RuntimeSpec::Docker { image: pinned, .. } = &def.manifest.runtime.spec else {
-        panic!("not a docker example");
-    };
-    assert_eq!(
-        pinned.digest,
-        images().0.id,
-        "the example's pinned image differs from the one built from {} (sha256 pinned: {})",
-        testimage::busybox_path().display(),
-        testimage::PINNED_BUSYBOX_SHA256
-    );
-    let case = Case::new();
-    let input = case.path().join("docs");
-    std::fs::create_dir_all(&input).unwrap();
-    std::fs::write(input.join("a.txt"), "alpha\n").unwrap();
-    std::fs::write(input.join("b.bin"), [0u8, 1, 2, 255]).unwrap();
-    let out = case.path().join("out");
-    let r = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
-        .args(["exec", "--json", "--allow-unreviewed", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .arg(&dir)
-        .env("PINFOLD_CACHE_DIR", case.path().join("cache"))
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stderr)));
-    assert_eq!(
-        r.status.code(),
-        Some(0),
-        "{v} {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    assert_eq!(v["status"], "succeeded");
-    let expected = format!(
-        "{}  docs/a.txt\n{}  docs/b.bin\n",
-        crate::cli::sha256_hex(b"alpha\n"),
-        crate::cli::sha256_hex(&[0, 1, 2, 255])
-    );
-    assert_eq!(
-        std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
-        expected
-    );
+on_both_runtimes! {
+    /// The shipped busybox example, through `provider exec` as an operator runs it (under
+    /// gVisor its `pids = 32` and `64MiB` are the task's, the sandbox gets its headroom).
+    async fn the_example_pins_the_image_this_build_produces_and_runs(rt: Rt) {
+        if rt == Rt::Runsc {
+            runtimes_registered(&["runsc"]).await;
+        }
+        docker_ready().await;
+        let dir = example("busybox-sha256sum");
+        let def = Definition::load_dir(&dir).unwrap();
+        let task_defs::RuntimeSpec::Docker { image: pinned, .. } = &def.manifest.runtime.spec else {
+            panic!("not a docker example");
+        };
+        assert_eq!(
+            pinned.digest,
+            images().0.id,
+            "the example's pinned image differs from the one built from {} (sha256 pinned: {})",
+            testimage::busybox_path().display(),
+            testimage::PINNED_BUSYBOX_SHA256
+        );
+        let case = Case::new();
+        let input = case.path().join("docs");
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::write(input.join("a.txt"), "alpha\n").unwrap();
+        std::fs::write(input.join("b.bin"), [0u8, 1, 2, 255]).unwrap();
+        let out = case.path().join("out");
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_provider"))
+            .args(["exec", "--json", "--allow-unreviewed", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .arg(&dir)
+            .env("PINFOLD_CACHE_DIR", case.path().join("cache"))
+            .env("PINFOLD_DOCKER_RUNTIME", rt.configured().unwrap_or_default())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.stderr)));
+        assert_eq!(
+            r.status.code(),
+            Some(0),
+            "{v} {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert_eq!(v["status"], "succeeded");
+        let expected = format!(
+            "{}  docs/a.txt\n{}  docs/b.bin\n",
+            crate::cli::sha256_hex(b"alpha\n"),
+            crate::cli::sha256_hex(&[0, 1, 2, 255])
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
+            expected
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -974,17 +974,35 @@ async fn docker_checks(d: &bollard::Docker, opts: &DoctorOptions, checks: &mut V
 pub fn runtime_check(name: &str, configured: bool, probed: &Result<Canary, String>) -> Check {
     const ID: &str = "docker.runtime";
     match probed {
-        Ok(c) => Check::new(
-            ID,
-            CheckStatus::Pass,
-            format!(
-                "{name}: canary ran in {} ms on {} ({})",
-                c.took.as_millis(),
-                c.kernel.as_str(),
-                c.evidence.join("; ")
-            ),
-            None,
-        ),
+        Ok(c) => {
+            let h = c.kernel.headroom();
+            let headroom = if h == docker::headroom::NONE {
+                String::new()
+            } else {
+                format!(
+                    "; each task's container gets the sandbox's headroom: {} + {}·pids + {}·pids²/2 host threads (at most {}), \
+                     {} MiB + {} MiB·pids of memory (at most {} MiB), and RLIMIT_NPROC = pids",
+                    h.pids_base,
+                    h.pids_per_task,
+                    h.pids_square_halves,
+                    docker::headroom::MAX_SANDBOX_PIDS,
+                    h.memory_base >> 20,
+                    h.memory_per_task >> 20,
+                    docker::headroom::MAX_MEMORY_HEADROOM >> 20
+                )
+            };
+            Check::new(
+                ID,
+                CheckStatus::Pass,
+                format!(
+                    "{name}: canary ran in {} ms on {} ({}){headroom}",
+                    c.took.as_millis(),
+                    c.kernel.as_str(),
+                    c.evidence.join("; ")
+                ),
+                None,
+            )
+        }
         Err(e) if !configured && e.starts_with("no canary image") => Check::new(
             ID,
             CheckStatus::Warn,
@@ -1018,11 +1036,15 @@ pub fn leaks_check(leaked: &[docker::leaks::RuntimeGroup]) -> Check {
     let ours = leaked.iter().filter(|g| g.instance.is_some()).count();
     let first = leaked
         .first()
-        .and_then(|g| g.shim.as_ref().map(|s| (g, s)))
-        .map(|(g, _)| {
+        .map(|g| {
             format!(
-                "; to remove one by hand: kill the processes, then ctr --namespace {} containers delete {}",
-                g.namespace, g.container
+                "; to remove one by hand: kill its processes, then ctr{} --namespace {} containers delete {}",
+                g.address
+                    .as_ref()
+                    .map(|a| format!(" --address {a}"))
+                    .unwrap_or_default(),
+                g.namespace,
+                g.container
             )
         })
         .unwrap_or_default();

@@ -353,3 +353,24 @@ pub async fn ensure_loaded(docker: &Docker, image: &TestImage) -> Result<String,
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image holds nothing but busybox, so only a static one can run in it (the
+    /// canary's verdict on a runtime must not fail for want of a loader).
+    #[test]
+    fn only_a_static_executable_is_accepted() {
+        let bb = read_busybox(&busybox_path()).unwrap_or_else(|e| {
+            panic!("needs a static busybox ({e}); apt-get install busybox-static or set PINFOLD_BUSYBOX")
+        });
+        check_static(&bb).unwrap();
+        // This test binary names the dynamic loader.
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        let e = check_static(&me).unwrap_err().to_string();
+        assert!(e.contains("dynamically linked"), "{e}");
+        assert!(check_static(b"#!/bin/sh\necho hi\n").is_err());
+        assert!(check_static(&bb[..0x30]).is_err());
+    }
+}

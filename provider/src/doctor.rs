@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use task_defs::manifest::Isolation;
 
+use crate::docker::canary::Canary;
 use crate::docker::{self, IsolationPolicy, IsolationReport, isolation};
 use crate::wasm::{WasmConfig, WasmExecutor};
 
@@ -526,9 +527,13 @@ pub fn disk_check(id: &str, dir: &Path) -> Check {
 pub fn isolation_check(r: &IsolationReport) -> Check {
     let id = "docker.isolation";
     let seen = format!(
-        "policy {}, runtime {}, achieved {}; vm evidence: {}",
+        "policy {}, runtime {} ({}), achieved {}; vm evidence: {}",
         r.policy,
-        r.runtime.as_deref().unwrap_or(&r.default_runtime),
+        r.runtime_name(),
+        match &r.canary {
+            Ok(c) => format!("canary: {}", c.kernel.as_str()),
+            Err(e) => format!("canary failed: {e}"),
+        },
         r.achieved.as_str(),
         if r.vm_evidence.is_empty() {
             "none".to_string()
@@ -545,15 +550,18 @@ pub fn isolation_check(r: &IsolationReport) -> Check {
             CheckStatus::Fail,
             seen,
             Some(
-                "docker tasks are refused: run the provider inside a VM or configure a VM runtime (kata)",
+                "docker tasks are refused: run the provider inside a VM, or set PINFOLD_DOCKER_RUNTIME to a VM runtime \
+                 (kata) whose canary finds a VM kernel",
             ),
         ),
-        (IsolationPolicy::VmRecommended, _) => Check::new(
-            id,
-            CheckStatus::Warn,
-            seen,
-            Some("run the provider inside a dedicated VM, or set docker.runtime to runsc or kata"),
-        ),
+        // gVisor's kernel stands between the task and the host's, which is what the
+        // recommendation is about; only tasks on the host kernel warn.
+        (IsolationPolicy::VmRecommended, Isolation::SandboxedRuntime) => {
+            Check::new(id, CheckStatus::Pass, seen, None)
+        }
+        (IsolationPolicy::VmRecommended, Isolation::Container) => {
+            Check::new(id, CheckStatus::Warn, seen, Some(isolation::RECOMMENDATION))
+        }
     }
 }
 
@@ -879,30 +887,48 @@ async fn docker_checks(d: &bollard::Docker, opts: &DoctorOptions, checks: &mut V
         checks.push(disk_check("docker.disk", Path::new(&root)));
     }
     checks.push(disk_check("provider.scratch", &opts.docker.scratch_dir));
-    // Isolation, exactly as the executor computes it.
+    // Isolation, exactly as the executor computes it: from the machine's VM evidence and a
+    // canary run under the runtime, never from the runtime's name.
     let runtimes: Vec<String> = info
         .runtimes
         .as_ref()
         .map(|r| r.keys().cloned().collect())
         .unwrap_or_default();
-    if let Some(r) = &opts.docker.runtime {
-        checks.push(if runtimes.contains(r) {
-            Check::new("docker.runtime", CheckStatus::Pass, format!("{r} is registered"), None)
-        } else {
-            Check::new(
-                "docker.runtime",
-                CheckStatus::Fail,
-                format!("{r} is not registered (registered: {})", runtimes.join(", ")),
-                Some("register the runtime in /etc/docker/daemon.json (\"runtimes\") and restart the daemon"),
-            )
-        });
-    }
+    let default_runtime = info
+        .default_runtime
+        .clone()
+        .unwrap_or_else(|| "runc".into());
+    let local = crate::docker::daemon_is_local();
+    let probed = match &opts.docker.runtime {
+        Some(r) if !runtimes.contains(r) => Err(format!(
+            "{r} is not registered (registered: {})",
+            runtimes.join(", ")
+        )),
+        _ => docker::canary::probe(
+            d,
+            &docker::canary::Options {
+                runtime: opts.docker.runtime.clone(),
+                default_runtime: default_runtime.clone(),
+                instance: opts.docker.instance.clone(),
+                timeout: opts.docker.canary_timeout,
+                api_timeout: t,
+                local,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string()),
+    };
+    checks.push(runtime_check(
+        opts.docker.runtime.as_deref().unwrap_or(&default_runtime),
+        opts.docker.runtime.is_some(),
+        &probed,
+    ));
     let mut evidence = Vec::new();
     match opts.docker.host_vm {
         Some(true) => evidence.push("configured: host_vm = true".to_string()),
         Some(false) => {}
         None => {
-            if crate::docker::daemon_is_local() {
+            if local {
                 evidence.extend(
                     tokio::task::spawn_blocking(isolation::detect_local_vm)
                         .await
@@ -921,12 +947,123 @@ async fn docker_checks(d: &bollard::Docker, opts: &DoctorOptions, checks: &mut V
         opts.docker.isolation,
         opts.docker.runtime.clone(),
         runtimes,
-        info.default_runtime
-            .clone()
-            .unwrap_or_else(|| "runc".into()),
+        default_runtime,
         evidence,
+        probed,
     );
     checks.push(isolation_check(&report));
+    if local {
+        checks.push(
+            match docker::runtime_leaks(d, t, Some(docker::leaks::CONFIRM_DELAY)).await {
+                Ok(leaked) => leaks_check(&leaked),
+                Err(e) => Check::new(
+                    "docker.runtime-leaks",
+                    CheckStatus::Warn,
+                    format!("cannot compare runtime processes with the engine's containers: {e}"),
+                    Some("check for containerd-shim and runsc processes by hand"),
+                ),
+            },
+        );
+    }
+}
+
+/// The runtime check: the canary ran under the runtime (the configured one, else the
+/// daemon's default) and found a kernel. A runtime that fails, hangs or prints nothing
+/// fails the check; without a canary image the default runtime only warns, a configured
+/// one fails (the executor refuses to start with it).
+pub fn runtime_check(name: &str, configured: bool, probed: &Result<Canary, String>) -> Check {
+    const ID: &str = "docker.runtime";
+    match probed {
+        Ok(c) => {
+            let h = c.kernel.headroom();
+            let headroom = if h == docker::headroom::NONE {
+                String::new()
+            } else {
+                format!(
+                    "; each task's container gets the sandbox's headroom: {} + {}·pids + {}·pids²/2 host threads (at most {}), \
+                     {} MiB + {} MiB·pids of memory (at most {} MiB), and RLIMIT_NPROC = pids",
+                    h.pids_base,
+                    h.pids_per_task,
+                    h.pids_square_halves,
+                    docker::headroom::MAX_SANDBOX_PIDS,
+                    h.memory_base >> 20,
+                    h.memory_per_task >> 20,
+                    docker::headroom::MAX_MEMORY_HEADROOM >> 20
+                )
+            };
+            Check::new(
+                ID,
+                CheckStatus::Pass,
+                format!(
+                    "{name}: canary ran in {} ms on {} ({}){headroom}",
+                    c.took.as_millis(),
+                    c.kernel.as_str(),
+                    c.evidence.join("; ")
+                ),
+                None,
+            )
+        }
+        Err(e) if !configured && e.starts_with("no canary image") => Check::new(
+            ID,
+            CheckStatus::Warn,
+            format!("{name}: not verified, {e}"),
+            Some("install busybox-static (or set PINFOLD_BUSYBOX) so the canary can run"),
+        ),
+        Err(e) => Check::new(
+            ID,
+            CheckStatus::Fail,
+            format!("{name}: {e}"),
+            Some(
+                "fix the runtime or its registration in /etc/docker/daemon.json (\"runtimes\", then reload the daemon), \
+                 or unset PINFOLD_DOCKER_RUNTIME; the provider refuses to start docker tasks under it",
+            ),
+        ),
+    }
+}
+
+/// The leak check: runtime processes (containerd shims, gVisor sandboxes and gofers) of
+/// containers the engine no longer lists.
+pub fn leaks_check(leaked: &[docker::leaks::RuntimeGroup]) -> Check {
+    const ID: &str = "docker.runtime-leaks";
+    if leaked.is_empty() {
+        return Check::new(
+            ID,
+            CheckStatus::Pass,
+            "no runtime processes outlive their containers",
+            None,
+        );
+    }
+    let ours = leaked.iter().filter(|g| g.instance.is_some()).count();
+    let first = leaked
+        .first()
+        .map(|g| {
+            format!(
+                "; to remove one by hand: kill its processes, then ctr{} --namespace {} containers delete {}",
+                g.address
+                    .as_ref()
+                    .map(|a| format!(" --address {a}"))
+                    .unwrap_or_default(),
+                g.namespace,
+                g.container
+            )
+        })
+        .unwrap_or_default();
+    Check::new(
+        ID,
+        CheckStatus::Warn,
+        format!(
+            "{} container runtime(s) the docker engine no longer lists are still running ({ours} from pinfold containers): {}",
+            leaked.len(),
+            leaked
+                .iter()
+                .map(docker::leaks::RuntimeGroup::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Some(&format!(
+            "they hold memory and threads; pinfold kills its own when the provider starts (provider exec or run){first}"
+        )),
+    )
 }
 
 /// Prints the report as text.

@@ -24,6 +24,16 @@ pub const JOB_LABEL: &str = "pinfold.job";
 pub const INSTANCE_LABEL: &str = "pinfold.instance";
 /// The label naming the process that owns a container, `<pid>.<start time>`.
 pub const OWNER_LABEL: &str = "pinfold.owner";
+/// The owner label of an isolation canary (a probe, not a task: whoever watches a
+/// process's task containers must not mistake it for one).
+pub const CANARY_OWNER_LABEL: &str = "pinfold.canary-owner";
+
+/// The process owning a container, from its task or canary owner label.
+pub fn owner_of(labels: &HashMap<String, String>) -> Option<&String> {
+    labels
+        .get(OWNER_LABEL)
+        .or_else(|| labels.get(CANARY_OWNER_LABEL))
+}
 /// The only security option pinfold sets; the daemon's default seccomp and AppArmor
 /// profiles apply because none is named.
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
@@ -63,8 +73,13 @@ pub struct Plan {
     pub memory: i64,
     /// CPU cap in billionths of a CPU.
     pub nano_cpus: i64,
-    /// Most processes and threads.
+    /// Most processes and threads in the container's pids cgroup (the task's own limit,
+    /// plus the runtime's headroom under gVisor).
     pub pids: i64,
+    /// `RLIMIT_NPROC` (soft and hard) for the task, set only where the runtime has its own
+    /// kernel to count the task's processes with (gVisor): on the host kernel it would count
+    /// every process of the uid on the machine.
+    pub nproc: Option<i64>,
     /// Size of the `/tmp` tmpfs in bytes.
     pub tmp_bytes: u64,
     /// Size of `/dev/shm` in bytes.
@@ -136,18 +151,7 @@ pub fn container_body(p: &Plan) -> ContainerCreateBody {
             memory_swap: Some(p.memory),
             nano_cpus: Some(p.nano_cpus),
             pids_limit: Some(p.pids),
-            ulimits: Some(vec![
-                ResourcesUlimits {
-                    name: Some("nofile".into()),
-                    soft: Some(p.nofile),
-                    hard: Some(p.nofile),
-                },
-                ResourcesUlimits {
-                    name: Some("core".into()),
-                    soft: Some(0),
-                    hard: Some(0),
-                },
-            ]),
+            ulimits: Some(ulimits(p)),
             network_mode: Some("none".into()),
             ipc_mode: Some("private".into()),
             cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
@@ -185,6 +189,19 @@ pub fn container_body(p: &Plan) -> ContainerCreateBody {
         host_config: Some(host),
         ..Default::default()
     }
+}
+
+fn ulimits(p: &Plan) -> Vec<ResourcesUlimits> {
+    let limit = |name: &str, v: i64| ResourcesUlimits {
+        name: Some(name.into()),
+        soft: Some(v),
+        hard: Some(v),
+    };
+    let mut u = vec![limit("nofile", p.nofile), limit("core", 0)];
+    if let Some(n) = p.nproc {
+        u.push(limit("nproc", n));
+    }
+    u
 }
 
 fn log_config(max: u64) -> HostConfigLogConfig {
@@ -377,7 +394,8 @@ pub fn validate_body(
     if let Some(u) = h.get("Ulimits").and_then(Value::as_array) {
         for l in u {
             let name = l.get("Name").and_then(Value::as_str).unwrap_or("");
-            if !["nofile", "core"].contains(&name) {
+            // Each only lowers a limit; `nproc` is how gVisor holds the task's processes.
+            if !["nofile", "core", "nproc"].contains(&name) {
                 v.push(format!("ulimit {name:?} is not allowed"));
             }
         }
@@ -615,11 +633,10 @@ pub fn verify_created(
         h.shm_size == Some(p.shm_bytes),
         format!("shm_size is {:?}", h.shm_size),
     );
-    let want_ulimits: BTreeMap<String, (Option<i64>, Option<i64>)> =
-        [("nofile", p.nofile), ("core", 0)]
-            .into_iter()
-            .map(|(n, l)| (n.to_string(), (Some(l), Some(l))))
-            .collect();
+    let want_ulimits: BTreeMap<String, (Option<i64>, Option<i64>)> = ulimits(p)
+        .into_iter()
+        .map(|u| (u.name.unwrap_or_default(), (u.soft, u.hard)))
+        .collect();
     let got_ulimits: BTreeMap<String, (Option<i64>, Option<i64>)> = h
         .ulimits
         .iter()
@@ -744,6 +761,7 @@ mod tests {
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids: 64,
+            nproc: None,
             tmp_bytes: 16 << 20,
             shm_bytes: 1 << 20,
             nofile: 1024,

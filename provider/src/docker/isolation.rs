@@ -1,16 +1,21 @@
-//! Isolation policy: detecting whether containers run inside a VM or a sandboxing runtime, and what that allows.
+//! Isolation policy: what kernel a task reaches and whether the machine is a VM, from evidence, and what that allows.
 //!
-//! A container shares the kernel of whatever runs the Docker daemon. The recommended set-up
-//! is a VM dedicated to running tasks, so that a kernel or runtime escape lands in a
-//! disposable guest rather than on the provider's machine. The achieved level is:
-//! `vm` when the daemon's containers run in a VM (the local machine is a VM, the daemon
-//! is Docker Desktop's VM, or the configured runtime is Kata), else `sandboxed-runtime`
-//! when the configured runtime is gVisor (`runsc`), else `container`.
+//! A container shares the kernel of whatever runs its tasks. The level a provider achieves
+//! (and advertises) is the best of:
+//! * what the isolation canary ([`super::canary`]) saw from inside a container under the
+//!   configured runtime: gVisor's kernel is `sandboxed-runtime`, a VM's kernel is `vm`, the
+//!   host's kernel (runc, or anything named otherwise that only namespaces processes) is
+//!   `container`. A runtime's name counts for nothing: `kata-x` pointing at runc is a
+//!   `container`;
+//! * whether the daemon's machine is a VM (the local machine shows a CPUID hypervisor bit,
+//!   a hypervisor in DMI, `/sys/hypervisor/type` or `systemd-detect-virt --vm`; or the
+//!   daemon reports Docker Desktop's VM): `vm`. A VM that hides all of these is reported as
+//!   no VM (the safe direction: the provider then under-advertises).
 //!
-//! Detection is evidence-based and conservative: any one of the CPUID hypervisor bit
-//! (`hypervisor` in `/proc/cpuinfo`), a known hypervisor in DMI, `/sys/hypervisor/type`,
-//! or `systemd-detect-virt --vm` counts. A VM that hides all of these is reported as no VM
-//! (the safe direction: the provider then under-advertises).
+//! `vm-recommended` warns exactly when tasks share the host's kernel (`container`): a VM or
+//! gVisor's user-space kernel both stand between a kernel exploit and the host, so the
+//! advice it gives (a dedicated VM, or a gVisor or VM runtime) makes the warning go.
+//! `vm-required` admits only `vm`.
 
 use std::fmt;
 use std::io::Read;
@@ -21,12 +26,16 @@ use std::time::{Duration, Instant};
 
 use task_defs::manifest::Isolation;
 
+use super::canary::Canary;
+use super::headroom::Kernel;
+
 /// The provider's policy (`docker.isolation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum IsolationPolicy {
     /// Refuse every Docker task unless containers run inside a VM.
     VmRequired,
-    /// Run Docker tasks anywhere, but warn (at start-up and in `provider doctor`) without a VM.
+    /// Run Docker tasks anywhere, but warn (at start-up and in `provider doctor`) when they
+    /// share the host's kernel (neither a VM nor a sandboxing runtime such as gVisor).
     #[default]
     VmRecommended,
     /// Plain hardened containers are acceptable; no warning.
@@ -61,19 +70,6 @@ impl FromStr for IsolationPolicy {
                 "unknown docker isolation policy {s:?} (expected vm-required, vm-recommended or container)"
             )),
         }
-    }
-}
-
-/// What an OCI runtime name says about isolation.
-pub fn runtime_isolation(name: &str, path: Option<&str>) -> Isolation {
-    let hay = format!("{name} {}", path.unwrap_or("")).to_ascii_lowercase();
-    if hay.contains("kata") {
-        // Kata Containers run each container in its own lightweight VM.
-        Isolation::Vm
-    } else if hay.contains("runsc") || hay.contains("gvisor") {
-        Isolation::SandboxedRuntime
-    } else {
-        Isolation::Container
     }
 }
 
@@ -216,23 +212,28 @@ pub struct IsolationReport {
     pub registered_runtimes: Vec<String>,
     /// The daemon's default runtime.
     pub default_runtime: String,
-    /// VM evidence, local and from the daemon.
+    /// Evidence that the daemon's machine is a VM.
     pub vm_evidence: Vec<String>,
+    /// What the canary found under the runtime; `Err` says why it could not tell (then the
+    /// runtime counts as sharing the host's kernel).
+    pub canary: Result<Canary, String>,
     /// The level achieved.
     pub achieved: Isolation,
 }
 
 impl IsolationReport {
-    /// Computes the achieved level from the evidence and the runtime.
+    /// Computes the achieved level from the machine's VM evidence and the canary's finding.
     pub fn new(
         policy: IsolationPolicy,
         runtime: Option<String>,
         registered_runtimes: Vec<String>,
         default_runtime: String,
         vm_evidence: Vec<String>,
+        canary: Result<Canary, String>,
     ) -> IsolationReport {
-        let rt = runtime.as_deref().unwrap_or(&default_runtime);
-        let by_runtime = runtime_isolation(rt, None);
+        let by_runtime = canary
+            .as_ref()
+            .map_or(Isolation::Container, |c| c.kernel.isolation());
         let by_vm = if vm_evidence.is_empty() {
             Isolation::Container
         } else {
@@ -245,7 +246,19 @@ impl IsolationReport {
             registered_runtimes,
             default_runtime,
             vm_evidence,
+            canary,
         }
+    }
+
+    /// The runtime containers run with: the configured one, else the daemon's default.
+    pub fn runtime_name(&self) -> &str {
+        self.runtime.as_deref().unwrap_or(&self.default_runtime)
+    }
+
+    /// The kernel tasks reach, as the canary saw it; without a canary, the host's (the
+    /// assumption that claims least, and adds no runtime headroom).
+    pub fn kernel(&self) -> Kernel {
+        self.canary.as_ref().map_or(Kernel::Host, |c| c.kernel)
     }
 
     /// Whether a definition asking for `wanted` may run here; the error is a rejection reason.
@@ -268,17 +281,24 @@ impl IsolationReport {
 
     /// A warning to print at start-up, if the policy calls for one.
     pub fn warning(&self) -> Option<String> {
-        (self.policy == IsolationPolicy::VmRecommended && self.achieved < Isolation::Vm).then(
-            || {
+        (self.policy == IsolationPolicy::VmRecommended && self.achieved == Isolation::Container)
+            .then(|| {
                 format!(
-                    "docker tasks run in containers sharing this machine's kernel (isolation {}); \
-                 running the provider inside a dedicated VM is recommended",
-                    self.achieved.as_str()
+                    "docker tasks run in containers sharing this machine's kernel (runtime {}: {}); {}",
+                    self.runtime_name(),
+                    match &self.canary {
+                        Ok(c) => c.kernel.as_str().to_string(),
+                        Err(e) => format!("not verified: {e}"),
+                    },
+                    RECOMMENDATION
                 )
-            },
-        )
+            })
     }
 }
+
+/// What `vm-recommended` recommends; each way makes its warning go.
+pub const RECOMMENDATION: &str = "run the provider inside a dedicated VM, or set PINFOLD_DOCKER_RUNTIME to a \
+     registered gVisor (runsc) or VM (kata) runtime; the isolation canary must confirm it";
 
 #[cfg(test)]
 mod tests {
@@ -310,51 +330,98 @@ mod tests {
         assert!(!dmi_names_vm("Dell Inc."));
         assert!(daemon_os_is_vm("Docker Desktop"));
         assert!(!daemon_os_is_vm("Debian GNU/Linux 12 (bookworm)"));
-        assert_eq!(
-            runtime_isolation("runsc", None),
-            Isolation::SandboxedRuntime
-        );
-        assert_eq!(
-            runtime_isolation("kata", Some("/usr/bin/kata-runtime")),
-            Isolation::Vm
-        );
-        assert_eq!(runtime_isolation("runc", None), Isolation::Container);
     }
 
-    fn report(policy: IsolationPolicy, runtime: Option<&str>, vm: bool) -> IsolationReport {
+    /// A report for a runtime whose canary found `kernel`.
+    fn report(
+        policy: IsolationPolicy,
+        runtime: Option<&str>,
+        kernel: Kernel,
+        vm: bool,
+    ) -> IsolationReport {
         IsolationReport::new(
             policy,
             runtime.map(String::from),
-            vec!["runc".into(), "runsc".into()],
+            vec!["runc".into(), "runsc".into(), "kata-x".into()],
             "runc".into(),
             if vm { vec!["test".into()] } else { vec![] },
+            Ok(Canary {
+                runtime: runtime.unwrap_or("runc").into(),
+                kernel,
+                evidence: vec![],
+                took: std::time::Duration::ZERO,
+            }),
         )
     }
 
     #[test]
     fn achieved_level_and_admission() {
-        let bare = report(IsolationPolicy::VmRecommended, None, false);
+        let bare = report(IsolationPolicy::VmRecommended, None, Kernel::Host, false);
         assert_eq!(bare.achieved, Isolation::Container);
         assert!(bare.admit(Isolation::Container).is_ok());
         assert!(bare.admit(Isolation::Vm).is_err());
         assert!(bare.admit(Isolation::SandboxedRuntime).is_err());
         assert!(bare.warning().is_some());
 
-        let gvisor = report(IsolationPolicy::VmRecommended, Some("runsc"), false);
+        let gvisor = report(
+            IsolationPolicy::VmRecommended,
+            Some("runsc"),
+            Kernel::Gvisor,
+            false,
+        );
         assert_eq!(gvisor.achieved, Isolation::SandboxedRuntime);
         assert!(gvisor.admit(Isolation::SandboxedRuntime).is_ok());
         assert!(gvisor.admit(Isolation::Vm).is_err());
+        // gVisor's kernel stands between the task and the host: following the advice
+        // makes the warning go.
+        assert!(gvisor.warning().is_none());
+        assert!(bare.warning().unwrap().contains("runsc"));
 
-        let vm = report(IsolationPolicy::VmRequired, None, true);
+        // The name says VM, the canary saw the host's kernel.
+        let misnamed = report(
+            IsolationPolicy::VmRequired,
+            Some("kata-x"),
+            Kernel::Host,
+            false,
+        );
+        assert_eq!(misnamed.achieved, Isolation::Container);
+        assert!(misnamed.admit(Isolation::Container).is_err());
+        let kata = report(
+            IsolationPolicy::VmRequired,
+            Some("kata-x"),
+            Kernel::Vm,
+            false,
+        );
+        assert_eq!(kata.achieved, Isolation::Vm);
+
+        // No canary: nothing is claimed for the runtime.
+        let unverified = IsolationReport::new(
+            IsolationPolicy::VmRecommended,
+            Some("runsc".into()),
+            vec![],
+            "runc".into(),
+            vec![],
+            Err("no canary image".into()),
+        );
+        assert_eq!(unverified.achieved, Isolation::Container);
+        assert_eq!(unverified.kernel(), Kernel::Host);
+        assert!(unverified.warning().unwrap().contains("not verified"));
+
+        let vm = report(IsolationPolicy::VmRequired, None, Kernel::Host, true);
         assert_eq!(vm.achieved, Isolation::Vm);
         assert!(vm.admit(Isolation::Vm).is_ok());
         assert!(vm.warning().is_none());
 
-        let required = report(IsolationPolicy::VmRequired, Some("runsc"), false);
+        let required = report(
+            IsolationPolicy::VmRequired,
+            Some("runsc"),
+            Kernel::Gvisor,
+            false,
+        );
         let e = required.admit(Isolation::Container).unwrap_err();
         assert!(e.contains("vm-required"), "{e}");
 
-        let quiet = report(IsolationPolicy::Container, None, false);
+        let quiet = report(IsolationPolicy::Container, None, Kernel::Host, false);
         assert!(quiet.warning().is_none());
     }
 }

@@ -103,6 +103,10 @@ pub enum TestImageError {
     /// The engine refused or failed the load.
     #[error("loading the image into docker: {0}")]
     Load(String),
+    /// The binary is not a statically linked ELF executable, so it cannot run in an image
+    /// that holds nothing else.
+    #[error("not a static executable: {0}")]
+    NotStatic(&'static str),
     /// The engine reports a different id than the one computed from the bytes.
     #[error("docker loaded the image as {got}, expected {want}")]
     IdMismatch {
@@ -134,6 +138,55 @@ pub fn read_busybox(path: &Path) -> Result<Vec<u8>, TestImageError> {
         .read_to_end(&mut buf)
         .map_err(err)?;
     Ok(buf)
+}
+
+/// Checks that `bin` is an ELF executable without a program interpreter (a dynamically
+/// linked busybox, e.g. Debian's `busybox` rather than `busybox-static`, would fail to
+/// start in the image, which holds no libraries).
+pub fn check_static(bin: &[u8]) -> Result<(), TestImageError> {
+    if bin.len() < 0x40 || &bin[..4] != b"\x7fELF" {
+        return Err(TestImageError::NotStatic("not an ELF file"));
+    }
+    let wide = match bin[4] {
+        1 => false,
+        2 => true,
+        _ => return Err(TestImageError::NotStatic("unknown ELF class")),
+    };
+    let little = match bin[5] {
+        1 => true,
+        2 => false,
+        _ => return Err(TestImageError::NotStatic("unknown ELF byte order")),
+    };
+    let num = |at: usize, len: usize| -> Option<u64> {
+        let b = bin.get(at..at + len)?;
+        let mut v = 0u64;
+        for i in 0..len {
+            let byte = if little { b[len - 1 - i] } else { b[i] };
+            v = v << 8 | u64::from(byte);
+        }
+        Some(v)
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (num(0x20, 8), num(0x36, 2), num(0x38, 2))
+    } else {
+        (num(0x1c, 4), num(0x2a, 2), num(0x2c, 2))
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (phoff, phentsize, phnum) else {
+        return Err(TestImageError::NotStatic("truncated ELF header"));
+    };
+    for i in 0..phnum {
+        let at = phoff.saturating_add(i.saturating_mul(phentsize));
+        let Some(p_type) = usize::try_from(at).ok().and_then(|at| num(at, 4)) else {
+            return Err(TestImageError::NotStatic("truncated program headers"));
+        };
+        // PT_INTERP: the binary asks for a dynamic loader.
+        if p_type == 3 {
+            return Err(TestImageError::NotStatic(
+                "it is dynamically linked (it names a program interpreter)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -299,4 +352,25 @@ pub async fn ensure_loaded(docker: &Docker, image: &TestImage) -> Result<String,
         });
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image holds nothing but busybox, so only a static one can run in it (the
+    /// canary's verdict on a runtime must not fail for want of a loader).
+    #[test]
+    fn only_a_static_executable_is_accepted() {
+        let bb = read_busybox(&busybox_path()).unwrap_or_else(|e| {
+            panic!("needs a static busybox ({e}); apt-get install busybox-static or set PINFOLD_BUSYBOX")
+        });
+        check_static(&bb).unwrap();
+        // This test binary names the dynamic loader.
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        let e = check_static(&me).unwrap_err().to_string();
+        assert!(e.contains("dynamically linked"), "{e}");
+        assert!(check_static(b"#!/bin/sh\necho hi\n").is_err());
+        assert!(check_static(&bb[..0x30]).is_err());
+    }
 }

@@ -9,6 +9,7 @@ mod docker;
 mod doctor;
 mod harness;
 mod interrupt;
+mod isolation;
 mod limits;
 mod outputs;
 mod rejection;

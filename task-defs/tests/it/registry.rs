@@ -568,17 +568,6 @@ fn a_tampered_database_row_is_detected() {
     assert!(matches!(e, ClientError::Status { status: 500, .. }), "{e}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        // `uploads/` holds only bodies in flight: a restart empties it anyway.
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn rollback_fork_and_foreign_keys_are_detected_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -593,7 +582,7 @@ fn rollback_fork_and_foreign_keys_are_detected_across_restarts() {
         publish(&s.client(), &v1);
     }
     let cfg = trust(&data, &[1], 1, 300);
-    copy_dir(&data, &snapshot);
+    crate::harness::copy_tree(&data, &snapshot);
     {
         let s = Server::start(&config(&data, &[1], 1));
         publish(&s.client(), &v2);

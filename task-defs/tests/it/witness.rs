@@ -117,14 +117,6 @@ fn cosigned_at(c: &Client, size: u64, witnesses: &[&WitnessServer]) -> Vec<u8> {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 fn registry_with(data: &Path, witnesses: &[&WitnessServer]) -> RegistryConfig {
     RegistryConfig {
         witnesses: witnesses.iter().map(|w| w.entry()).collect(),
@@ -220,7 +212,7 @@ fn three_witnesses_cosign_one_history_and_refuse_a_fork() {
     // logs a revocation (size 3), witnessed by all three.
     drop(r);
     let fork_data = tmp.path().join("fork");
-    copy_dir(&data, &fork_data);
+    crate::harness::copy_tree(&data, &fork_data);
     let r = Server::start(&registry_with(&data, &all));
     let c = r.client();
     vote(&c, 1, ReviewAction::Revoke, def.id, "malware", unix_now());

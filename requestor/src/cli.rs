@@ -75,6 +75,8 @@ pub struct RunArgs {
     #[arg(long = "provider", value_name = "PEER_ID")]
     pub providers: Vec<PeerId>,
     /// Peer to dial, ending in /p2p/<peer id>; repeat for several.
+    // The help text shows `<peer id>` as written; rustdoc must not read it as HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
     /// Find providers on the local network too.
@@ -111,6 +113,8 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ProvidersArgs {
     /// Peer to dial, ending in /p2p/<peer id>; repeat for several.
+    // The help text shows `<peer id>` as written; rustdoc must not read it as HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
     /// Find providers on the local network too.

@@ -5,7 +5,7 @@
 //! offers the job to providers picked from their signed ads, serves the bundle and inputs
 //! by BLAKE3, polls for the result, downloads the outputs and trusts nothing it has not
 //! checked: every file's BLAKE3 (verified in flight and again on disk), the output digest
-//! recomputed with the provider's own formula ([`verify::output_digest_of_dir`]), and the
+//! recomputed with the provider's own formula ([`verify::output_digest`]), and the
 //! receipt's signature by the peer it talked to. [`demo`] runs the whole system on
 //! loopback in one process.
 

@@ -30,7 +30,7 @@ use super::{
 /// A job-protocol request waiting for a free stream slot to its peer, with its caller.
 pub(super) type QueuedRequest = (Box<Request>, oneshot::Sender<Result<Response, NetError>>);
 
-/// Owns the swarm; drive it with [`EventLoop::run`]. It stops when every [`Client`] and
+/// Owns the swarm; drive it with [`EventLoop::run`]. It stops when every [`Client`](super::Client) and
 /// [`Responder`] is dropped.
 pub struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
@@ -68,7 +68,7 @@ impl std::fmt::Debug for EventLoop {
 }
 
 impl EventLoop {
-    /// Runs until every [`Client`] and [`Responder`] is dropped.
+    /// Runs until every [`Client`](super::Client) and [`Responder`] is dropped.
     pub async fn run(mut self) {
         let server = self
             .blob_server

@@ -1,5 +1,5 @@
 //! The node's network: one [`EventLoop`] owns the libp2p `Swarm`; cheap [`Client`] clones
-//! send it [`Command`]s over a bounded channel and get answers on `oneshot`s; what happens
+//! send it `Command`s over a bounded channel and get answers on `oneshot`s; what happens
 //! on the network comes out as [`Event`]s on a bounded stream.
 //!
 //! The shape follows rust-libp2p's file-sharing example (`new() -> (Client, events, loop)`,

@@ -39,6 +39,8 @@ pub struct RunArgs {
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Vec<String>,
     /// Peer to dial at start-up, ending in /p2p/<peer id>; repeat for several.
+    // The help text shows `<peer id>` as written; rustdoc must not read it as HTML.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
     /// Registry base URL.

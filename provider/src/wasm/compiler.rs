@@ -9,7 +9,7 @@
 //! when it passes [`WasmConfig::compile_memory`] or the compile timeout. A killed compile
 //! gives back all its memory and CPU at once.
 //!
-//! The worker builds its engine with the same [`engine_config`] as the parent, so the
+//! The worker builds its engine with the same `engine_config` as the parent, so the
 //! artifact is one the parent's engine accepts; it is then loaded through the workspace's
 //! single `unsafe` deserialisation function (`cache::deserialize_trusted`), because the
 //! bytes come from the provider's own code over a private pipe, exactly as trustworthy as

@@ -2,7 +2,7 @@
 //!
 //! Ads and receipts are signed over canonical JSON: object members sorted by the UTF-8
 //! bytes of their names, no insignificant whitespace, integers only. The writer is our own
-//! (the same rules as `task_defs::identity::write_canonical`) rather than serde_json's
+//! (`pinfold_base::canonical`, the one writer identities and output digests use too) rather than serde_json's
 //! `to_vec`, because a `preserve_order` feature switched on anywhere in the dependency graph
 //! would silently change member order and break every signature. Each signed message is
 //! prefixed with a domain string and a newline, so an ad can never be replayed as a receipt.
@@ -38,50 +38,11 @@ pub enum SignatureError {
 }
 
 /// Writes a JSON value canonically (sorted members, no whitespace); refuses floats.
+///
+/// The one writer of the workspace, [`pinfold_base::canonical::write_canonical`].
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) -> Result<(), SignatureError> {
-    match v {
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
-                write_canonical(v, out)?;
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(v, out)?;
-            }
-            out.push(b']');
-        }
-        Value::String(s) => write_string(s, out),
-        Value::Number(n) => {
-            // Floats have several spellings; only integers are canonical.
-            if n.is_f64() {
-                return Err(SignatureError::NotCanonical(format!("float {n}")));
-            }
-            out.extend_from_slice(n.to_string().as_bytes());
-        }
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Null => out.extend_from_slice(b"null"),
-    }
-    Ok(())
-}
-
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json escapes only `"`, `\` and control characters, never non-ASCII: one spelling.
-    let quoted = Value::String(s.to_owned()).to_string();
-    out.extend_from_slice(quoted.as_bytes());
+    pinfold_base::canonical::write_canonical(v, out)
+        .map_err(|e| SignatureError::NotCanonical(e.to_string()))
 }
 
 /// The exact bytes that are signed: `domain`, a newline, then the canonical JSON of `value`.

@@ -110,28 +110,9 @@ pub struct InputEntry {
     pub blake3: BlobId,
 }
 
-/// How strongly a sandbox separates a task from the host (ordered weakest first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A hardened container sharing the host kernel.
-    Container,
-    /// A sandboxing runtime (gVisor, Kata) or the wasm sandbox.
-    SandboxedRuntime,
-    /// A virtual machine.
-    Vm,
-}
-
-impl Isolation {
-    /// The stable name, as in manifests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Container => "container",
-            Isolation::SandboxedRuntime => "sandboxed-runtime",
-            Isolation::Vm => "vm",
-        }
-    }
-}
+/// How strongly a sandbox separates a task from the host: the shared
+/// [`pinfold_base::Isolation`].
+pub use pinfold_base::Isolation;
 
 /// Resources an offer asks for; zero means "the definition's own limit".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,16 +316,9 @@ pub enum JobState {
     Cancelled,
 }
 
-/// One output file as returned (the provider's `OutputFile`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputEntry {
-    /// Path relative to the output directory, `/`-separated.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// BLAKE3 of the content.
-    pub blake3: BlobId,
-}
+/// One output file as returned: the shared [`pinfold_base::OutputFile`], under the name
+/// the protocol always used.
+pub use pinfold_base::OutputFile as OutputEntry;
 
 /// A run's outcome without the bulky parts (stdio travel as blobs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

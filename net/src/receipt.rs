@@ -21,65 +21,12 @@ pub const RECEIPT_DOMAIN: &str = "pinfold-receipt/1";
 /// Largest saved receipt accepted by [`Receipt::from_json`].
 pub const MAX_RECEIPT_BYTES: usize = 1024 * 1024;
 
-/// How a run ended (the provider's `Status`, same snake_case names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Exit code 0.
-    Succeeded,
-    /// Non-zero exit code.
-    Failed,
-    /// The guest trapped.
-    Trapped,
-    /// Wall-clock or fuel limit.
-    TimedOut,
-    /// Memory limit.
-    MemoryExceeded,
-    /// Output caps.
-    OutputExceeded,
-    /// Never started.
-    Rejected,
-}
+/// How a run ended: the shared [`pinfold_base::Status`], under the name receipts always used.
+pub use pinfold_base::Status as RunStatus;
 
-impl RunStatus {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Trapped => "trapped",
-            RunStatus::TimedOut => "timed_out",
-            RunStatus::MemoryExceeded => "memory_exceeded",
-            RunStatus::OutputExceeded => "output_exceeded",
-            RunStatus::Rejected => "rejected",
-        }
-    }
-
-    /// Parses the stable name.
-    pub fn parse(s: &str) -> Option<RunStatus> {
-        Some(match s {
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "trapped" => RunStatus::Trapped,
-            "timed_out" => RunStatus::TimedOut,
-            "memory_exceeded" => RunStatus::MemoryExceeded,
-            "output_exceeded" => RunStatus::OutputExceeded,
-            "rejected" => RunStatus::Rejected,
-            _ => return None,
-        })
-    }
-}
-
-/// Resources a run used (the provider's `Usage` without cache details).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReceiptUsage {
-    /// Wall-clock microseconds.
-    pub wall_us: u64,
-    /// Fuel consumed, when metered.
-    pub fuel: Option<u64>,
-    /// Peak memory in bytes.
-    pub peak_memory: u64,
-}
+/// Resources a run used: the shared [`pinfold_base::Usage`], under the name receipts always
+/// used.
+pub use pinfold_base::Usage as ReceiptUsage;
 
 /// Everything a receipt attests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -566,7 +566,7 @@ fn report(o: &Outcome, json: bool) -> i32 {
             o.outputs,
             o.files.len(),
             o.dropped.len(),
-            o.usage.wall_us / 1000
+            o.usage.measured.wall_us / 1000
         );
         for d in &o.dropped {
             eprintln!("dropped {}: {}", d.path, d.reason);

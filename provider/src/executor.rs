@@ -74,57 +74,9 @@ pub trait Executor: Send + Sync {
     fn run(&self, req: RunRequest) -> impl Future<Output = Outcome> + Send;
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The guest exited with code 0.
-    Succeeded,
-    /// The guest exited with a non-zero code.
-    Failed,
-    /// The guest trapped (the trap message is in `reason`).
-    Trapped,
-    /// The wall-clock limit or the fuel budget ran out.
-    TimedOut,
-    /// The guest tried to use more memory (or tables or instances) than allowed.
-    MemoryExceeded,
-    /// Stdout, stderr or the output directory went over its cap.
-    OutputExceeded,
-    /// The run never started: validation or provider policy refused it.
-    Rejected,
-}
-
-impl Status {
-    /// The stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Trapped => "trapped",
-            Status::TimedOut => "timed_out",
-            Status::MemoryExceeded => "memory_exceeded",
-            Status::OutputExceeded => "output_exceeded",
-            Status::Rejected => "rejected",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One regular file the guest left in its output directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputFile {
-    /// Path relative to the output directory, `/`-separated.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// BLAKE3 of the content, lower-case hex.
-    pub blake3: String,
-}
+/// How a run ended, the one returned file and the output digest: the shared types of
+/// [`pinfold_base`], which the job protocol and receipts carry unchanged.
+pub use pinfold_base::{OutputFile, Status, output_digest};
 
 /// Something in the output directory that is not returned (never followed, never copied).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,15 +87,13 @@ pub struct Dropped {
     pub reason: String,
 }
 
-/// Resources a run used.
+/// Resources a run used: what receipts attest ([`pinfold_base::Usage`]) plus where the
+/// compiled module came from. Serialised flat, as one `usage` object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Wall-clock time of instantiation plus execution, in microseconds.
-    pub wall_us: u64,
-    /// Fuel consumed (the CPU measure), when the run was metered.
-    pub fuel: Option<u64>,
-    /// Largest linear memory the guest reached, in bytes.
-    pub peak_memory: u64,
+    /// Wall-clock time, fuel and peak memory, as receipts carry them.
+    #[serde(flatten)]
+    pub measured: pinfold_base::Usage,
     /// Where the compiled module came from: `memory`, `disk` or `compiled`.
     pub module_source: Option<String>,
 }
@@ -170,7 +120,9 @@ pub struct Outcome {
     pub stderr_truncated: bool,
     /// The output digest, `blake3:<hex>`; see [`output_digest`] for its definition.
     pub outputs: String,
-    /// Regular files in the output directory, sorted by path.
+    /// Regular files in the output directory, sorted by path (JSON shows each `blake3` as
+    /// bare hex, as `provider exec --json` always has).
+    #[serde(with = "hex_files")]
     pub files: Vec<OutputFile>,
     /// Entries of the output directory that were not returned.
     pub dropped: Vec<Dropped>,
@@ -207,28 +159,43 @@ impl Outcome {
     }
 }
 
-/// The digest of a run's whole output, `blake3:<hex>`.
-///
-/// It is the BLAKE3 of the canonical JSON (sorted keys, no whitespace, as
-/// `task_defs::identity::write_canonical` writes it) of
-/// `{"files": [{"blake3": <hex>, "path": <path>, "size": <n>}, ...], "stdout": <hex>}`,
-/// where `files` lists every returned regular file sorted by path (byte order) and
-/// `stdout` is the lower-case hex BLAKE3 of the raw captured stdout bytes. Stderr,
-/// empty directories and dropped entries are deliberately not part of it: stderr carries
-/// diagnostics that may legitimately differ, and dropped entries are never returned.
-pub fn output_digest(files: &[OutputFile], stdout: &[u8]) -> String {
-    let mut sorted: Vec<&OutputFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    let doc = serde_json::json!({
-        "files": sorted
-            .iter()
-            .map(|f| serde_json::json!({"blake3": f.blake3, "path": f.path, "size": f.size}))
-            .collect::<Vec<_>>(),
-        "stdout": blake3::hash(stdout).to_hex().to_string(),
-    });
-    let mut out = Vec::new();
-    task_defs::identity::write_canonical(&doc, &mut out);
-    format!("blake3:{}", blake3::hash(&out).to_hex())
+/// Serde for returned files in `provider exec --json`: `blake3` as bare lower-case hex.
+mod hex_files {
+    use pinfold_base::{BlobId, OutputFile};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct HexFile {
+        path: String,
+        size: u64,
+        blake3: String,
+    }
+
+    pub(super) fn serialize<S: Serializer>(files: &[OutputFile], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(files.iter().map(|f| HexFile {
+            path: f.path.clone(),
+            size: f.size,
+            blake3: f.blake3.hex(),
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<OutputFile>, D::Error> {
+        Vec::<HexFile>::deserialize(d)?
+            .into_iter()
+            .map(|f| {
+                let blake3: BlobId = format!("{}{}", pinfold_base::ID_PREFIX, f.blake3)
+                    .parse()
+                    .map_err(serde::de::Error::custom)?;
+                Ok(OutputFile {
+                    path: f.path,
+                    size: f.size,
+                    blake3,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Serde for captured stdio: the exact bytes in memory, text (lossy UTF-8) in JSON, since

@@ -382,7 +382,7 @@ impl OutWalk {
                         c.files.push(OutputFile {
                             path: rel_path,
                             size,
-                            blake3: hash.to_hex().to_string(),
+                            blake3: hash.into(),
                         });
                     }
                     None => {
@@ -446,7 +446,7 @@ pub fn copy_returned(src: &Path, dest: &Path, files: &[OutputFile]) -> Result<u6
                 return Err(FsError::Changed(from));
             }
             match copy_file_checked(&from, &meta, Some(&to), f.size)? {
-                Some((n, hash)) if n == f.size && hash.to_hex().as_str() == f.blake3 => {
+                Some((n, hash)) if n == f.size && pinfold_base::BlobId::from(hash) == f.blake3 => {
                     total += n;
                 }
                 _ => {

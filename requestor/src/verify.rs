@@ -1,7 +1,7 @@
 //! Checking what providers return: file digests, the output digest, receipts.
 //!
-//! The output digest is recomputed with [`provider::executor::output_digest`], the very
-//! function the provider's executor uses, over what the requestor holds on its own disk,
+//! The output digest is recomputed with [`pinfold_base::output_digest`], the very
+//! function the provider's executors use, over what the requestor holds on its own disk,
 //! so a provider cannot make a requestor accept outputs it did not describe.
 //!
 //! A downloaded job directory looks like this (and `requestor verify --outputs` reads it):
@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use pinfold_net::protocol::OutputEntry;
 use pinfold_net::{BlobId, PeerId, Receipt};
-use provider::OutputFile;
 
 /// Why a check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,17 +58,10 @@ pub fn hash_file(path: &Path) -> Result<(BlobId, u64), VerifyError> {
     Ok((BlobId::from(h.finalize()), n))
 }
 
-/// The output digest of a file list and stdout, as the provider computes it.
+/// The output digest of a file list and stdout, as the provider computes it (the shared
+/// [`pinfold_base::output_digest`]).
 pub fn output_digest(files: &[OutputEntry], stdout: &[u8]) -> String {
-    let files: Vec<OutputFile> = files
-        .iter()
-        .map(|f| OutputFile {
-            path: f.path.clone(),
-            size: f.size,
-            blake3: f.blake3.hex(),
-        })
-        .collect();
-    provider::executor::output_digest(&files, stdout)
+    pinfold_base::output_digest(files, stdout)
 }
 
 /// Every regular file under `root`, as `/`-separated relative paths with digests.
@@ -167,17 +159,17 @@ mod tests {
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["b.txt", "sub/a.txt"]
         );
-        let expected = provider::executor::output_digest(
+        let expected = pinfold_base::output_digest(
             &[
-                OutputFile {
+                OutputEntry {
                     path: "sub/a.txt".into(),
                     size: 2,
-                    blake3: blake3::hash(b"ay").to_hex().to_string(),
+                    blake3: BlobId::of(b"ay"),
                 },
-                OutputFile {
+                OutputEntry {
                     path: "b.txt".into(),
                     size: 3,
-                    blake3: blake3::hash(b"bee").to_hex().to_string(),
+                    blake3: BlobId::of(b"bee"),
                 },
             ],
             b"hello\n",

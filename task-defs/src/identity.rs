@@ -6,7 +6,6 @@
 //! serializer's defaults, because a feature flag elsewhere in the dependency graph (serde_json's
 //! `preserve_order`) could otherwise silently change every identity.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -186,47 +185,11 @@ pub fn canonical_document(m: &Manifest, files: &[FileDigest]) -> Vec<u8> {
         "files": files.iter().map(|f| json!({"path": f.path, "size": f.size, "blake3": f.blake3})).collect::<Vec<_>>(),
     });
     let mut out = Vec::with_capacity(1024);
-    write_canonical(&doc, &mut out);
+    write_canonical(&doc, &mut out).expect("the canonical document holds no floats");
     out
 }
 
-/// Writes a JSON value canonically: object members sorted by the UTF-8 bytes of their
-/// names, no insignificant whitespace, strings escaped as serde_json does (only `"`, `\`
-/// and control characters; `\u00XX` in lower-case hex for controls without a short form).
-pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&[u8], (&String, &Value)> =
-                map.iter().map(|(k, v)| (k.as_bytes(), (k, v))).collect();
-            out.push(b'{');
-            for (i, (_, (k, v))) in sorted.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(
-                    serde_json::to_string(k)
-                        .expect("strings serialize")
-                        .as_bytes(),
-                );
-                out.push(b':');
-                write_canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(
-            serde_json::to_string(other)
-                .expect("scalars serialize")
-                .as_bytes(),
-        ),
-    }
-}
+/// Writes a JSON value canonically: the workspace's one writer,
+/// [`pinfold_base::canonical::write_canonical`] (sorted members, no whitespace, strings
+/// escaped as serde_json does, integers only).
+pub use pinfold_base::canonical::write_canonical;

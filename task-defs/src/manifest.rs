@@ -155,28 +155,8 @@ impl fmt::Display for RuntimeKind {
     }
 }
 
-/// The weakest isolation a docker definition accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// A hardened container sharing the host kernel is enough.
-    Container,
-    /// A sandboxing runtime such as gVisor (`runsc`) or Kata is required.
-    SandboxedRuntime,
-    /// The container must run inside a virtual machine.
-    Vm,
-}
-
-impl Isolation {
-    /// The stable name used in manifests and capability ads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Container => "container",
-            Isolation::SandboxedRuntime => "sandboxed-runtime",
-            Isolation::Vm => "vm",
-        }
-    }
-}
+/// The weakest isolation a docker definition accepts: the shared [`pinfold_base::Isolation`].
+pub use pinfold_base::Isolation;
 
 /// A parsed, normalised manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]

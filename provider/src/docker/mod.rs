@@ -1199,7 +1199,10 @@ impl DockerExecutor {
             files: Vec::new(),
             dropped: Vec::new(),
             usage: Usage {
-                wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+                measured: pinfold_base::Usage {
+                    wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+                    ..Default::default()
+                },
                 ..Usage::default()
             },
         };

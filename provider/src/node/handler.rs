@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use pinfold_net::protocol::{ErrorReply, OutcomeSummary, OutputEntry, ResultReply};
+use pinfold_net::protocol::{ErrorReply, OutcomeSummary, ResultReply};
 use pinfold_net::{
     Accept, BlobId, BlobRef, Client, Event, Events, ExecutorAd, FetchLimits, Isolation, JobId,
-    JobResult, JobState, Offer, OfferReply, PeerId, ProviderAd, Receipt, ReceiptBody, ReceiptUsage,
-    RejectReason, Request, ResourceCaps, Response, RunStatus, TransferError,
+    JobResult, JobState, Offer, OfferReply, PeerId, ProviderAd, Receipt, ReceiptBody, RejectReason,
+    Request, ResourceCaps, Response, TransferError,
 };
 use task_defs::{Definition, DefinitionId, RuntimeKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -579,11 +579,7 @@ impl Node {
         if let Some(d) = &self.inner.docker {
             v.push(ExecutorAd {
                 runtime: "docker".into(),
-                isolation: match d.isolation() {
-                    task_defs::manifest::Isolation::Container => Isolation::Container,
-                    task_defs::manifest::Isolation::SandboxedRuntime => Isolation::SandboxedRuntime,
-                    task_defs::manifest::Isolation::Vm => Isolation::Vm,
-                },
+                isolation: d.isolation(),
             });
         }
         v
@@ -1347,12 +1343,8 @@ fn inject_wrong_output(outcome: &mut Outcome, output_dir: &Path) {
         return;
     }
     first.size = bytes.len() as u64;
-    first.blake3 = blake3::hash(&bytes).to_hex().to_string();
+    first.blake3 = BlobId::of(&bytes);
     outcome.outputs = output_digest(&outcome.files, &outcome.stdout);
-}
-
-fn run_status(s: Status) -> RunStatus {
-    RunStatus::parse(s.as_str()).unwrap_or(RunStatus::Rejected)
 }
 
 fn cap_text(s: &str, max: usize) -> String {
@@ -1404,21 +1396,13 @@ fn finish(
                 .add(dir.join("output").join(&f.path))
                 .map_err(|e| format!("output {}: {e}", f.path))?;
             served.push(id);
-            if id.hex() != f.blake3 || size != f.size {
+            if id != f.blake3 || size != f.size {
                 return Err(format!("output {} changed after the run", f.path));
             }
-            files.push(OutputEntry {
-                path: f.path.clone(),
-                size,
-                blake3: id,
-            });
+            files.push(f.clone());
         }
-        let usage = ReceiptUsage {
-            wall_us: outcome.usage.wall_us,
-            fuel: outcome.usage.fuel,
-            peak_memory: outcome.usage.peak_memory,
-        };
-        let status = run_status(outcome.status);
+        let usage = outcome.usage.measured.clone();
+        let status = outcome.status;
         let body = ReceiptBody {
             job_id: JobId(job_id.to_string()),
             definition: offer.definition.clone(),

@@ -934,7 +934,8 @@ impl WasmExecutor {
                     m.limits.timeout_ms
                 ));
                 o.status = Status::TimedOut;
-                o.usage.wall_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                o.usage.measured.wall_us =
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 return o;
             }
             Ok(Err(e)) => {
@@ -967,9 +968,11 @@ impl WasmExecutor {
             files: collected.files,
             dropped: collected.dropped,
             usage: Usage {
-                wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
-                fuel,
-                peak_memory,
+                measured: pinfold_base::Usage {
+                    wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
+                    fuel,
+                    peak_memory,
+                },
                 module_source: Some(source.to_string()),
             },
         }

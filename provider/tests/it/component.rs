@@ -324,7 +324,7 @@ async fn a_fuel_budget_ends_a_deterministic_component_spin() {
     let (o, _) = case.run(&case.executor(), &def).await;
     assert_eq!(o.status, Status::TimedOut, "{o:?}");
     assert!(o.reason.as_deref().unwrap_or("").contains("fuel"), "{o:?}");
-    assert_eq!(o.usage.fuel, Some(1_000_000));
+    assert_eq!(o.usage.measured.fuel, Some(1_000_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +343,7 @@ async fn memory_growth_in_a_component_is_memory_exceeded() {
     let (o, _) = case.run(&case.executor(), &def).await;
     assert_eq!(o.status, Status::MemoryExceeded, "{o:?}");
     assert_eq!(
-        o.usage.peak_memory,
+        o.usage.measured.peak_memory,
         2 << 20,
         "grew up to the cap, not past it"
     );
@@ -575,7 +575,10 @@ async fn a_deterministic_component_sees_fixed_randomness_and_clocks() {
     let a = case.run(&case.executor(), &det).await.0;
     let b = case.run(&case.executor(), &det).await.0;
     assert_eq!(a.status, Status::Succeeded, "{a:?}");
-    assert!(a.usage.fuel.unwrap() > 0, "deterministic runs are metered");
+    assert!(
+        a.usage.measured.fuel.unwrap() > 0,
+        "deterministic runs are metered"
+    );
     assert_eq!(a.outputs, b.outputs);
     assert_eq!(a.stdout_text(), b.stdout_text());
 

@@ -70,8 +70,11 @@ async fn same_task_twice_cold_and_warm_gives_identical_digests() {
         let (o, _) = case.run_in(exec, &def, params.clone(), input, output).await;
         assert_eq!(o.status, Status::Succeeded, "{o:?}");
         assert_eq!(o.usage.module_source.as_deref(), Some(source));
-        assert!(o.usage.fuel.unwrap() > 0, "deterministic runs are metered");
-        seen.push((o.outputs, o.stdout, o.usage.fuel));
+        assert!(
+            o.usage.measured.fuel.unwrap() > 0,
+            "deterministic runs are metered"
+        );
+        seen.push((o.outputs, o.stdout, o.usage.measured.fuel));
     }
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0], seen[2]);

@@ -109,7 +109,7 @@ async fn the_same_definition_near_its_limits_behaves_the_same_under_runc_and_run
                 rt.as_str(),
                 o.status,
                 o.exit_code,
-                o.usage.wall_us / 1000
+                o.usage.measured.wall_us / 1000
             );
             assert_eq!(o.status, want, "{name} under {}: {o:?}", rt.as_str());
             seen.push((o.status, o.exit_code, o.stdout_text().to_string()));

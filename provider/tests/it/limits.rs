@@ -47,7 +47,7 @@ async fn fuel_budget_ends_a_deterministic_spin() {
     let (o, _) = case.run(&exec, &def).await;
     assert_eq!(o.status, Status::TimedOut, "{o:?}");
     assert!(o.reason.as_deref().unwrap_or("").contains("fuel"), "{o:?}");
-    assert_eq!(o.usage.fuel, Some(1_000_000));
+    assert_eq!(o.usage.measured.fuel, Some(1_000_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +67,7 @@ async fn memory_grow_loop_is_memory_exceeded() {
     let (o, _) = case.run(&exec, &def).await;
     assert_eq!(o.status, Status::MemoryExceeded, "{o:?}");
     assert_eq!(
-        o.usage.peak_memory,
+        o.usage.measured.peak_memory,
         2 << 20,
         "grew up to the cap, not past it"
     );

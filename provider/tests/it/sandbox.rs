@@ -94,7 +94,7 @@ async fn control_reading_an_input_and_writing_an_output_work() {
     assert_eq!(o.files.len(), 1);
     assert_eq!(o.files[0].path, "new.txt");
     assert_eq!(
-        o.files[0].blake3,
+        o.files[0].blake3.hex(),
         blake3::hash(b"pwned").to_hex().to_string()
     );
 }

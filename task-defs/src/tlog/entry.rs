@@ -491,7 +491,7 @@ mod tests {
 
     fn canonical(v: &serde_json::Value) -> Vec<u8> {
         let mut out = Vec::new();
-        write_canonical(v, &mut out);
+        write_canonical(v, &mut out).unwrap();
         out
     }
 

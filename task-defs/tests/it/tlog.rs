@@ -417,7 +417,7 @@ fn entries_have_one_canonical_leaf() {
     let mut extra = v.clone();
     extra["x"] = 1.into();
     let mut buf = Vec::new();
-    task_defs::identity::write_canonical(&extra, &mut buf);
+    task_defs::identity::write_canonical(&extra, &mut buf).unwrap();
     assert!(matches!(
         Entry::from_leaf(&buf),
         Err(EntryError::Malformed(_))
@@ -425,7 +425,7 @@ fn entries_have_one_canonical_leaf() {
     let mut missing = v.clone();
     missing.as_object_mut().unwrap().remove("time");
     buf.clear();
-    task_defs::identity::write_canonical(&missing, &mut buf);
+    task_defs::identity::write_canonical(&missing, &mut buf).unwrap();
     assert!(matches!(
         Entry::from_leaf(&buf),
         Err(EntryError::Malformed(_))

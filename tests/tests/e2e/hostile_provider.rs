@@ -65,7 +65,7 @@ fn output_digest(files: &[OutputEntry], stdout: &[u8]) -> String {
         "stdout": blake3::hash(stdout).to_hex().to_string(),
     });
     let mut out = Vec::new();
-    task_defs::identity::write_canonical(&doc, &mut out);
+    task_defs::identity::write_canonical(&doc, &mut out).unwrap();
     format!("blake3:{}", blake3::hash(&out).to_hex())
 }
 

@@ -38,8 +38,13 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List live providers and what they offer.
     Providers(ProvidersArgs),
-    /// Start a registry, providers and a requestor on loopback and run wordfreq through them.
-    Demo(DemoArgs),
+    /// Moved: the demo is its own binary, `cargo run --release -p pinfold-demo`.
+    #[command(hide = true, disable_help_flag = true)]
+    Demo {
+        /// Whatever was passed; only the pointer to the new binary is printed.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Arguments of `requestor run`.
@@ -128,20 +133,6 @@ pub struct ProvidersArgs {
     pub json: bool,
 }
 
-/// Arguments of `requestor demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Provider nodes to start.
-    #[arg(long, default_value_t = 3)]
-    pub providers: usize,
-    /// Replicas to run the job on.
-    #[arg(long, default_value_t = 2)]
-    pub replicas: usize,
-    /// Keep the demo's directory (registry, providers, outputs) instead of deleting it.
-    #[arg(long)]
-    pub keep: bool,
-}
-
 fn parse_param(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -171,7 +162,14 @@ pub fn main() -> i32 {
         Command::Run(a) => run(a),
         Command::Verify(a) => Ok(verify(&a)),
         Command::Providers(a) => providers(&a),
-        Command::Demo(a) => crate::demo::main(&a),
+        Command::Demo { .. } => {
+            eprintln!(
+                "error: the demo is its own binary now (so the requestor never links the \
+                 provider): cargo run --release -p pinfold-demo -- [--providers N] \
+                 [--replicas N] [--keep]"
+            );
+            Ok(crate::EXIT_USAGE)
+        }
     };
     match result {
         Ok(code) => code,

@@ -6,12 +6,12 @@
 //! by BLAKE3, polls for the result, downloads the outputs and trusts nothing it has not
 //! checked: every file's BLAKE3 (verified in flight and again on disk), the output digest
 //! recomputed with the provider's own formula ([`verify::output_digest`]), and the
-//! receipt's signature by the peer it talked to. [`demo`] runs the whole system on
-//! loopback in one process.
+//! receipt's signature by the peer it talked to. The demo that runs the whole system on
+//! loopback in one process is its own crate (`pinfold-demo`), so the requestor never links
+//! the provider.
 
 pub mod budget;
 pub mod cli;
-pub mod demo;
 pub mod progress;
 pub mod run;
 pub mod session;

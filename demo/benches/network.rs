@@ -7,12 +7,12 @@
 //! download, digest and receipt verification, and writing the results to disk.
 //!
 //! Prints p50/p90/p99 of sequential runs and tasks per second with several jobs in
-//! flight. `cargo bench -p requestor --bench network [-- RUNS]` (default 300 runs).
+//! flight. `cargo bench -p pinfold-demo --bench network [-- RUNS]` (default 300 runs).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use requestor::demo::LocalNetwork;
+use pinfold_demo::LocalNetwork;
 use requestor::run::{RunOptions, run_in};
 use requestor::session::{Session, SessionConfig};
 

@@ -1,9 +1,15 @@
-//! `requestor demo`: the whole system on loopback, in one process, explained step by step.
+//! `pinfold-demo`: the whole system on loopback, in one process, explained step by step.
+//!
+//! Its own crate so that the requestor never links the provider: this is the one place
+//! (besides the end-to-end tests, which run binaries) where a provider node, a registry and
+//! a requestor live together.
 //!
 //! A registry (the real server on an ephemeral port, SQLite in a temp dir), an author and
 //! two demo reviewers with fresh keys, provider nodes (the real node code, each with its
 //! own identity, job store and registry view), and a requestor. The wordfreq example is
 //! embedded in the binary, so the demo needs nothing but the toolchain.
+
+#![deny(missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,8 +25,7 @@ use task_defs::registry::unix_now;
 use task_defs::tlog::{PublicKey, Published, Review, ReviewAction, SecretKey};
 use task_defs::{Definition, DefinitionId};
 
-use crate::cli::DemoArgs;
-use crate::run::RunOptions;
+use requestor::run::RunOptions;
 
 /// The wordfreq example's files, embedded.
 const WORDFREQ: &[(&str, &[u8])] = &[
@@ -55,8 +60,29 @@ pub fn write_wordfreq(dir: &Path) -> anyhow::Result<()> {
     write_example(dir)
 }
 
-/// Runs the demo; returns the exit code.
-pub fn main(a: &DemoArgs) -> anyhow::Result<i32> {
+/// What to run: how many providers, how many replicas, and whether to keep the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// Provider nodes to start (at least one is started).
+    pub providers: usize,
+    /// Replicas to run the job on (clamped to 1..=providers).
+    pub replicas: usize,
+    /// Keep the demo's directory (registry, providers, outputs) instead of deleting it.
+    pub keep: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            providers: 3,
+            replicas: 2,
+            keep: false,
+        }
+    }
+}
+
+/// Runs the demo; returns the exit code (the requestor's exit codes).
+pub fn main(a: &DemoOptions) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -265,7 +291,7 @@ impl LocalNetwork {
     }
 }
 
-async fn demo(a: &DemoArgs) -> anyhow::Result<i32> {
+async fn demo(a: &DemoOptions) -> anyhow::Result<i32> {
     const TOTAL: usize = 7;
     let providers = a.providers.max(1);
     let replicas = a.replicas.clamp(1, providers);
@@ -336,7 +362,7 @@ async fn demo(a: &DemoArgs) -> anyhow::Result<i32> {
             "offering {id} with top=5 on poem.txt to {replicas} distinct provider(s); they fetch the bundle from the registry and the input from us by BLAKE3"
         ),
     );
-    let result = crate::run::run(RunOptions {
+    let result = requestor::run::run(RunOptions {
         definition: id.to_string(),
         inputs: vec![input],
         params: [("top".to_string(), "5".to_string())].into_iter().collect(),
@@ -373,7 +399,7 @@ async fn demo(a: &DemoArgs) -> anyhow::Result<i32> {
                 std::fs::read_to_string(first.dir.join("outputs/freq.tsv")).unwrap_or_default();
             step(7, TOTAL, "result", "outputs/freq.tsv (count, word):");
             print!("{freq}");
-            crate::EXIT_OK
+            requestor::EXIT_OK
         }
         Err(e) => {
             eprintln!("error: {e}");

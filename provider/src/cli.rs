@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use task_defs::{Definition, RuntimeKind};
 
 use crate::docker::{DockerConfig, DockerExecutor};
-use crate::executor::{Executor, Outcome, RunRequest, Status};
+use crate::executor::{Outcome, RunRequest, Status};
+use crate::executors::Executors;
 use crate::fsio::{self, TreeCaps};
 use crate::wasm::{WasmConfig, WasmExecutor};
 
@@ -364,11 +365,11 @@ async fn run_until_signal(
     req: RunRequest,
     signals: &mut Signals,
 ) -> anyhow::Result<Result<Outcome, i32>> {
-    let docker = match kind {
-        RuntimeKind::Wasm => None,
+    let executors = match kind {
+        RuntimeKind::Wasm => Executors::new(Some(WasmExecutor::new(cfg)?), None),
         RuntimeKind::Docker => tokio::select! {
             d = DockerExecutor::new(DockerConfig::from_env()?) => {
-                Some(d.context("starting the docker executor")?)
+                Executors::new(None, Some(d.context("starting the docker executor")?))
             }
             (name, code) = signals.recv() => {
                 eprintln!("error: interrupted by {name} before the run started");
@@ -378,23 +379,18 @@ async fn run_until_signal(
     };
     // Signals are handled here; for what cannot be (SIGKILL, a crash) a watchdog process
     // cleans up after us, unless dismissed once everything is known to be gone.
-    let watchdog = docker.as_ref().and_then(|_| Watchdog::spawn());
-    let run = async {
-        anyhow::Ok(match &docker {
-            None => WasmExecutor::new(cfg)?.run(req).await,
-            Some(d) => d.run(req).await,
-        })
-    };
+    let watchdog = executors.docker().and_then(|_| Watchdog::spawn());
+    let run = executors.run(req);
     let (name, code) = tokio::select! {
         o = run => {
             if let Some(w) = watchdog {
                 w.dismiss();
             }
-            return o.map(Ok);
+            return Ok(Ok(o));
         }
         s = signals.recv() => s,
     };
-    if let Some(d) = &docker {
+    if let Some(d) = executors.docker() {
         tokio::select! {
             r = d.cleanup_own(d.config().api_timeout) => match r {
                 Ok(()) => {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod docker;
 pub mod doctor;
 pub mod executor;
+pub mod executors;
 pub mod fsio;
 pub mod gate;
 pub mod node;
@@ -15,4 +16,5 @@ pub mod wasm;
 
 pub use docker::{DockerConfig, DockerExecutor};
 pub use executor::{Dropped, Executor, Outcome, OutputFile, RunRequest, Status, Usage};
+pub use executors::Executors;
 pub use wasm::{WasmConfig, WasmExecutor};

@@ -30,8 +30,11 @@ pub mod identity;
 pub mod jobs;
 pub mod trust;
 
+mod admission;
 mod blobs;
-mod handler;
+mod disk;
+mod job;
+mod service;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +44,7 @@ use pinfold_net::{Keypair, Multiaddr, NetConfig, NetError, PeerId};
 use tokio::sync::watch;
 
 pub use config::NodeConfig;
-pub use handler::Fault;
+pub use job::Fault;
 
 /// Why the node could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,7 @@ fn wipe_work_dir(dir: &Path) -> Result<usize, NodeError> {
     for e in entries.flatten() {
         let p = e.path();
         let r = match e.file_type() {
-            Ok(t) if t.is_dir() => handler::remove_tree(&p),
+            Ok(t) if t.is_dir() => disk::remove_tree(&p),
             _ => std::fs::remove_file(&p),
         };
         match r {
@@ -161,7 +164,7 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     net.gossip_heartbeat = Duration::from_millis(config.network.gossip_heartbeat_ms.max(10));
     config.network.apply_timeouts(&mut net);
     let fault = Fault::from_env();
-    let inner = handler::Inner::new(config, store, fault).await?;
+    let inner = service::Inner::new(config, store, fault).await?;
     let (client, events, event_loop) = pinfold_net::new(net, Some(inner.blobs.clone()))?;
     tokio::spawn(event_loop.run());
     for addr in listen {
@@ -170,8 +173,8 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     let addrs = client.listen_addrs().await?;
     let peer_id = client.peer_id();
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let node = Arc::new(handler::Node::new(inner, client));
-    let task = tokio::spawn(handler::serve(node, events, shutdown_rx));
+    let node = Arc::new(service::Node::new(inner, client));
+    let task = tokio::spawn(service::serve(node, events, shutdown_rx));
     Ok(RunningNode {
         peer_id,
         addrs,

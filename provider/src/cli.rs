@@ -260,7 +260,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(e).context("loading the definition"),
     };
     let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
-    if let Some(gate) = crate::gate::GateConfig::from_exec_args(args, cache_dir.as_deref())
+    if let Some(gate) = gate_config(args, cache_dir.as_deref())
         && let Err(reason) = crate::gate::check(&gate, &definition.id)
     {
         return Ok(report(&Outcome::rejected(reason), args.json));
@@ -352,6 +352,24 @@ impl Signals {
             _ = self.term.recv() => ("SIGTERM", 143),
         }
     }
+}
+
+/// The gate `provider exec` was asked for, if `--registry` was given. State lives in
+/// `registry-state/` next to the artifact cache directory.
+fn gate_config(args: &ExecArgs, cache_dir: Option<&Path>) -> Option<crate::gate::GateConfig> {
+    Some(crate::gate::GateConfig {
+        registry: args.registry.clone()?,
+        log_key: args.log_key?,
+        origin: None,
+        reviewers: args.reviewers.clone(),
+        threshold: args.threshold?,
+        max_age_secs: args.max_age,
+        state_dir: cache_dir
+            .and_then(Path::parent)
+            .map(|p| p.join("registry-state")),
+        witnesses: args.witnesses.clone(),
+        witness_threshold: args.witness_threshold,
+    })
 }
 
 /// Runs `req`, or, at SIGINT or SIGTERM, stops it and removes what it made: dropping the

@@ -45,27 +45,6 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
-    /// The gate `provider exec` was asked for, if `--registry` was given. State lives in
-    /// `registry-state/` next to the artifact cache directory.
-    pub fn from_exec_args(
-        args: &crate::cli::ExecArgs,
-        cache_dir: Option<&Path>,
-    ) -> Option<GateConfig> {
-        Some(GateConfig {
-            registry: args.registry.clone()?,
-            log_key: args.log_key?,
-            origin: None,
-            reviewers: args.reviewers.clone(),
-            threshold: args.threshold?,
-            max_age_secs: args.max_age,
-            state_dir: cache_dir
-                .and_then(Path::parent)
-                .map(|p| p.join("registry-state")),
-            witnesses: args.witnesses.clone(),
-            witness_threshold: args.witness_threshold,
-        })
-    }
-
     /// The witness policy: the configured witnesses, of which the threshold (default: all)
     /// must cosign.
     pub fn witness_policy(&self) -> Result<WitnessPolicy, String> {

@@ -143,8 +143,16 @@ pub fn status(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
         Err(code) => return Ok(code),
     };
     let rt = runtime()?;
+    let local = row.clone();
     let result = rt.block_on(lifecycle::status(&store, row));
     rt.shutdown_background();
+    if let (Err(_), false) = (&result, a.json) {
+        // What this requestor knows still helps when the provider cannot be asked.
+        eprintln!(
+            "job {} on {}: local state {}",
+            local.id, local.provider, local.state
+        );
+    }
     Ok(match result {
         Ok(r) => {
             if a.json {

@@ -304,7 +304,14 @@ fn cancel_kills_a_looping_task_on_the_provider_and_removes_its_work_dir() {
     // A second cancel says it had ended; get refuses with the reason, not a hang.
     let o = w.requestor(&["cancel", &job]);
     assert!(ok_stdout(&o).contains("already ended"));
-    let o = w.requestor(&["get", &job, "--timeout", "10"]);
+    let o = w.requestor(&[
+        "get",
+        &job,
+        "--timeout",
+        "10",
+        "--output",
+        w.s.path("out").to_str().unwrap(),
+    ]);
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("cancelled"), "{}", text(&o.stderr));
 }
@@ -314,7 +321,7 @@ fn ctrl_c_on_a_foreground_run_cancels_the_job_on_the_provider() {
     let mut w = World::new();
     let def = w.spinner("forever", None);
     w.start_provider();
-    let child = Command::new(bin("requestor"))
+    let mut child = Command::new(bin("requestor"))
         .args([
             "run",
             &def,
@@ -325,6 +332,8 @@ fn ctrl_c_on_a_foreground_run_cancels_the_job_on_the_provider() {
         ])
         .arg("--data-dir")
         .arg(w.data_dir())
+        .arg("--output")
+        .arg(w.s.path("out"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -347,11 +356,17 @@ fn ctrl_c_on_a_foreground_run_cancels_the_job_on_the_provider() {
         .status()
         .unwrap();
     assert!(status.success());
+    // A requestor that ignores Ctrl-C would run on: it gets 20 s, then it is killed.
+    let exited = wait_until(20, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
     let o = child.wait_with_output().unwrap();
     assert!(
-        interrupted.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        interrupted.elapsed()
+        exited,
+        "still running {:?} after SIGINT: {}",
+        interrupted.elapsed(),
+        text(&o.stderr)
     );
     let stderr = text(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");

@@ -5,8 +5,8 @@
 //! A job is keyed by the provider's job id and the provider's peer id. Each row keeps the
 //! session key the job was submitted with: a provider answers questions about a job only
 //! to the peer that offered it, and a fresh key per run keeps runs unlinkable, so a later
-//! process speaks with that job's own key. The file and its directory are private to the
-//! user (0600 and 0700) because of those keys.
+//! process speaks with that job's own key. The file is private to the user (0600), and so
+//! is a directory made for it (0700), because of those keys.
 //!
 //! Also kept: the provider's addresses (to dial it again), what was offered (definition,
 //! params, inputs: what its receipt must match), the output limit, and once fetched the
@@ -186,9 +186,13 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| err(&e))?;
+        // A directory made here is private; one that exists (a --data-dir the user chose)
+        // keeps its mode, and the file itself is private either way.
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| err(&e))?;
+        }
         let conn = Connection::open(&path).map_err(|e| err(&e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| err(&e))?;

@@ -96,6 +96,8 @@ pub struct StatusReport {
     /// What the provider says now: a job state, or `unknown` once it forgot the job
     /// (retention over, or a restart).
     pub provider_state: String,
+    /// The signed receipt, once a result arrived (as checked then).
+    pub receipt: Option<serde_json::Value>,
 }
 
 /// Asks the provider where a stored job is.
@@ -117,9 +119,14 @@ pub async fn status(store: &Store, job: JobRow) -> Result<StatusReport, RunError
     if provider_state == "cancelled" && job.state != store::state::CANCELLED {
         let _ = store.set_state(&job.id, &job.provider, store::state::CANCELLED, None);
     }
+    let receipt = job
+        .receipt
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok());
     Ok(StatusReport {
         job,
         provider_state,
+        receipt,
     })
 }
 

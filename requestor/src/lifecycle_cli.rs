@@ -180,6 +180,7 @@ pub fn get(a: &GetArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
+    let definition = row.definition.clone();
     let rt = runtime()?;
     let result = rt.block_on(lifecycle::get(
         store,
@@ -190,7 +191,7 @@ pub fn get(a: &GetArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
     ));
     rt.shutdown_background();
     let report = result.map(|r| crate::run::RunReport {
-        definition: String::new(),
+        definition,
         replicas: vec![r],
         refusals: Vec::new(),
         agreed: true,

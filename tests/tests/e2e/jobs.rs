@@ -226,6 +226,7 @@ fn a_detached_job_is_collected_and_verified_by_later_processes() {
         .unwrap_or_else(|e| panic!("{e}: {} / {}", text(&o.stdout), text(&o.stderr)));
     assert_eq!(o.status.code(), Some(0), "{v} {}", text(&o.stderr));
     assert_eq!(v["report"]["replicas"][0]["job_id"], job.as_str());
+    assert_eq!(v["report"]["definition"], def.as_str());
     assert_eq!(
         v["report"]["replicas"][0]["provider"],
         w.provider().peer.as_str()
@@ -250,6 +251,12 @@ fn a_detached_job_is_collected_and_verified_by_later_processes() {
         serde_json::from_str(&ok_stdout(&w.requestor(&["jobs", "--json"]))).unwrap();
     assert_eq!(listed[0]["state"], "delivered", "{listed}");
     assert_eq!(listed[0]["status"], "succeeded", "{listed}");
+
+    // `status` shows the stored receipt, the one saved with the outputs.
+    let o = w.requestor(&["status", &job, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&ok_stdout(&o)).unwrap();
+    assert_eq!(v["status"]["receipt"], receipt, "{v}");
+    assert_eq!(v["status"]["provider_state"], "finished", "{v}");
 
     // `logs` from yet another process.
     let o = w.requestor(&["logs", &job]);

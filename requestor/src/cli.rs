@@ -73,6 +73,10 @@ pub struct JobsArgs {
 pub struct JobArgs {
     /// The job id, or an unambiguous prefix of it (at least 4 characters).
     pub job: String,
+    /// Another address of the job's provider, for one that moved (its recorded
+    /// addresses are tried too); repeat for several.
+    #[arg(long = "addr", value_name = "MULTIADDR")]
+    pub addrs: Vec<Multiaddr>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +87,10 @@ pub struct JobArgs {
 pub struct GetArgs {
     /// The job id, or an unambiguous prefix of it (at least 4 characters).
     pub job: String,
+    /// Another address of the job's provider, for one that moved (its recorded
+    /// addresses are tried too); repeat for several.
+    #[arg(long = "addr", value_name = "MULTIADDR")]
+    pub addrs: Vec<Multiaddr>,
     /// Directory for outputs, stdio and the receipt (default a fresh
     /// ./pinfold-out/run-TIME-RANDOM).
     #[arg(long, value_name = "DIR")]

@@ -123,22 +123,44 @@ pub fn jobs(a: &JobsArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
     Ok(crate::EXIT_OK)
 }
 
-/// Opens the store and resolves a job handle; `Err` is the exit code already reported.
+/// Opens the store and resolves a job handle, adding `addrs` (given on the command line,
+/// with or without the provider's `/p2p/` suffix) to the recorded ones; `Err` is the exit
+/// code already reported.
 fn job(
     data_dir: Option<PathBuf>,
     handle: &str,
+    addrs: &[pinfold_net::Multiaddr],
     json: bool,
 ) -> Result<(Arc<Store>, crate::store::JobRow), i32> {
     let store = open_store(data_dir.as_deref()).map_err(|e| fail(e, json))?;
-    let row = store
+    let mut row = store
         .resolve(handle)
         .map_err(|e| fail(store_error(e), json))?;
+    let suffix = format!("/p2p/{}", row.provider);
+    for a in addrs {
+        let text = a.to_string();
+        let full = if text.ends_with(&suffix) {
+            text
+        } else if text.contains("/p2p/") {
+            return Err(fail(
+                RunError::Usage(format!(
+                    "--addr {text} names another peer than the job's provider {}",
+                    row.provider
+                )),
+                json,
+            ));
+        } else {
+            format!("{text}{suffix}")
+        };
+        // Given ones first: the recorded ones may be stale.
+        row.addrs.insert(0, full);
+    }
     Ok((store, row))
 }
 
 /// `requestor status JOB`.
 pub fn status(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
-    let (store, row) = match job(data_dir, &a.job, a.json) {
+    let (store, row) = match job(data_dir, &a.job, &a.addrs, a.json) {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
@@ -176,7 +198,7 @@ pub fn status(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
 
 /// `requestor get JOB [--output DIR]`.
 pub fn get(a: &GetArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
-    let (store, row) = match job(data_dir, &a.job, a.json) {
+    let (store, row) = match job(data_dir, &a.job, &a.addrs, a.json) {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
@@ -202,7 +224,7 @@ pub fn get(a: &GetArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
 
 /// `requestor cancel JOB`.
 pub fn cancel(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
-    let (store, row) = match job(data_dir, &a.job, a.json) {
+    let (store, row) = match job(data_dir, &a.job, &a.addrs, a.json) {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };
@@ -233,7 +255,7 @@ pub fn cancel(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
 /// `requestor logs JOB`.
 pub fn logs(a: &JobArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
     use std::io::Write as _;
-    let (_store, row) = match job(data_dir, &a.job, a.json) {
+    let (_store, row) = match job(data_dir, &a.job, &a.addrs, a.json) {
         Ok(j) => j,
         Err(code) => return Ok(code),
     };

@@ -273,6 +273,24 @@ fn a_detached_job_is_collected_and_verified_by_later_processes() {
     );
     // The provider delivered it; nothing of it is left running.
     assert_eq!(w.provider_state(&job).as_deref(), Some("delivered"));
+
+    // A provider restarted on another port: the recorded address fails (exit 5, the
+    // local state still shown); `--addr` reaches it, and it no longer knows the job.
+    let node = w.node.take().unwrap();
+    let dir = node.dir.clone();
+    node.kill();
+    w.node = Some(ProviderProcess::start(&dir, None, &[], &[]));
+    let o = w.requestor(&["status", &job]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("local state delivered"),
+        "{}",
+        text(&o.stderr)
+    );
+    let moved = w.provider().addr().to_string();
+    let bare = moved.split("/p2p/").next().unwrap().to_string();
+    let o = w.requestor(&["status", &job, "--addr", &bare]);
+    assert!(ok_stdout(&o).contains("provider says unknown"));
 }
 
 #[test]

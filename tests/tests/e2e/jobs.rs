@@ -251,6 +251,17 @@ fn a_detached_job_is_collected_and_verified_by_later_processes() {
         serde_json::from_str(&ok_stdout(&w.requestor(&["jobs", "--json"]))).unwrap();
     assert_eq!(listed[0]["state"], "delivered", "{listed}");
     assert_eq!(listed[0]["status"], "succeeded", "{listed}");
+    let table = ok_stdout(&w.requestor(&["jobs"]));
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&job))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("delivered")
+            && line.contains("succeeded")
+            && line.contains(&w.provider().peer),
+        "{line}"
+    );
 
     // `status` shows the stored receipt, the one saved with the outputs.
     let o = w.requestor(&["status", &job, "--json"]);
@@ -603,6 +614,14 @@ fn params_are_checked_before_any_offer_with_the_param_table() {
             "{args:?}: {e}"
         );
     }
+    // `describe` of the directory itself prints the same table, no registry needed.
+    let o = w.requestor(&["describe", dir.to_str().unwrap()]);
+    let out = ok_stdout(&o);
+    assert!(
+        out.contains("params of wordfreq 1.0.0") && out.contains("fold|keep"),
+        "{out}"
+    );
+
     // Not one offer reached the provider.
     assert!(w.provider_jobs().is_empty(), "{:?}", w.provider_jobs());
     // And nothing was recorded as a job.

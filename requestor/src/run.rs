@@ -413,7 +413,7 @@ pub(crate) struct Ctx {
     queue: Mutex<VecDeque<PeerId>>,
     refusals: Mutex<Vec<Refusal>>,
     /// Accepted jobs whose result has not arrived: what Ctrl-C cancels.
-    active: Arc<Mutex<Vec<(PeerId, JobId)>>>,
+    active: Arc<Mutex<Active>>,
 }
 
 impl Ctx {
@@ -449,7 +449,7 @@ impl Ctx {
             output_cap: job.output_cap,
             queue: Mutex::new(VecDeque::new()),
             refusals: Mutex::new(Vec::new()),
-            active: Arc::new(Mutex::new(Vec::new())),
+            active: Arc::new(Mutex::new(Active::default())),
         }
     }
 
@@ -465,7 +465,7 @@ impl Ctx {
         }
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, Vec<(PeerId, JobId)>> {
+    fn active(&self) -> std::sync::MutexGuard<'_, Active> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -522,7 +522,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
 /// and has not delivered is cancelled there (each cancel bounded by the request timeout),
 /// and the run ends in [`RunError::Interrupted`] saying what happened to each.
 pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport, RunError> {
-    let active = Arc::new(Mutex::new(Vec::new()));
+    let active = Arc::new(Mutex::new(Active::default()));
     let Some(interrupt) = opts.interrupt.clone() else {
         return run_jobs(session, opts, active).await;
     };
@@ -531,8 +531,12 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
     tokio::select! {
         r = run_jobs(session, opts, active.clone()) => r,
         _ = interrupt.notified() => {
-            let jobs: Vec<(PeerId, JobId)> =
-                active.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let lock = || active.lock().unwrap_or_else(|e| e.into_inner());
+            let jobs: Vec<(PeerId, JobId)> = {
+                let mut a = lock();
+                a.interrupted = true;
+                std::mem::take(&mut a.jobs)
+            };
             let cancels = jobs.into_iter().map(|(peer, job)| {
                 let client = client.clone();
                 let store = store.clone();
@@ -560,7 +564,14 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
                     CancelReport { provider: peer.to_base58(), job_id: job.0, outcome }
                 }
             });
-            Err(RunError::Interrupted(futures::future::join_all(cancels).await))
+            let reports = futures::future::join_all(cancels).await;
+            // Replicas whose offer was still on the wire cancel their own accept; the
+            // process must not exit before they have.
+            let deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+            while lock().offering > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(RunError::Interrupted(reports))
         }
     }
 }
@@ -568,7 +579,7 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
 async fn run_jobs(
     session: Arc<Session>,
     opts: RunOptions,
-    active: Arc<Mutex<Vec<(PeerId, JobId)>>>,
+    active: Arc<Mutex<Active>>,
 ) -> Result<RunReport, RunError> {
     if opts.detach && opts.store.is_none() {
         return Err(usage(
@@ -715,6 +726,19 @@ async fn run_jobs(
     })
 }
 
+/// What Ctrl-C has to cancel: jobs accepted and not yet delivered, and offers still on
+/// the wire (an accept arriving after the interrupt is cancelled at once by its replica,
+/// which the interrupt waits for).
+#[derive(Debug, Default)]
+pub(crate) struct Active {
+    jobs: Vec<(PeerId, JobId)>,
+    offering: usize,
+    interrupted: bool,
+}
+
+/// How long an interrupt waits for offers on the wire to be answered (and cancelled).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
 /// How one replica ended well.
 enum Done {
     /// Its outputs are downloaded and verified.
@@ -762,19 +786,52 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     // for a short while before the replica moves on.
     let busy_until = tokio::time::Instant::now() + BUSY_OFFER_RETRY;
     let mut wait = Duration::from_millis(5);
-    let accept = loop {
-        match client.offer(peer, ctx.prep.offer.clone()).await {
-            Ok(OfferReply::Accept(a)) => break a,
-            Ok(OfferReply::Reject {
-                reason: RejectReason::Busy,
-            }) if tokio::time::Instant::now() < busy_until => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(500));
-            }
-            Ok(OfferReply::Reject { reason }) => return Err(retry(reason.to_string())),
-            Err(e) => return Err(retry(format!("offer failed: {e}"))),
+    {
+        let mut a = ctx.active();
+        if a.interrupted {
+            return Err(AttemptError::Fatal(RunError::Interrupted(Vec::new())));
         }
+        a.offering += 1;
+    }
+    let offered = async {
+        loop {
+            match client.offer(peer, ctx.prep.offer.clone()).await {
+                Ok(OfferReply::Accept(a)) => break Ok(a),
+                Ok(OfferReply::Reject {
+                    reason: RejectReason::Busy,
+                }) if tokio::time::Instant::now() < busy_until && !ctx.active().interrupted => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Ok(OfferReply::Reject { reason }) => break Err(retry(reason.to_string())),
+                Err(e) => break Err(retry(format!("offer failed: {e}"))),
+            }
+        }
+    }
+    .await;
+    let late = {
+        let mut a = ctx.active();
+        if let (false, Ok(accept)) = (a.interrupted, &offered) {
+            a.jobs.push((peer, accept.job_id.clone()));
+        }
+        a.interrupted
     };
+    if late && let Ok(accept) = &offered {
+        // Accepted after Ctrl-C: nobody will collect it, so it goes at once.
+        let _ = client
+            .request(
+                peer,
+                Request::Cancel {
+                    job_id: accept.job_id.clone(),
+                },
+            )
+            .await;
+    }
+    ctx.active().offering -= 1;
+    if late {
+        return Err(AttemptError::Fatal(RunError::Interrupted(Vec::new())));
+    }
+    let accept = offered?;
     ctx.say(&format!(
         "{} accepted as job {} (fetching {} blob(s) from us)",
         short(&peer),
@@ -783,7 +840,6 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     ));
     let job = accept.job_id;
     let provider = peer.to_base58();
-    ctx.active().push((peer, job.clone()));
     ctx.record(|s| {
         let key = ctx
             .session
@@ -817,7 +873,9 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     } else {
         collect(ctx, peer, &job).await.map(Done::Verified)
     };
-    ctx.active().retain(|(p, j)| !(*p == peer && *j == job));
+    ctx.active()
+        .jobs
+        .retain(|(p, j)| !(*p == peer && *j == job));
     if let Err(e) = &done {
         let why = match e {
             AttemptError::Retry(r) => r.reason.clone(),

@@ -7,14 +7,20 @@
 //! checked: every file's BLAKE3 (verified in flight and again on disk), the output digest
 //! recomputed with the provider's own formula ([`verify::output_digest_of_dir`]), and the
 //! receipt's signature by the peer it talked to. [`demo`] runs the whole system on
-//! loopback in one process.
+//! loopback in one process. Every accepted job is recorded in a local SQLite [`store`],
+//! so the [`lifecycle`] commands (`jobs`, `status`, `get`, `cancel`, `logs`) work from a
+//! later process; [`describe`] prints what a definition takes.
 
 pub mod budget;
 pub mod cli;
 pub mod demo;
+pub mod describe;
+pub mod lifecycle;
+pub mod lifecycle_cli;
 pub mod progress;
 pub mod run;
 pub mod session;
+pub mod store;
 pub mod verify;
 
 /// Exit code: verified success.
@@ -31,3 +37,5 @@ pub const EXIT_VERIFY: i32 = 4;
 pub const EXIT_NO_PROVIDER: i32 = 5;
 /// Exit code: any other error (network, files).
 pub const EXIT_ERROR: i32 = 9;
+/// Exit code: interrupted (Ctrl-C); accepted jobs were cancelled on their providers.
+pub const EXIT_INTERRUPTED: i32 = 130;

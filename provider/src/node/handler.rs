@@ -28,6 +28,8 @@ use crate::executor::{Executor, Outcome, RunRequest, Status, output_digest};
 use crate::gate::GateConfig;
 use crate::wasm::{WasmConfig, WasmExecutor};
 
+mod cancel;
+
 /// Seconds the node waits for a job's bundle and inputs.
 const HOLD_SECS: u64 = 120;
 /// Definitions kept parsed in memory.
@@ -607,7 +609,10 @@ impl Node {
     }
 
     fn set_state(&self, id: &str, state: JobState) {
-        if let Some(j) = self.jobs().get_mut(id) {
+        // A cancelled job stays cancelled, whatever its unwinding run still reports.
+        if let Some(j) = self.jobs().get_mut(id)
+            && j.state != JobState::Cancelled
+        {
             j.state = state;
         }
     }
@@ -810,33 +815,7 @@ async fn answer(node: &Arc<Node>, peer: PeerId, request: Request) -> Response {
                 None => Response::Error(ErrorReply::UnknownJob),
             }
         }
-        Request::Cancel { job_id } => {
-            let job = {
-                let mut jobs = node.jobs();
-                match jobs.get(&job_id.0) {
-                    Some(j) if j.requestor == peer => jobs.remove(&job_id.0),
-                    _ => None,
-                }
-            };
-            match job {
-                Some(j) => {
-                    let active = j.result.is_none();
-                    if let Some(t) = &j.task {
-                        t.abort();
-                    }
-                    if active {
-                        node.record(
-                            &job_id.0,
-                            Stage::Cancelled,
-                            Some("cancelled by the requestor"),
-                        );
-                    }
-                    cleanup(node, &j);
-                    Response::Cancelled(active)
-                }
-                None => Response::Error(ErrorReply::UnknownJob),
-            }
-        }
+        Request::Cancel { job_id } => cancel::cancel(node, peer, job_id).await,
     }
 }
 
@@ -1308,15 +1287,15 @@ async fn run_job(
             tracing::info!(job = %job_id, status = %outcome.status, "finished");
             let mut jobs = node.jobs();
             match jobs.get_mut(&job_id) {
-                Some(j) => {
+                Some(j) if j.state != JobState::Cancelled => {
                     j.state = JobState::Finished;
                     j.result = Some(Arc::new(result));
                     j.served = served;
                     j.finished_at = Some(Instant::now());
                     j.task = None;
                 }
-                // Cancelled meanwhile.
-                None => {
+                // Cancelled meanwhile (a tombstone, or retired already).
+                _ => {
                     for id in &served {
                         node.inner.blobs.release(id);
                     }

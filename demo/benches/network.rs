@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             Session::start(SessionConfig {
                 bootstrap: net.addrs.clone(),
                 mdns: false,
+                keypair: None,
             })
             .await?,
         );

@@ -2,10 +2,12 @@
 //!
 //! Exit codes: 0 verified success · 1 the task ran and did not succeed · 2 usage ·
 //! 3 refused by every provider · 4 verification failed (digest, receipt, replicas
-//! disagree) · 5 no provider found or reachable · 9 other error.
+//! disagree) · 5 no provider found or reachable · 9 other error · 130 interrupted (the
+//! accepted jobs were cancelled on their providers).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,12 +23,16 @@ use crate::session::{Session, SessionConfig};
     version,
     about,
     after_help = "exit codes: 0 verified success, 1 task failed, 2 usage, 3 refused, \
-                  4 verification failed, 5 no provider, 9 other error"
+                  4 verification failed, 5 no provider, 9 other error, 130 interrupted"
 )]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Where the job store lives (default $PINFOLD_REQUESTOR_DIR, else
+    /// $XDG_DATA_HOME/pinfold/requestor, else ~/.local/share/pinfold/requestor).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -45,12 +51,81 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// List the jobs this requestor submitted, newest first.
+    Jobs(JobsArgs),
+    /// Ask a job's provider where the job is.
+    Status(JobArgs),
+    /// Download and verify a job's outputs and receipt (waiting for it to finish).
+    Get(GetArgs),
+    /// Cancel a job on its provider.
+    Cancel(JobArgs),
+    /// Print a finished job's stdout (and its stderr on stderr).
+    Logs(JobArgs),
+    /// Print a definition's params and limits.
+    Describe(DescribeArgs),
+}
+
+/// Arguments of `requestor jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Print one JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of the commands about one job.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job id, or an unambiguous prefix of it (at least 4 characters).
+    pub job: String,
+    /// Another address of the job's provider, for one that moved (its recorded
+    /// addresses are tried too); repeat for several.
+    #[arg(long = "addr", value_name = "MULTIADDR")]
+    pub addrs: Vec<Multiaddr>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `requestor get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The job id, or an unambiguous prefix of it (at least 4 characters).
+    pub job: String,
+    /// Another address of the job's provider, for one that moved (its recorded
+    /// addresses are tried too); repeat for several.
+    #[arg(long = "addr", value_name = "MULTIADDR")]
+    pub addrs: Vec<Multiaddr>,
+    /// Directory for outputs, stdio and the receipt (default a fresh
+    /// ./pinfold-out/run-TIME-RANDOM).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Seconds to wait for the job to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `requestor describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// A definition identity or unambiguous prefix of one, a directory or a bundle file.
+    pub definition: String,
+    /// Registry to look identities up in (default $PINFOLD_REGISTRY).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `requestor run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A definition identity (blake3:…), a definition directory or a bundle file.
+    /// A definition identity (blake3:…) or an unambiguous prefix of one, a definition
+    /// directory or a bundle file.
     pub definition: String,
     /// A file or directory, made available as `<io.input>/<base name>`.
     #[arg(long = "input", value_name = "PATH")]
@@ -96,6 +171,15 @@ pub struct RunArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Return once the provider has started the job; print its job id and leave the
+    /// result to `requestor get JOB`.
+    #[arg(long)]
+    pub detach: bool,
+    /// Registry to look DEFINITION up in when it is an identity or a prefix of one
+    /// (default $PINFOLD_REGISTRY): params, limits and runtime are then checked here
+    /// before any offer.
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
     /// Test only: serve FILE as the bundle, unchecked, while offering DEFINITION.
     #[arg(long, value_name = "FILE", hide = true)]
     pub unchecked_bundle: Option<PathBuf>,
@@ -158,8 +242,9 @@ fn init_logging() {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
+    let data_dir = cli.data_dir.clone();
     let result = match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(a, data_dir),
         Command::Verify(a) => Ok(verify(&a)),
         Command::Providers(a) => providers(&a),
         Command::Demo { .. } => {
@@ -170,6 +255,12 @@ pub fn main() -> i32 {
             );
             Ok(crate::EXIT_USAGE)
         }
+        Command::Jobs(a) => crate::lifecycle_cli::jobs(&a, data_dir),
+        Command::Status(a) => crate::lifecycle_cli::status(&a, data_dir),
+        Command::Get(a) => crate::lifecycle_cli::get(&a, data_dir),
+        Command::Cancel(a) => crate::lifecycle_cli::cancel(&a, data_dir),
+        Command::Logs(a) => crate::lifecycle_cli::logs(&a, data_dir),
+        Command::Describe(a) => crate::lifecycle_cli::describe(&a, data_dir),
     };
     match result {
         Ok(code) => code,
@@ -180,10 +271,35 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(a: RunArgs) -> anyhow::Result<i32> {
+/// The registry URL: the flag, else `$PINFOLD_REGISTRY`.
+pub(crate) fn registry_url(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| {
+        std::env::var("PINFOLD_REGISTRY")
+            .ok()
+            .filter(|v| !v.is_empty())
+    })
+}
+
+fn run(a: RunArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
     let json = a.json;
+    // The store is best effort for a foreground run (a warning if it cannot be opened)
+    // and required for --detach, whose job is only reachable again through it.
+    let store = match crate::lifecycle::open_store(data_dir.as_deref()) {
+        Ok(s) => Some(s),
+        Err(e) if a.detach => return Ok(report(Err(e), json)),
+        Err(e) => {
+            eprintln!("requestor: warning: not recording the job: {e}");
+            None
+        }
+    };
+    let (definition, known) =
+        match crate::lifecycle_cli::resolve_for_run(&a.definition, a.registry.clone(), &store) {
+            Ok(r) => r,
+            Err(e) => return Ok(report(Err(e), json)),
+        };
+    let interrupt = Arc::new(tokio::sync::Notify::new());
     let opts = RunOptions {
-        definition: a.definition,
+        definition,
         inputs: a.inputs,
         params: a.params.into_iter().collect::<BTreeMap<_, _>>(),
         secrets: match pinfold_net::secret::read_secret_args(&a.secrets) {
@@ -200,9 +316,24 @@ fn run(a: RunArgs) -> anyhow::Result<i32> {
         timeout: Duration::from_secs(a.timeout),
         unchecked_bundle: a.unchecked_bundle,
         progress: !json,
+        detach: a.detach,
+        store,
+        known,
+        interrupt: Some(interrupt.clone()),
     };
     let rt = runtime()?;
-    let result = rt.block_on(crate::run::run(opts));
+    let result = rt.block_on(async {
+        // Installed before anything goes on the wire, so Ctrl-C never kills the process
+        // with a job accepted and left running.
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| RunError::Other(format!("installing the Ctrl-C handler: {e}")))?;
+        tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                interrupt.notify_one();
+            }
+        });
+        crate::run::run(opts).await
+    });
     // Do not wait for the network's background tasks to wind down.
     rt.shutdown_background();
     Ok(report(result, json))
@@ -215,6 +346,21 @@ pub fn report(result: Result<crate::run::RunReport, RunError>, json: bool) -> i3
         Ok(r) => {
             if json {
                 println!("{}", serde_json::json!({"ok": true, "report": r}));
+            } else if !r.detached.is_empty() {
+                for d in &r.detached {
+                    eprintln!(
+                        "detached: job {} on {} is {}; collect it with `requestor get {}`",
+                        d.job_id,
+                        d.provider,
+                        serde_json::to_value(d.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        d.job_id
+                    );
+                    // The handle alone on stdout, for scripts.
+                    println!("{}", d.job_id);
+                }
             } else {
                 for rep in &r.replicas {
                     eprintln!(
@@ -252,6 +398,7 @@ pub fn report(result: Result<crate::run::RunReport, RunError>, json: bool) -> i3
                     RunError::Verification { .. } => "verification",
                     RunError::Disagreement(_) => "disagreement",
                     RunError::Disk(_) => "disk",
+                    RunError::Interrupted(_) => "interrupted",
                     RunError::Other(_) => "error",
                 };
                 let mut v = serde_json::json!({"ok": false, "kind": kind, "error": e.to_string()});
@@ -261,7 +408,20 @@ pub fn report(result: Result<crate::run::RunReport, RunError>, json: bool) -> i3
                 if let RunError::Disagreement(d) = &e {
                     v["digests"] = serde_json::to_value(d).unwrap_or_default();
                 }
+                if let RunError::Interrupted(c) = &e {
+                    v["cancels"] = serde_json::to_value(c).unwrap_or_default();
+                }
                 println!("{v}");
+            } else if let RunError::Interrupted(c) = &e {
+                for c in c {
+                    eprintln!(
+                        "requestor: interrupted: job {} on {}: {}",
+                        c.job_id, c.provider, c.outcome
+                    );
+                }
+                if c.is_empty() {
+                    eprintln!("requestor: interrupted before any provider accepted the job");
+                }
             } else {
                 eprintln!("error: {e}");
             }
@@ -323,6 +483,7 @@ fn providers(a: &ProvidersArgs) -> anyhow::Result<i32> {
         let s = Session::start(SessionConfig {
             bootstrap: a.bootstrap.clone(),
             mdns: a.mdns,
+            keypair: None,
         })
         .await?;
         for (addr, e) in &s.failed {

@@ -6,15 +6,21 @@
 //! by BLAKE3, polls for the result, downloads the outputs and trusts nothing it has not
 //! checked: every file's BLAKE3 (verified in flight and again on disk), the output digest
 //! recomputed with the provider's own formula ([`verify::output_digest`]), and the
-//! receipt's signature by the peer it talked to. The demo that runs the whole system on
-//! loopback in one process is its own crate (`pinfold-demo`), so the requestor never links
-//! the provider.
+//! receipt's signature by the peer it talked to. Every accepted job is recorded in a local
+//! SQLite [`store`], so the [`lifecycle`] commands (`jobs`, `status`, `get`, `cancel`,
+//! `logs`) work from a later process; [`describe`] prints what a definition takes. The demo
+//! that runs the whole system on loopback in one process is its own crate
+//! (`pinfold-demo`), so the requestor never links the provider.
 
 pub mod budget;
 pub mod cli;
+pub mod describe;
+pub mod lifecycle;
+pub mod lifecycle_cli;
 pub mod progress;
 pub mod run;
 pub mod session;
+pub mod store;
 pub mod verify;
 
 /// Exit code: verified success.
@@ -31,3 +37,5 @@ pub const EXIT_VERIFY: i32 = 4;
 pub const EXIT_NO_PROVIDER: i32 = 5;
 /// Exit code: any other error (network, files).
 pub const EXIT_ERROR: i32 = 9;
+/// Exit code: interrupted (Ctrl-C); accepted jobs were cancelled on their providers.
+pub const EXIT_INTERRUPTED: i32 = 130;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use indicatif::ProgressBar;
-use pinfold_net::protocol::{ErrorReply, ResultReply};
+use pinfold_net::protocol::{ErrorReply, JobState, ResultReply};
 use pinfold_net::{
     BlobRef, FetchLimits, InputEntry, JobId, JobResult, Multiaddr, Offer, OfferReply, PeerId,
     RejectReason, Request, ResourceNeeds, Response, RunStatus, SecretValue,
@@ -26,6 +26,7 @@ use task_defs::{Definition, DefinitionId};
 use crate::budget::{self, BudgetedWriter, DiskBudget};
 use crate::progress::{self, CountingWriter};
 use crate::session::{Session, SessionConfig};
+use crate::store::{self, NewJob, Store};
 use crate::verify::{self, VerifyError};
 
 /// What to run and how.
@@ -62,6 +63,16 @@ pub struct RunOptions {
     pub unchecked_bundle: Option<PathBuf>,
     /// Print progress lines on stderr.
     pub progress: bool,
+    /// Return as soon as each provider has the bundle and inputs and has started the job,
+    /// leaving the result to a later `requestor get` (needs `store`).
+    pub detach: bool,
+    /// The local job store: every accepted job is recorded there, with its result.
+    pub store: Option<Arc<Store>>,
+    /// The definition, fetched from a registry, when `definition` is an identity: used to
+    /// check params, the output limit and the runtime before any offer; never sent.
+    pub known: Option<Arc<Definition>>,
+    /// Notified on Ctrl-C: the accepted jobs are cancelled on their providers.
+    pub interrupt: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for RunOptions {
@@ -81,6 +92,10 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(600),
             unchecked_bundle: None,
             progress: false,
+            detach: false,
+            store: None,
+            known: None,
+            interrupt: None,
         }
     }
 }
@@ -126,6 +141,31 @@ pub struct RunReport {
     pub refusals: Vec<Refusal>,
     /// Whether the replicas agree (always true on success).
     pub agreed: bool,
+    /// Jobs left running on their providers (`--detach`): fetch them with `requestor get`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub detached: Vec<DetachedJob>,
+}
+
+/// A job left running with `--detach`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetachedJob {
+    /// The provider.
+    pub provider: String,
+    /// Its job id (the handle for `requestor status|get|cancel|logs`).
+    pub job_id: String,
+    /// Where the provider said the job was when this process left.
+    pub state: JobState,
+}
+
+/// What happened to one accepted job when the run was interrupted.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelReport {
+    /// The provider.
+    pub provider: String,
+    /// Its job id.
+    pub job_id: String,
+    /// `cancelled`, `already finished` or why the cancel did not get through.
+    pub outcome: String,
 }
 
 /// Why a run did not end in verified success.
@@ -167,9 +207,23 @@ pub enum RunError {
     /// partial is kept).
     #[error("{0}")]
     Disk(String),
+    /// Ctrl-C: the accepted jobs were cancelled on their providers (as far as they
+    /// could be reached).
+    #[error("interrupted: {}", cancels(.0))]
+    Interrupted(Vec<CancelReport>),
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+fn cancels(c: &[CancelReport]) -> String {
+    if c.is_empty() {
+        return "no job had been accepted yet".to_string();
+    }
+    c.iter()
+        .map(|c| format!("job {} on {}: {}", c.job_id, c.provider, c.outcome))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn list(r: &[Refusal]) -> String {
@@ -188,6 +242,7 @@ impl RunError {
             RunError::Refused(_) => crate::EXIT_REFUSED,
             RunError::TaskFailed { .. } => crate::EXIT_TASK_FAILED,
             RunError::Verification { .. } | RunError::Disagreement(_) => crate::EXIT_VERIFY,
+            RunError::Interrupted(_) => crate::EXIT_INTERRUPTED,
             RunError::Disk(_) | RunError::Other(_) => crate::EXIT_ERROR,
         }
     }
@@ -261,20 +316,22 @@ fn collect_inputs(session: &Session, inputs: &[PathBuf]) -> Result<Vec<InputEntr
 fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
     let target = opts.definition.as_str();
     let path = Path::new(target);
-    let (definition, bundle_bytes, id): (Option<Definition>, Option<Vec<u8>>, String) =
+    let (definition, bundle_bytes, id): (Option<Arc<Definition>>, Option<Vec<u8>>, String) =
         if let Ok(id) = DefinitionId::from_str(target) {
-            (None, None, id.to_string())
+            // Checks only: the provider gets the bundle from its own registry view.
+            let known = opts.known.clone().filter(|d| d.id == id);
+            (known, None, id.to_string())
         } else if path.is_dir() {
             let def = Definition::load_dir(path).map_err(|e| usage(format!("{target}: {e}")))?;
             let bytes = task_defs::bundle::pack(&def);
             let id = def.id.to_string();
-            (Some(def), Some(bytes), id)
+            (Some(Arc::new(def)), Some(bytes), id)
         } else if path.is_file() {
             let def =
                 task_defs::bundle::read_file(path).map_err(|e| usage(format!("{target}: {e}")))?;
             let bytes = std::fs::read(path).map_err(|e| usage(format!("{target}: {e}")))?;
             let id = def.id.to_string();
-            (Some(def), Some(bytes), id)
+            (Some(Arc::new(def)), Some(bytes), id)
         } else {
             return Err(usage(format!(
                 "{target:?} is neither a definition identity (blake3:…), a directory nor a bundle"
@@ -289,9 +346,11 @@ fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
         let id = session.blobs.memory.insert(b);
         BlobRef { id, size }
     });
-    // With the definition in hand, a wrong or missing secret is a usage error here rather
-    // than a refusal from every provider; given only an identity, providers check it.
+    // With the definition in hand, wrong params or a wrong or missing secret are a usage
+    // error here rather than a refusal from every provider; given only an identity (and no
+    // registry to fetch it from), providers check them.
     if let Some(def) = &definition {
+        check_params(def, &opts.params)?;
         let declared = &def.manifest.capabilities.secrets;
         if let Some(name) = opts.secrets.keys().find(|k| !declared.contains(k)) {
             return Err(usage(format!(
@@ -320,10 +379,20 @@ fn prepare(session: &Session, opts: &RunOptions) -> Result<Prepared, RunError> {
         registry_size: None,
     };
     offer.validate().map_err(usage)?;
-    Ok(Prepared {
-        definition: definition.map(Arc::new),
-        offer,
-    })
+    Ok(Prepared { definition, offer })
+}
+
+/// The params against the definition's table: a usage error showing the table.
+pub fn check_params(def: &Definition, params: &BTreeMap<String, String>) -> Result<(), RunError> {
+    def.manifest
+        .resolve_params(params)
+        .map(|_| ())
+        .map_err(|e| {
+            usage(format!(
+                "params do not fit the definition: {e}\n{}",
+                crate::describe::param_table(def)
+            ))
+        })
 }
 
 /// Why one attempt on one provider ended.
@@ -334,7 +403,7 @@ enum AttemptError {
     Fatal(RunError),
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     session: Arc<Session>,
     prep: Prepared,
     opts: RunOptions,
@@ -343,9 +412,63 @@ struct Ctx {
     output_cap: u64,
     queue: Mutex<VecDeque<PeerId>>,
     refusals: Mutex<Vec<Refusal>>,
+    /// Accepted jobs whose result has not arrived: what Ctrl-C cancels.
+    active: Arc<Mutex<Active>>,
 }
 
 impl Ctx {
+    /// A context for collecting one stored job's result in a later process: what the
+    /// job offered (so its receipt can be checked against it) and where to put it.
+    pub(crate) fn for_job(
+        session: Arc<Session>,
+        job: &store::JobRow,
+        out_base: PathBuf,
+        opts: RunOptions,
+    ) -> Ctx {
+        let offer = Offer {
+            definition: job.definition.clone(),
+            bundle: None,
+            params: job.params.clone(),
+            inputs: job.inputs.clone(),
+            needs: ResourceNeeds::default(),
+            secrets: Vec::new(),
+            secret_values: BTreeMap::new(),
+            registry_size: None,
+        };
+        Ctx {
+            session,
+            prep: Prepared {
+                definition: None,
+                offer,
+            },
+            opts: RunOptions {
+                replicas: 1,
+                ..opts
+            },
+            out_base,
+            output_cap: job.output_cap,
+            queue: Mutex::new(VecDeque::new()),
+            refusals: Mutex::new(Vec::new()),
+            active: Arc::new(Mutex::new(Active::default())),
+        }
+    }
+
+    /// Writes to the job store, if there is one; a store that fails costs a warning,
+    /// never the run.
+    fn record(&self, what: impl FnOnce(&Store) -> Result<(), store::StoreError>) {
+        if let Some(s) = &self.opts.store
+            && let Err(e) = what(s)
+        {
+            self.session
+                .bars
+                .suspend(|| eprintln!("requestor: warning: {e}"));
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Active> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn say(&self, msg: &str) {
         if self.opts.progress {
             // Suspended so the line is not drawn over by (or through) live bars.
@@ -380,6 +503,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
     let session = Session::start(SessionConfig {
         bootstrap: opts.bootstrap.clone(),
         mdns: opts.mdns,
+        keypair: None,
     })
     .await
     .map_err(|e| RunError::Other(e.to_string()))?;
@@ -393,7 +517,75 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, RunError> {
 
 /// Runs a job over an existing session (`opts.bootstrap` and `opts.mdns` are ignored):
 /// for callers that submit many jobs, which then share connections and the ad view.
+///
+/// With `opts.interrupt`, a notification stops the run: every job a provider accepted
+/// and has not delivered is cancelled there (each cancel bounded by the request timeout),
+/// and the run ends in [`RunError::Interrupted`] saying what happened to each.
 pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport, RunError> {
+    let active = Arc::new(Mutex::new(Active::default()));
+    let Some(interrupt) = opts.interrupt.clone() else {
+        return run_jobs(session, opts, active).await;
+    };
+    let client = session.client.clone();
+    let store = opts.store.clone();
+    tokio::select! {
+        r = run_jobs(session, opts, active.clone()) => r,
+        _ = interrupt.notified() => {
+            let lock = || active.lock().unwrap_or_else(|e| e.into_inner());
+            let jobs: Vec<(PeerId, JobId)> = {
+                let mut a = lock();
+                a.interrupted = true;
+                std::mem::take(&mut a.jobs)
+            };
+            let cancels = jobs.into_iter().map(|(peer, job)| {
+                let client = client.clone();
+                let store = store.clone();
+                async move {
+                    let answer = client
+                        .request(peer, Request::Cancel { job_id: job.clone() })
+                        .await;
+                    if let (Some(s), Ok(Response::Cancelled(_))) = (&store, &answer)
+                        && let Err(e) = s.set_state(
+                            &job.0,
+                            &peer.to_base58(),
+                            store::state::CANCELLED,
+                            Some("cancelled on ctrl-c"),
+                        )
+                    {
+                        eprintln!("requestor: warning: {e}");
+                    }
+                    let outcome = match answer {
+                        Ok(Response::Cancelled(true)) => "cancelled".to_string(),
+                        Ok(Response::Cancelled(false)) => "already finished".to_string(),
+                        Ok(Response::Error(e)) => format!("not cancelled: {e}"),
+                        Ok(other) => format!("not cancelled: unexpected answer {other:?}"),
+                        Err(e) => format!("not cancelled: {e}"),
+                    };
+                    CancelReport { provider: peer.to_base58(), job_id: job.0, outcome }
+                }
+            });
+            let reports = futures::future::join_all(cancels).await;
+            // Replicas whose offer was still on the wire cancel their own accept; the
+            // process must not exit before they have.
+            let deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+            while lock().offering > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(RunError::Interrupted(reports))
+        }
+    }
+}
+
+async fn run_jobs(
+    session: Arc<Session>,
+    opts: RunOptions,
+    active: Arc<Mutex<Active>>,
+) -> Result<RunReport, RunError> {
+    if opts.detach && opts.store.is_none() {
+        return Err(usage(
+            "--detach needs the job store: no data directory (pass --data-dir)",
+        ));
+    }
     if opts.replicas == 0 {
         return Err(usage("--replicas must be at least 1"));
     }
@@ -440,12 +632,7 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         let why = if session.dialled.is_empty() && !session.failed.is_empty() {
             format!(
                 "could not reach any bootstrap peer ({})",
-                session
-                    .failed
-                    .iter()
-                    .map(|(a, e)| format!("{a}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                session.failures()
             )
         } else {
             "no provider advertised a suitable executor".to_string()
@@ -476,6 +663,7 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         output_cap,
         queue: Mutex::new(order.into_iter().collect()),
         refusals: Mutex::new(Vec::new()),
+        active,
         opts,
     });
     ctx.say(&format!(
@@ -490,10 +678,12 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         })
         .collect();
     let mut reports = Vec::new();
+    let mut detached = Vec::new();
     let mut first_err = None;
     for t in tasks {
         match t.await {
-            Ok(Ok(r)) => reports.push(r),
+            Ok(Ok(Done::Verified(r))) => reports.push(r),
+            Ok(Ok(Done::Detached(d))) => detached.push(d),
             Ok(Err(e)) => {
                 if first_err.is_none() {
                     first_err = Some(e);
@@ -516,7 +706,7 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         return Err(RunError::Disagreement(digests));
     }
     if let Some(e) = first_err {
-        if reports.is_empty() {
+        if reports.is_empty() && detached.is_empty() {
             // Deepest first; `remove_dir` refuses any that holds something.
             for d in &missing {
                 match std::fs::remove_dir(d) {
@@ -532,10 +722,32 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
         replicas: reports,
         refusals,
         agreed: true,
+        detached,
     })
 }
 
-async fn replica(ctx: &Ctx, index: usize) -> Result<ReplicaReport, RunError> {
+/// What Ctrl-C has to cancel: jobs accepted and not yet delivered, and offers still on
+/// the wire (an accept arriving after the interrupt is cancelled at once by its replica,
+/// which the interrupt waits for).
+#[derive(Debug, Default)]
+pub(crate) struct Active {
+    jobs: Vec<(PeerId, JobId)>,
+    offering: usize,
+    interrupted: bool,
+}
+
+/// How long an interrupt waits for offers on the wire to be answered (and cancelled).
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// How one replica ended well.
+enum Done {
+    /// Its outputs are downloaded and verified.
+    Verified(ReplicaReport),
+    /// It runs on; a later `requestor get` collects it.
+    Detached(DetachedJob),
+}
+
+async fn replica(ctx: &Ctx, index: usize) -> Result<Done, RunError> {
     loop {
         let next = ctx.queue.lock().ok().and_then(|mut q| q.pop_front());
         let Some(peer) = next else {
@@ -562,7 +774,7 @@ async fn replica(ctx: &Ctx, index: usize) -> Result<ReplicaReport, RunError> {
     }
 }
 
-async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError> {
+async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     let client = &ctx.session.client;
     let retry = |reason: String| {
         AttemptError::Retry(Refusal {
@@ -574,26 +786,179 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
     // for a short while before the replica moves on.
     let busy_until = tokio::time::Instant::now() + BUSY_OFFER_RETRY;
     let mut wait = Duration::from_millis(5);
-    let accept = loop {
-        match client.offer(peer, ctx.prep.offer.clone()).await {
-            Ok(OfferReply::Accept(a)) => break a,
-            Ok(OfferReply::Reject {
-                reason: RejectReason::Busy,
-            }) if tokio::time::Instant::now() < busy_until => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(500));
-            }
-            Ok(OfferReply::Reject { reason }) => return Err(retry(reason.to_string())),
-            Err(e) => return Err(retry(format!("offer failed: {e}"))),
+    {
+        let mut a = ctx.active();
+        if a.interrupted {
+            return Err(AttemptError::Fatal(RunError::Interrupted(Vec::new())));
         }
+        a.offering += 1;
+    }
+    let offered = async {
+        loop {
+            match client.offer(peer, ctx.prep.offer.clone()).await {
+                Ok(OfferReply::Accept(a)) => break Ok(a),
+                Ok(OfferReply::Reject {
+                    reason: RejectReason::Busy,
+                }) if tokio::time::Instant::now() < busy_until && !ctx.active().interrupted => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Ok(OfferReply::Reject { reason }) => break Err(retry(reason.to_string())),
+                Err(e) => break Err(retry(format!("offer failed: {e}"))),
+            }
+        }
+    }
+    .await;
+    let late = {
+        let mut a = ctx.active();
+        if let (false, Ok(accept)) = (a.interrupted, &offered) {
+            a.jobs.push((peer, accept.job_id.clone()));
+        }
+        a.interrupted
     };
+    if late && let Ok(accept) = &offered {
+        // Accepted after Ctrl-C: nobody will collect it, so it goes at once.
+        let _ = client
+            .request(
+                peer,
+                Request::Cancel {
+                    job_id: accept.job_id.clone(),
+                },
+            )
+            .await;
+    }
+    ctx.active().offering -= 1;
+    if late {
+        return Err(AttemptError::Fatal(RunError::Interrupted(Vec::new())));
+    }
+    let accept = offered?;
     ctx.say(&format!(
         "{} accepted as job {} (fetching {} blob(s) from us)",
         short(&peer),
         accept.job_id,
         accept.fetch.len()
     ));
-    let result = poll(ctx, peer, &accept.job_id).await?;
+    let job = accept.job_id;
+    let provider = peer.to_base58();
+    ctx.record(|s| {
+        let key = ctx
+            .session
+            .client
+            .keypair()
+            .to_protobuf_encoding()
+            .map_err(|e| store::StoreError::Db {
+                path: PathBuf::new(),
+                message: format!("encoding the session key: {e}"),
+            })?;
+        s.insert(&NewJob {
+            id: &job.0,
+            provider: &provider,
+            addrs: &ctx.session.addrs_of(&peer, &ctx.opts.bootstrap),
+            key: &key,
+            definition: &ctx.prep.offer.definition,
+            params: &ctx.prep.offer.params,
+            inputs: &ctx.prep.offer.inputs,
+            output_cap: ctx.output_cap,
+        })
+    });
+    let done = if ctx.opts.detach {
+        started(ctx, peer, &job).await.map(|state| {
+            ctx.record(|s| s.set_state(&job.0, &provider, store::state::DETACHED, None));
+            Done::Detached(DetachedJob {
+                provider: provider.clone(),
+                job_id: job.0.clone(),
+                state,
+            })
+        })
+    } else {
+        collect(ctx, peer, &job).await.map(Done::Verified)
+    };
+    ctx.active()
+        .jobs
+        .retain(|(p, j)| !(*p == peer && *j == job));
+    if let Err(e) = &done {
+        let why = match e {
+            AttemptError::Retry(r) => r.reason.clone(),
+            AttemptError::Fatal(e) => e.to_string(),
+        };
+        // A job whose result arrived keeps its state (and receipt); others failed here.
+        ctx.record(|s| match s.get(&job.0, &provider)? {
+            Some(r) if r.state == store::state::SUBMITTED => {
+                s.set_state(&job.0, &provider, store::state::FAILED, Some(&why))
+            }
+            _ => Ok(()),
+        });
+    }
+    done
+}
+
+/// [`collect`] for a later process: one stored job, its failures as run errors.
+pub(crate) async fn collect_stored(
+    ctx: &Ctx,
+    peer: PeerId,
+    job: &JobId,
+) -> Result<ReplicaReport, RunError> {
+    collect(ctx, peer, job).await.map_err(|e| match e {
+        AttemptError::Retry(r) => RunError::Other(format!("{}: {}", r.provider, r.reason)),
+        AttemptError::Fatal(e) => e,
+    })
+}
+
+/// Waits until the provider has the bundle and inputs (its job left `fetching`): until
+/// then this process must keep serving them. Returns the job's state then.
+async fn started(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<JobState, AttemptError> {
+    let retry = |reason: String| {
+        AttemptError::Retry(Refusal {
+            provider: peer.to_base58(),
+            reason,
+        })
+    };
+    let deadline = tokio::time::Instant::now() + ctx.opts.timeout;
+    let mut wait = Duration::from_millis(2);
+    loop {
+        match ctx
+            .session
+            .client
+            .request(
+                peer,
+                Request::Status {
+                    job_id: job.clone(),
+                },
+            )
+            .await
+        {
+            Ok(Response::Status(JobState::Fetching)) | Ok(Response::Error(ErrorReply::Busy)) => {}
+            Ok(Response::Status(JobState::Cancelled)) => {
+                return Err(retry("the provider dropped the job".into()));
+            }
+            Ok(Response::Status(s)) => return Ok(s),
+            Ok(Response::Error(ErrorReply::UnknownJob)) => {
+                return Err(retry("the provider no longer knows the job".into()));
+            }
+            Ok(other) => return Err(retry(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(retry(format!("provider unreachable: {e}"))),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(retry(format!(
+                "the job did not start within {}s",
+                ctx.opts.timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Waits for an accepted job's result, checks it against what was offered, downloads
+/// and verifies the outputs: the second half of a run, and all of a later `get`.
+async fn collect(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<ReplicaReport, AttemptError> {
+    let retry = |reason: String| {
+        AttemptError::Retry(Refusal {
+            provider: peer.to_base58(),
+            reason,
+        })
+    };
+    let result = poll(ctx, peer, job).await?;
     let provider = peer.to_base58();
     let fatal_verify = |error: VerifyError| {
         AttemptError::Fatal(RunError::Verification {
@@ -602,12 +967,21 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
         })
     };
     check_result(ctx, peer, &result).map_err(fatal_verify)?;
-    if result.job_id != accept.job_id {
+    if result.job_id != *job {
         return Err(fatal_verify(VerifyError::Mismatch(format!(
             "the result is for job {}, the provider accepted job {}",
-            result.job_id, accept.job_id
+            result.job_id, job
         ))));
     }
+    ctx.record(|s| {
+        s.finished(
+            &job.0,
+            &provider,
+            result.outcome.status.as_str(),
+            &result.outcome.outputs,
+            &result.receipt.to_json(),
+        )
+    });
     // Before any byte is fetched: what the provider declares must fit the definition's
     // output limit (the transfer then refuses any size but the declared one).
     let o = &result.outcome;
@@ -631,6 +1005,7 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
         result.files.len(),
         result.outcome.outputs
     ));
+    ctx.record(|s| s.delivered(&job.0, &provider, &dir));
     if result.outcome.status != RunStatus::Succeeded {
         return Err(AttemptError::Fatal(RunError::TaskFailed {
             provider,
@@ -674,6 +1049,9 @@ async fn poll(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<JobResult, Attempt
             .await
         {
             Ok(Response::Result(ResultReply::Done(r))) => return Ok(*r),
+            Ok(Response::Result(ResultReply::Pending(JobState::Cancelled))) => {
+                return Err(retry("the job was cancelled on the provider".into()));
+            }
             Ok(Response::Result(ResultReply::Pending(_))) => failures = 0,
             // Too many of our requests in flight at this provider: not a failure.
             Ok(Response::Error(ErrorReply::Busy)) => {}
@@ -769,7 +1147,7 @@ fn missing_dirs(dir: &Path) -> Vec<PathBuf> {
 
 /// A name for this run's output directory, made here from the clock and this process so
 /// that no peer chooses (or collides with) where results land.
-fn local_run_name() -> String {
+pub(crate) fn local_run_name() -> String {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

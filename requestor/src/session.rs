@@ -3,9 +3,11 @@
 //!
 //! The key is generated per session: a requestor needs no reputation, and a fresh peer id
 //! per run keeps runs unlinkable. It does not listen; providers fetch the bundle and
-//! inputs over the connection the requestor opened.
+//! inputs over the connection the requestor opened. A later command about a stored job
+//! (`status`, `get`, `cancel`, `logs`) starts its session with that job's key instead,
+//! since a provider answers about a job only to the peer that offered it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +46,8 @@ pub struct SessionConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Local-network discovery.
     pub mdns: bool,
+    /// The session key (default: a fresh one).
+    pub keypair: Option<Keypair>,
 }
 
 /// A joined session.
@@ -63,12 +67,17 @@ pub struct Session {
     /// Dials that failed, with the error.
     pub failed: Vec<(Multiaddr, String)>,
     connected: Arc<Mutex<BTreeSet<PeerId>>>,
+    addrs: Arc<Mutex<HashMap<PeerId, Multiaddr>>>,
 }
 
 impl Session {
     /// Starts the network and dials every bootstrap address (each with its own timeout).
     pub async fn start(config: SessionConfig) -> Result<Session, pinfold_net::NetError> {
-        let mut net = NetConfig::new(Keypair::generate_ed25519());
+        let keypair = config
+            .keypair
+            .clone()
+            .unwrap_or_else(Keypair::generate_ed25519);
+        let mut net = NetConfig::new(keypair);
         net.listen = Vec::new();
         net.mdns = config.mdns;
         net.kad = false;
@@ -80,12 +89,18 @@ impl Session {
         tokio::spawn(event_loop.run());
         let connected = Arc::new(Mutex::new(BTreeSet::new()));
         let c = connected.clone();
+        let addrs = Arc::new(Mutex::new(HashMap::new()));
+        let a = addrs.clone();
         // Drain events (the loop refuses requests when nobody listens) and track peers.
         tokio::spawn(async move {
             while let Some(ev) = events.next().await {
                 match ev {
-                    Event::PeerConnected { peer, .. } => {
+                    Event::PeerConnected { peer, addr } => {
                         c.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+                        // Bounded by the connection limits: one entry per connected peer.
+                        a.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(peer, addr);
                     }
                     Event::PeerDisconnected { peer } => {
                         c.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
@@ -119,6 +134,7 @@ impl Session {
             dialled,
             failed,
             connected,
+            addrs,
         })
     }
 
@@ -128,6 +144,43 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(peer)
+    }
+
+    /// The failed dials, as one line.
+    pub fn failures(&self) -> String {
+        self.failed
+            .iter()
+            .map(|(a, e)| format!("{a}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Where `peer` can be dialled again: the address of this session's connection to it
+    /// and any bootstrap address naming it, each ending in `/p2p/<peer id>`.
+    pub fn addrs_of(&self, peer: &PeerId, bootstrap: &[Multiaddr]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let seen = self
+            .addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .cloned();
+        let suffix = format!("/p2p/{peer}");
+        for a in seen.into_iter().chain(bootstrap.iter().cloned()) {
+            let text = a.to_string();
+            // Multiaddr text is canonical, so the suffix test is exact.
+            let full = if text.ends_with(&suffix) {
+                text
+            } else if text.contains("/p2p/") {
+                continue; // another peer's bootstrap address
+            } else {
+                format!("{text}{suffix}")
+            };
+            if !out.contains(&full) {
+                out.push(full);
+            }
+        }
+        out
     }
 
     /// Waits up to `wait` for ads: returns early once every dialled peer and at least

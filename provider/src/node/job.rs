@@ -288,15 +288,15 @@ pub(super) async fn run_job(
             tracing::info!(job = %job_id, status = %outcome.status, "finished");
             let mut jobs = node.jobs();
             match jobs.get_mut(&job_id) {
-                Some(j) => {
+                Some(j) if j.state != JobState::Cancelled => {
                     j.state = JobState::Finished;
                     j.result = Some(Arc::new(result));
                     j.served = served;
                     j.finished_at = Some(Instant::now());
                     j.task = None;
                 }
-                // Cancelled meanwhile.
-                None => {
+                // Cancelled meanwhile (a tombstone, or retired already).
+                _ => {
                     for id in &served {
                         node.inner.blobs.release(id);
                     }

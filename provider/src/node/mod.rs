@@ -32,6 +32,7 @@ pub mod trust;
 
 mod admission;
 mod blobs;
+mod cancel;
 mod disk;
 mod job;
 mod service;

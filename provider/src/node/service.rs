@@ -353,7 +353,10 @@ impl Node {
     }
 
     pub(super) fn set_state(&self, id: &str, state: JobState) {
-        if let Some(j) = self.jobs().get_mut(id) {
+        // A cancelled job stays cancelled, whatever its unwinding run still reports.
+        if let Some(j) = self.jobs().get_mut(id)
+            && j.state != JobState::Cancelled
+        {
             j.state = state;
         }
     }
@@ -556,32 +559,6 @@ async fn answer(node: &Arc<Node>, peer: PeerId, request: Request) -> Response {
                 None => Response::Error(ErrorReply::UnknownJob),
             }
         }
-        Request::Cancel { job_id } => {
-            let job = {
-                let mut jobs = node.jobs();
-                match jobs.get(&job_id.0) {
-                    Some(j) if j.requestor == peer => jobs.remove(&job_id.0),
-                    _ => None,
-                }
-            };
-            match job {
-                Some(j) => {
-                    let active = j.result.is_none();
-                    if let Some(t) = &j.task {
-                        t.abort();
-                    }
-                    if active {
-                        node.record(
-                            &job_id.0,
-                            Stage::Cancelled,
-                            Some("cancelled by the requestor"),
-                        );
-                    }
-                    cleanup(node, &j);
-                    Response::Cancelled(active)
-                }
-                None => Response::Error(ErrorReply::UnknownJob),
-            }
-        }
+        Request::Cancel { job_id } => super::cancel::cancel(node, peer, job_id).await,
     }
 }

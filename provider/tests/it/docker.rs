@@ -362,11 +362,28 @@ sleep 3
             )
             .await
             .unwrap();
-            if let Some(id) = ids.first() {
-                let state = exec.docker().inspect_container(id, None).await.unwrap().state;
-                if state.and_then(|s| s.running) == Some(true) {
-                    break id.clone();
+            // A listed container may be gone by the time it is inspected (CI saw a 404
+            // here), and one carrying the canary's label is not the task's: skip both and
+            // keep looking, but stop as soon as the run itself has ended.
+            let mut task = None;
+            for id in &ids {
+                let Ok(c) = exec.docker().inspect_container(id, None).await else {
+                    continue;
+                };
+                let canary = c
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|l| l.contains_key(hardening::CANARY_OWNER_LABEL));
+                if !canary && c.state.and_then(|s| s.running) == Some(true) {
+                    task = Some(id.clone());
                 }
+            }
+            if let Some(id) = task {
+                break id;
+            }
+            if running.is_finished() {
+                let o = running.await.unwrap();
+                panic!("the run ended before its container was seen running: {o:?}");
             }
             assert!(Instant::now() < deadline, "the container never ran");
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -795,7 +795,7 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
         "figure: test=slow-loris loris_peers={LORIS_PEERS} job_streams={} blob_streams={} \
          silent_tcp={LORIS_TCP} request_timeout_ms={} transfer_timeout_ms={} idle_timeout_ms={} \
          job_closed_max_ms={} job_held_to_timeout={timed_out_jobs} blob_closed_max_ms={} \
-         tcp_closed_max_ms={} baseline_fds={baseline} loaded_fds={loaded_fds} \
+         blob_dropped_at_accept={} tcp_closed_max_ms={} baseline_fds={baseline} loaded_fds={loaded_fds} \
          fds_back_after_ms={} final_fds={final_fds} legit_run_ms={} still_open_at_legit_end={still_open} \
          after_run_ms={} setup_ms={setup_ms}",
         job_closed.len(),
@@ -805,6 +805,11 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
         LORIS_IDLE_TIMEOUT.as_millis(),
         job_max.as_millis(),
         blob_max.as_millis(),
+        blob_closed
+            .iter()
+            .flatten()
+            .filter(|d| **d < Duration::from_secs(1))
+            .count(),
         tcp_max.as_millis(),
         settle.as_millis(),
         legit.as_millis(),
@@ -835,10 +840,24 @@ async fn slow_loris_streams_and_silent_connections_are_closed_within_the_timeout
     );
     // Its output download was served while every silent blob stream was still held: silent
     // streams never take serving slots (with slots taken before the request, this run
-    // waited out the slow-loris, about 3.9 s, and found these streams closed).
+    // waited out the slow-loris, about 3.9 s, and found these streams closed). A stream
+    // closed within a second of opening never reached the server: libp2p-stream hands
+    // inbound streams over a channel without buffer and drops what arrives while the
+    // server is busy accepting the previous one (seen: 2 of 32 in a burst); those are not
+    // held, so they are counted apart, and must stay few.
+    let total_blob = LORIS_PEERS * LORIS_BLOB_STREAMS;
+    let dropped_at_accept = blob_closed
+        .iter()
+        .flatten()
+        .filter(|d| **d < Duration::from_secs(1))
+        .count();
+    assert!(
+        dropped_at_accept <= total_blob / 4,
+        "{dropped_at_accept} of {total_blob} silent blob streams dropped at accept"
+    );
     assert_eq!(
-        blob_still_open,
-        LORIS_PEERS * LORIS_BLOB_STREAMS,
+        blob_still_open + dropped_at_accept,
+        total_blob,
         "the legitimate run had to wait for silent blob streams to time out"
     );
     assert!(

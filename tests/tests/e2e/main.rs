@@ -5,6 +5,7 @@ mod exec;
 mod faults;
 mod hostile_provider;
 mod hostile_tasks;
+mod jobs;
 mod load;
 mod network;
 mod registry;

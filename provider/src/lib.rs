@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod executor;
 pub mod fsio;
 pub mod gate;
+pub mod help;
 pub mod node;
 pub mod wasm;
 

@@ -21,7 +21,8 @@ use crate::session::{Session, SessionConfig};
     version,
     about,
     after_help = "exit codes: 0 verified success, 1 task failed, 2 usage, 3 refused, \
-                  4 verification failed, 5 no provider, 9 other error"
+                  4 verification failed, 5 no provider, 9 other error; each subcommand's \
+                  --help lists the ones it uses"
 )]
 pub struct Cli {
     /// What to do.
@@ -40,6 +41,10 @@ pub enum Command {
     Providers(ProvidersArgs),
     /// Start a registry, providers and a requestor on loopback and run wordfreq through them.
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(task_defs::cliutil::CompletionsArgs),
+    /// Print the man page, or write one per command into --dir.
+    Man(task_defs::cliutil::ManArgs),
 }
 
 /// Arguments of `requestor run`.
@@ -156,23 +161,45 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
 /// Parses the command line, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = task_defs::cliutil::parse(crate::help::command());
     init_logging();
+    let json = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::Providers(a) => a.json,
+        Command::Demo(_) | Command::Completions(_) | Command::Man(_) => false,
+    };
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Verify(a) => Ok(verify(&a)),
         Command::Providers(a) => providers(&a),
         Command::Demo(a) => crate::demo::main(&a),
+        Command::Completions(a) => task_defs::cliutil::run_completions(crate::help::command(), &a)
+            .map(|()| 0)
+            .map_err(anyhow::Error::from),
+        Command::Man(a) => task_defs::cliutil::run_man(crate::help::command(), &a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`requestor providers | head -1`): not a failure.
+        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
+        Err(e) if json => {
+            let msg = task_defs::cliutil::chain(&e);
+            println!(
+                "{}",
+                task_defs::cliutil::json_error(&msg, crate::EXIT_ERROR)
+            );
+            crate::EXIT_ERROR
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", task_defs::cliutil::chain(&e));
             crate::EXIT_ERROR
         }
     }
@@ -313,7 +340,12 @@ fn verify(a: &VerifyArgs) -> i32 {
 
 fn providers(a: &ProvidersArgs) -> anyhow::Result<i32> {
     if a.bootstrap.is_empty() && !a.mdns {
-        eprintln!("error: pass --bootstrap MULTIADDR (or --mdns) to find providers");
+        let msg = "pass --bootstrap MULTIADDR (or --mdns) to find providers";
+        if a.json {
+            println!("{}", task_defs::cliutil::json_error(msg, crate::EXIT_USAGE));
+        } else {
+            eprintln!("error: {msg}");
+        }
         return Ok(crate::EXIT_USAGE);
     }
     let rt = runtime()?;

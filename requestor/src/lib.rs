@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod cli;
 pub mod demo;
+pub mod help;
 pub mod progress;
 pub mod run;
 pub mod session;

@@ -288,9 +288,10 @@ pub(super) struct Inner {
     cfg: NodeConfig,
     store: JobStore,
     pub(super) blobs: Arc<NodeBlobs>,
+    pub(super) traffic: Arc<super::metrics::Traffic>,
     wasm: Option<WasmExecutor>,
     docker: Option<DockerExecutor>,
-    registry: Option<RegistryView>,
+    pub(super) registry: Option<Arc<RegistryView>>,
     allow: HashSet<PeerId>,
     deny: HashSet<PeerId>,
     fault: Option<Fault>,
@@ -355,7 +356,7 @@ impl Inner {
                     r.witness_threshold.unwrap_or(witnesses.len()),
                 )
                 .map_err(|e| NodeError::Config(format!("registry.witness_threshold: {e}")))?;
-                Some(
+                Some(Arc::new(
                     RegistryView::new(
                         GateConfig {
                             registry: url.clone(),
@@ -371,7 +372,7 @@ impl Inner {
                         Duration::from_millis(r.sync_interval_ms),
                     )
                     .with_alarm_dir(super::trust::alarm_dir(data)),
-                )
+                ))
             }
             (Some(_), None) => {
                 return Err(NodeError::Config(
@@ -397,6 +398,7 @@ impl Inner {
             cfg,
             store,
             blobs: Arc::new(NodeBlobs::default()),
+            traffic: Arc::default(),
             wasm,
             docker,
             registry,
@@ -1109,7 +1111,10 @@ async fn obtain_definition(
                     .fetch_blob(peer, b.id, FetchLimits::exact(b.size), &mut bytes)
                     .await
                 {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        node.inner.traffic.received(b.size);
+                        break;
+                    }
                     Err(e) if retryable(&e, &mut broken) => {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_millis(200));
@@ -1170,6 +1175,7 @@ async fn fetch_inputs(
                     tokio::io::AsyncWriteExt::flush(&mut f)
                         .await
                         .map_err(|e| format!("staging {}: {e}", input.name))?;
+                    node.inner.traffic.received(input.size);
                     break;
                 }
                 // The requestor serves a few transfers per peer at once, and under load a
@@ -1304,6 +1310,14 @@ async fn run_job(
                 outcome.reason.as_deref(),
             ) {
                 tracing::error!(job = %job_id, "job store: {e}");
+            }
+            let u = &outcome.usage;
+            if let Err(e) = node
+                .inner
+                .store
+                .usage(&job_id, u.wall_us, u.fuel, u.peak_memory)
+            {
+                tracing::warn!(job = %job_id, "job store: usage: {e}");
             }
             tracing::info!(job = %job_id, status = %outcome.status, "finished");
             let mut jobs = node.jobs();

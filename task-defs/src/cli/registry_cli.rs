@@ -26,7 +26,7 @@ use crate::tlog::{
 /// Runs a registry command, or hands the command back when it is not one.
 pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
     let result = match command {
-        Command::Keygen { output } => keygen(&output),
+        Command::Keygen { output, json } => keygen(&output, json),
         Command::Serve(a) => serve(&a),
         Command::Queue(a) => queue(&a),
         Command::Witness(a) => witness(&a),
@@ -43,7 +43,7 @@ pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
     };
     Ok(result.unwrap_or_else(|e| Outcome {
         stdout: String::new(),
-        stderr: format!("error: {e:#}\n"),
+        stderr: format!("error: {}\n", crate::cliutil::chain(&e)),
         code: exit_code(&e),
     }))
 }
@@ -72,8 +72,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn keygen(path: &std::path::Path) -> anyhow::Result<Outcome> {
+fn keygen(path: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
     let key = reg::create_secret_key_file(path)?;
+    if json {
+        let v = json!({"public_key": key.public_key().to_string(), "file": path});
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!("{}\n", key.public_key())))
 }
 
@@ -115,10 +119,24 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let metrics = match &a.metrics_listen {
+            Some(m) => {
+                let l = tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("--metrics-listen {m}"))?;
+                let bound = l.local_addr().context("reading the metrics address")?;
+                tokio::spawn(reg::observe::serve(l, registry.clone(), shutdown_signal()));
+                Some(bound)
+            }
+            None => None,
+        };
         // Printed and flushed before serving: scripts and tests read the address from here.
         let s = registry.settings();
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{addr}")?;
+        if let Some(m) = metrics {
+            writeln!(out, "metrics http://{m}")?;
+        }
         writeln!(out, "origin {}", s.origin)?;
         writeln!(out, "log key {}", registry.log_key())?;
         // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
@@ -172,6 +190,10 @@ fn queue(a: &QueueArgs) -> anyhow::Result<Outcome> {
     let hide = a.action == "hide";
     let changed = reg::service::set_hidden(&a.data, &a.id, hide, &a.reason)
         .with_context(|| format!("{} {}", a.action, a.id))?;
+    if a.json {
+        let v = json!({"id": a.id.to_string(), "hidden": hide, "changed": changed});
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!(
         "{} {}\n",
         a.id,
@@ -396,6 +418,18 @@ fn verdict(action: ReviewAction, a: &VerdictArgs) -> anyhow::Result<Outcome> {
     let r = client
         .review(&review)
         .with_context(|| format!("submitting the {} of {}", action.as_str(), a.id))?;
+    if a.json {
+        let v = json!({
+            "action": action.as_str(),
+            "id": a.id.to_string(),
+            "reviewer": key.public_key().to_string(),
+            "origin": origin,
+            "index": r.index,
+            "created": r.created,
+            "tree_size": r.tree_size,
+        });
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!(
         "{} {} by {} for log {origin}: {} log entry {}\n",
         action.as_str(),

@@ -7,6 +7,7 @@ mod hostile_provider;
 mod hostile_tasks;
 mod load;
 mod network;
+mod operator;
 mod registry;
 mod registry_server;
 mod splitview;

@@ -503,83 +503,124 @@ impl Drop for DockerGuard {
     }
 }
 
+impl DockerGuard {
+    /// Builds `contrib/docker/build.sh KIND BINARY` into an image private to this test.
+    fn build(kind: &str, binary: &str) -> DockerGuard {
+        let guard = DockerGuard {
+            image: format!("pinfold-{kind}-test:{}", std::process::id()),
+            container: format!("pinfold-{kind}-test-{}", std::process::id()),
+        };
+        let build = Command::new(repo().join("contrib/docker/build.sh"))
+            .arg(kind)
+            .arg(bin(binary))
+            .arg(&guard.image)
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "build.sh {kind}: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        guard
+    }
+
+    /// `docker run -d --network host EXTRA... IMAGE ARGS...` as this guard's container. Host
+    /// networking: the test reaches the container's ports on loopback without relying on the
+    /// bridge's port forwarding.
+    fn run(&self, extra: &[&str], args: &[&str]) {
+        let started = Command::new("docker")
+            .args(["run", "-d", "--network", "host", "--name", &self.container])
+            .args(extra)
+            .arg(&self.image)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+    }
+
+    /// Waits (at most 30 s) for `/healthz` on `port` to answer, and checks it says ok.
+    fn wait_healthy(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        loop {
+            if let Ok(mut r) = agent.get(format!("http://127.0.0.1:{port}/healthz")).call() {
+                assert_eq!(r.status().as_u16(), 200);
+                assert_eq!(r.body_mut().read_to_string().unwrap(), "ok\n");
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs = Command::new("docker")
+                    .args(["logs", &self.container])
+                    .output()
+                    .unwrap();
+                panic!(
+                    "/healthz did not answer within 30 s; container logs:\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 #[test]
 fn the_registry_image_builds_offline_and_answers_healthz() {
-    let tag = format!("pinfold-registry-test:{}", std::process::id());
-    let guard = DockerGuard {
-        image: tag.clone(),
-        container: format!("pinfold-registry-test-{}", std::process::id()),
-    };
-    let build = Command::new(repo().join("contrib/docker/build.sh"))
-        .arg("registry")
-        .arg(bin("task-defs"))
-        .arg(&tag)
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "build.sh: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    // Host networking: the test reaches the container's ports on loopback without relying
-    // on the bridge's port forwarding.
+    let guard = DockerGuard::build("registry", "task-defs");
     let (api, metrics) = (free_port(), free_port());
     let s = Scratch::new();
     let (_, reviewer) = pinfold_e2e::keygen(&s, "reviewer");
-    let started = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--network",
-            "host",
-            "--name",
-            &guard.container,
-            &tag,
-        ])
-        .args(["serve", "--data", "/data", "--listen"])
-        .arg(format!("127.0.0.1:{api}"))
-        .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{metrics}"))
-        .args(["--reviewer", &reviewer])
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "docker run: {}",
-        String::from_utf8_lossy(&started.stderr)
+    let listen = format!("127.0.0.1:{api}");
+    let metrics_listen = format!("127.0.0.1:{metrics}");
+    guard.run(
+        &[],
+        &[
+            "serve",
+            "--data",
+            "/data",
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            &metrics_listen,
+            "--reviewer",
+            &reviewer,
+        ],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    loop {
-        if let Ok(mut r) = agent
-            .get(format!("http://127.0.0.1:{metrics}/healthz"))
-            .call()
-        {
-            assert_eq!(r.status().as_u16(), 200);
-            assert_eq!(r.body_mut().read_to_string().unwrap(), "ok\n");
-            break;
-        }
-        if Instant::now() > deadline {
-            let logs = Command::new("docker")
-                .args(["logs", &guard.container])
-                .output()
-                .unwrap();
-            panic!(
-                "/healthz did not answer within 30 s; container logs:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    guard.wait_healthy(metrics);
     // The API works too: the registry created its log in the image's data volume.
     let (status, body) = get(&format!("http://127.0.0.1:{api}/api/v1/checkpoint"));
     assert_eq!(status, 200, "{body}");
-    drop(guard);
+}
+
+#[test]
+fn the_provider_image_builds_offline_and_runs_a_node() {
+    let guard = DockerGuard::build("provider", "provider");
+    let s = Scratch::new();
+    let metrics = free_port();
+    // The configuration the Dockerfile expects at /node/provider.toml (relative paths are
+    // relative to it: /node/data and /node/work, owned by the image's user).
+    let config = s.path("provider.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\nkad = false\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let mount = format!("{}:/node/provider.toml:ro", config.display());
+    guard.run(&["-v", &mount], &[]);
+    guard.wait_healthy(metrics);
+    let (_, text) = get(&format!("http://127.0.0.1:{metrics}/metrics"));
+    assert!(text.contains("pinfold_uptime_seconds"), "{text}");
 }
 
 /// The subcommands a `--help` lists under `Commands:` (without `help`).

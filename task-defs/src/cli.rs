@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// firewalled); printed as `metrics http://ADDR` after the listening line.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<String>,
+    /// Print the start-up banner as one JSON object (`listening`, `metrics`, `origin`,
+    /// `log_key`, `log_vkey`, `witnesses`, `reviewers`, `threshold`), and errors as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `task-defs queue`.
@@ -224,6 +228,10 @@ pub struct WitnessArgs {
     /// witness.toml's logs); repeat for each.
     #[arg(long = "log", value_name = "VKEY", value_parser = parse_log_vkey)]
     pub logs: Vec<crate::tlog::NoteVerifier>,
+    /// Print the start-up banner as one JSON object (`listening`, `vkey`, `logs`), and
+    /// errors as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `task-defs review` subcommands.
@@ -456,6 +464,8 @@ pub fn json_requested(cmd: &Command) -> bool {
         | Command::Keygen { json, .. }
         | Command::Publish { json, .. } => *json,
         Command::Queue(a) => a.json,
+        Command::Serve(a) => a.json,
+        Command::Witness(a) => a.json,
         Command::Status(a) => a.json,
         Command::Review(ReviewCommand::List { json, .. } | ReviewCommand::Show { json, .. }) => {
             *json
@@ -463,9 +473,7 @@ pub fn json_requested(cmd: &Command) -> bool {
         Command::Review(
             ReviewCommand::Approve(a) | ReviewCommand::Reject(a) | ReviewCommand::Revoke(a),
         ) => a.json,
-        Command::Serve(_) | Command::Witness(_) | Command::Completions(_) | Command::Man(_) => {
-            false
-        }
+        Command::Completions(_) | Command::Man(_) => false,
     }
 }
 

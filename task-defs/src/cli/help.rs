@@ -43,8 +43,8 @@ pub const TEXTS: &[(&str, &str)] = &[
         "serve",
         "examples:\n  task-defs serve --data /var/lib/pinfold-registry --listen 0.0.0.0:8417 \\\n      \
          --reviewer alice=ed25519:... --threshold 1 --metrics-listen 127.0.0.1:9464\n\n\
-         prints `listening on http://ADDR` first (then `metrics http://ADDR` with --metrics-listen); \
-         a server's banner is text, not JSON\n\n\
+         prints `listening on http://ADDR` first (then `metrics http://ADDR` with --metrics-listen), \
+         or with --json one JSON object with the same facts\n\n\
          exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 usage error, 3 cannot open the data \
          directory or bind the address",
     ),
@@ -57,7 +57,7 @@ pub const TEXTS: &[(&str, &str)] = &[
         "witness",
         "examples:\n  task-defs witness --data witness/ --name witness.example --log <log vkey> \
          --listen 127.0.0.1:8418\n\n\
-         prints `listening on http://ADDR` and `witness vkey ...`; a server's banner is text, not JSON\n\n\
+         prints `listening on http://ADDR` and `witness vkey ...`, or with --json one JSON object\n\n\
          exit codes: 0 clean shutdown, 2 usage error, 3 cannot open the data directory or bind",
     ),
     (

@@ -133,49 +133,65 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
         // Printed and flushed before serving: scripts and tests read the address from here.
         let s = registry.settings();
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        if let Some(m) = metrics {
-            writeln!(out, "metrics http://{m}")?;
-        }
-        writeln!(out, "origin {}", s.origin)?;
-        writeln!(out, "log key {}", registry.log_key())?;
-        // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
-        // are configured with.
-        writeln!(out, "log vkey {}", registry.note_verifier().to_vkey())?;
-        for w in &s.witnesses {
-            writeln!(out, "witness {} at {}", w.vkey, w.url)?;
-        }
-        writeln!(
-            out,
-            "reviewers {}, threshold {}, checkpoint every {}s",
-            s.roster.len(),
-            s.threshold,
-            s.checkpoint_interval.as_secs()
-        )?;
-        let p = &s.publish;
-        writeln!(
-            out,
-            "authors {}: per key {}, per ip {}, quota {} bytes per key; bundles up to {} bytes",
-            p.authors.name(),
-            p.key_rate,
-            p.ip_rate,
-            p.key_quota_bytes,
-            s.max_bundle_bytes
-        )?;
-        writeln!(
-            out,
-            "connections up to {}, header timeout {}s, body timeout {}s, idle timeout {}s",
-            s.server.effective_max_connections(),
-            s.server.header_timeout.as_secs(),
-            s.server.body_timeout.as_secs(),
-            s.server.idle_timeout.as_secs()
-        )?;
-        match &s.public_url {
-            Some(u) => writeln!(out, "public url {u}")?,
-            None => writeln!(
+        if a.json {
+            let v = json!({
+                "listening": format!("http://{addr}"),
+                "metrics": metrics.map(|m| format!("http://{m}")),
+                "origin": s.origin,
+                "log_key": registry.log_key().to_string(),
+                "log_vkey": registry.note_verifier().to_vkey(),
+                "witnesses": s.witnesses.iter().map(|w| json!({"vkey": w.vkey.to_string(), "url": w.url})).collect::<Vec<_>>(),
+                "reviewers": s.roster.len(),
+                "threshold": s.threshold,
+                "checkpoint_interval_secs": s.checkpoint_interval.as_secs(),
+                "public_url": s.public_url,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "listening on http://{addr}")?;
+            if let Some(m) = metrics {
+                writeln!(out, "metrics http://{m}")?;
+            }
+            writeln!(out, "origin {}", s.origin)?;
+            writeln!(out, "log key {}", registry.log_key())?;
+            // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
+            // are configured with.
+            writeln!(out, "log vkey {}", registry.note_verifier().to_vkey())?;
+            for w in &s.witnesses {
+                writeln!(out, "witness {} at {}", w.vkey, w.url)?;
+            }
+            writeln!(
                 out,
-                "public url not configured: pages show http://{addr} (set --public-url https://...)"
-            )?,
+                "reviewers {}, threshold {}, checkpoint every {}s",
+                s.roster.len(),
+                s.threshold,
+                s.checkpoint_interval.as_secs()
+            )?;
+            let p = &s.publish;
+            writeln!(
+                out,
+                "authors {}: per key {}, per ip {}, quota {} bytes per key; bundles up to {} bytes",
+                p.authors.name(),
+                p.key_rate,
+                p.ip_rate,
+                p.key_quota_bytes,
+                s.max_bundle_bytes
+            )?;
+            writeln!(
+                out,
+                "connections up to {}, header timeout {}s, body timeout {}s, idle timeout {}s",
+                s.server.effective_max_connections(),
+                s.server.header_timeout.as_secs(),
+                s.server.body_timeout.as_secs(),
+                s.server.idle_timeout.as_secs()
+            )?;
+            match &s.public_url {
+                Some(u) => writeln!(out, "public url {u}")?,
+                None => writeln!(
+                    out,
+                    "public url not configured: pages show http://{addr} (set --public-url https://...)"
+                )?,
+            }
         }
         out.flush()?;
         drop(out);
@@ -227,10 +243,19 @@ fn witness(a: &WitnessArgs) -> anyhow::Result<Outcome> {
         let addr = listener.local_addr().context("reading the bound address")?;
         // Printed and flushed before serving: scripts and tests read these lines.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        writeln!(out, "witness vkey {}", service.verifier())?;
-        for l in service.logs() {
-            writeln!(out, "witnessing {}", l.to_vkey())?;
+        if a.json {
+            let v = json!({
+                "listening": format!("http://{addr}"),
+                "vkey": service.verifier().to_string(),
+                "logs": service.logs().iter().map(|l| l.to_vkey()).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "listening on http://{addr}")?;
+            writeln!(out, "witness vkey {}", service.verifier())?;
+            for l in service.logs() {
+                writeln!(out, "witnessing {}", l.to_vkey())?;
+            }
         }
         out.flush()?;
         drop(out);

@@ -247,6 +247,42 @@ fn the_registry_serves_metrics_and_health_on_its_own_address() {
     );
     // The API port does not serve them.
     assert_eq!(get(&format!("{}/metrics", r.url)).0, 404);
+
+    // With --json the banner is one JSON object with the same facts.
+    let mut child = Command::new(bin("task-defs"))
+        .arg("serve")
+        .arg("--data")
+        .arg(s.path("reg2"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--reviewer", &reviewer, "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert!(
+        v["listening"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{v}"
+    );
+    assert!(
+        v["metrics"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{v}"
+    );
+    assert_eq!(v["reviewers"], 1, "{v}");
 }
 
 #[test]
@@ -723,6 +759,7 @@ fn json_mode_prints_results_and_errors_as_json() {
             3,
         ),
         ("task-defs", vec!["hash", m, "--json", "--no-such-flag"], 2),
+        ("task-defs", vec!["serve", "--data", m, "--json"], 3),
         ("provider", vec!["exec", m, "--json"], 8),
         ("provider", vec!["init", "--dir", node_s, "--json"], 2),
         ("provider", vec!["jobs", "--config", m, "--json"], 9),

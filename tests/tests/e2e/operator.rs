@@ -813,4 +813,41 @@ fn json_mode_prints_results_and_errors_as_json() {
     )))
     .unwrap();
     assert!(v["peer_id"].as_str().unwrap().starts_with("12D3"), "{v}");
+
+    // `provider run --json`: the start-up announcement as one object, then `ready`; the
+    // metrics address given as a flag is in it.
+    let toml = s.path("run.toml");
+    std::fs::write(
+        &toml,
+        "[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\nkad = false\n",
+    )
+    .unwrap();
+    let mut child = Command::new(bin("provider"))
+        .arg("run")
+        .arg("--config")
+        .arg(&toml)
+        .args(["--json", "--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
+    assert!(v["peer_id"].as_str().unwrap().starts_with("12D3"), "{v}");
+    assert!(
+        v["listen"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/ip4/127.0.0.1/tcp/"),
+        "{v}"
+    );
+    let metrics = v["metrics"].as_str().unwrap();
+    assert_eq!(second, "ready");
+    let health = get(&format!("{metrics}/healthz")).0;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(health, 200, "{v}");
 }

@@ -827,8 +827,9 @@ fn json_mode_prints_results_and_errors_as_json() {
         .arg("--config")
         .arg(&toml)
         .args(["--json", "--metrics-listen", "127.0.0.1:0"])
+        .env("PINFOLD_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(s.path("run.log")).unwrap())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
@@ -850,4 +851,8 @@ fn json_mode_prints_results_and_errors_as_json() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(health, 200, "{v}");
+    // Text logs into a file: no colour codes.
+    let log = std::fs::read_to_string(s.path("run.log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 }

@@ -281,8 +281,10 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
-        let mut c: NodeConfig = toml::from_str(&text)
-            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| {
+            let msg = task_defs::diag::with_suggestion(e.to_string());
+            NodeError::Config(format!("{}: {msg}", path.display()))
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve_paths(base);
         Ok(c)

@@ -60,19 +60,7 @@ const LIMITS: &[&str] = &["memory", "timeout", "output", "fuel", "pids", "cpus"]
 const IO: &[&str] = &["input", "output"];
 const CAPABILITIES: &[&str] = &["network", "deterministic", "env", "secrets", "wasi"];
 
-/// The closest known key to a misspelt one, if any is close enough to be a likely typo
-/// (a few edits, or one is a prefix of the other: `maximum` for `max`).
-pub(crate) fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
-        .filter(|(d, k)| {
-            *d <= (k.len().max(key.len()) / 3).max(1)
-                || (k.len().min(key.len()) >= 3 && (key.starts_with(k) || k.starts_with(key)))
-        })
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
+use crate::diag::suggest;
 
 fn unknown_key(key: &str, known: &[&str]) -> String {
     match suggest(key, known) {

@@ -465,6 +465,10 @@ fn provider_toml_takes_manifest_units_and_refuses_unknown_enum_values() {
             "[registry]\nurl = \"127.0.0.1:8417\"\n",
             "is not an http URL",
         ),
+        (
+            "[caps]\nmemroy_bytes = 1\n",
+            "(did you mean `memory_bytes`?)",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = write(&format!("bad{i}.toml"), text);

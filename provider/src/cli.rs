@@ -52,9 +52,7 @@ pub fn exit_code(status: Status) -> i32 {
     name = "provider",
     version,
     about,
-    after_help = "exit codes: 0 succeeded, 1 failed, 2 usage error, 3 trapped, 4 timed_out, \
-                  5 memory_exceeded, 6 output_exceeded, 7 rejected, 8 unreviewed definition refused, \
-                  9 provider error, 130/143 interrupted by SIGINT/SIGTERM (cleaned up)"
+    after_help = "exit codes differ by subcommand: see `provider help <SUBCOMMAND>`"
 )]
 pub struct Cli {
     /// What to do.
@@ -76,6 +74,13 @@ pub enum Command {
     Run(crate::node::cli::RunArgs),
     /// List the node's jobs and their states.
     Jobs(crate::node::cli::JobsArgs),
+    /// Remove finished jobs' rows, stored bundles and compiled artifacts past the
+    /// `[retention]` settings (the running node also does this every `retention.interval`).
+    Prune(crate::node::cli::PruneArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(task_defs::cliutil::CompletionsArgs),
+    /// Print the man page, or write one per command into --dir.
+    Man(task_defs::cliutil::ManArgs),
     /// Internal: started by `provider exec` for a Docker definition; when that process dies
     /// without dismissing it (SIGKILL, a crash), removes the containers, mounts and run
     /// directory it left.
@@ -161,30 +166,54 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 /// Parses the command line, runs, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = task_defs::cliutil::parse(crate::help::command());
     if matches!(cli.command, Command::Exec(_) | Command::Run(_)) {
         crate::wasm::raise_descriptor_limit();
     }
     match cli.command {
         Command::Exec(args) => match exec(&args) {
             Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                EXIT_ERROR
-            }
+            Err(e) => fail(args.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
         },
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
         Command::Jobs(args) => crate::node::cli::jobs(&args),
-        Command::ExecWatchdog => exec_watchdog(),
-        Command::Doctor(args) => match doctor(&args) {
-            Ok(code) => code,
+        Command::Prune(args) => crate::node::cli::prune(&args),
+        Command::Completions(args) => {
+            match task_defs::cliutil::run_completions(crate::help::command(), &args) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_ERROR
+                }
+            }
+        }
+        Command::Man(args) => match task_defs::cliutil::run_man(crate::help::command(), &args) {
+            Ok(()) => 0,
+            Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", task_defs::cliutil::chain(&e));
                 EXIT_ERROR
             }
         },
+        Command::ExecWatchdog => exec_watchdog(),
+        Command::Doctor(args) => match doctor(&args) {
+            Ok(code) => code,
+            Err(e) => fail(args.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+        },
     }
+}
+
+/// Reports an error, as `{"error": ..., "exit_code": ...}` on stdout in `--json` mode (where
+/// the caller reads JSON) and as `error: ...` on stderr otherwise; returns `code`.
+pub fn fail(json: bool, code: i32, message: &str) -> i32 {
+    if json {
+        println!("{}", task_defs::cliutil::json_error(message, code));
+    } else {
+        eprintln!("error: {message}");
+    }
+    code
 }
 
 /// Runs `provider doctor`; `Ok` carries the exit code (1 iff a check failed).
@@ -228,13 +257,16 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
 /// Runs `provider exec`; `Ok` carries the exit code.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
     if !args.allow_unreviewed && args.registry.is_none() {
-        eprintln!(
-            "error: refusing to run {}: no registry is configured to confirm it was reviewed \
-             (pass --registry URL --log-key KEY --reviewer KEY --threshold K, or \
-             --allow-unreviewed to run it anyway)",
-            args.definition.display()
-        );
-        return Ok(EXIT_UNREVIEWED);
+        return Ok(fail(
+            args.json,
+            EXIT_UNREVIEWED,
+            &format!(
+                "refusing to run {}: no registry is configured to confirm it was reviewed \
+                 (pass --registry URL --log-key KEY --reviewer KEY --threshold K, or \
+                 --allow-unreviewed to run it anyway)",
+                args.definition.display()
+            ),
+        ));
     }
     if args.registry.is_none() {
         eprintln!(
@@ -244,10 +276,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
     }
     let secrets = match pinfold_net::secret::read_secret_args(&args.secrets) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(EXIT_USAGE);
-        }
+        Err(e) => return Ok(fail(args.json, EXIT_USAGE, &e.to_string())),
     };
     let definition = match Definition::load(&args.definition) {
         Ok(d) => d,
@@ -299,8 +328,11 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<i32> {
         },
     ) {
         if input_refusal(&e, &input_dir) {
-            eprintln!("error: --input refused: {e}");
-            return Ok(EXIT_USAGE);
+            return Ok(fail(
+                args.json,
+                EXIT_USAGE,
+                &format!("--input refused: {e}"),
+            ));
         }
         return Err(e).context("staging inputs");
     }

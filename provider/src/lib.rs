@@ -11,6 +11,7 @@ pub mod executor;
 pub mod executors;
 pub mod fsio;
 pub mod gate;
+pub mod help;
 pub mod node;
 pub mod wasm;
 

@@ -23,7 +23,8 @@ use crate::session::{Session, SessionConfig};
     version,
     about,
     after_help = "exit codes: 0 verified success, 1 task failed, 2 usage, 3 refused, \
-                  4 verification failed, 5 no provider, 9 other error, 130 interrupted"
+                  4 verification failed, 5 no provider, 9 other error, 130 interrupted; each \
+                  subcommand's --help lists the ones it uses"
 )]
 pub struct Cli {
     /// What to do.
@@ -63,6 +64,10 @@ pub enum Command {
     Logs(JobArgs),
     /// Print a definition's params and limits.
     Describe(DescribeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(task_defs::cliutil::CompletionsArgs),
+    /// Print the man page, or write one per command into --dir.
+    Man(task_defs::cliutil::ManArgs),
 }
 
 /// Arguments of `requestor jobs`.
@@ -235,14 +240,26 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
 /// Parses the command line, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli: Cli = task_defs::cliutil::parse(crate::help::command());
     init_logging();
     let data_dir = cli.data_dir.clone();
+    let json = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::Providers(a) => a.json,
+        Command::Jobs(a) => a.json,
+        Command::Status(a) | Command::Cancel(a) | Command::Logs(a) => a.json,
+        Command::Get(a) => a.json,
+        Command::Describe(a) => a.json,
+        Command::Demo { .. } | Command::Completions(_) | Command::Man(_) => false,
+    };
     let result = match cli.command {
         Command::Run(a) => run(a, data_dir),
         Command::Verify(a) => Ok(verify(&a)),
@@ -261,11 +278,25 @@ pub fn main() -> i32 {
         Command::Cancel(a) => crate::lifecycle_cli::cancel(&a, data_dir),
         Command::Logs(a) => crate::lifecycle_cli::logs(&a, data_dir),
         Command::Describe(a) => crate::lifecycle_cli::describe(&a, data_dir),
+        Command::Completions(a) => task_defs::cliutil::run_completions(crate::help::command(), &a)
+            .map(|()| 0)
+            .map_err(anyhow::Error::from),
+        Command::Man(a) => task_defs::cliutil::run_man(crate::help::command(), &a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`requestor providers | head -1`): not a failure.
+        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
+        Err(e) if json => {
+            let msg = task_defs::cliutil::chain(&e);
+            println!(
+                "{}",
+                task_defs::cliutil::json_error(&msg, crate::EXIT_ERROR)
+            );
+            crate::EXIT_ERROR
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", task_defs::cliutil::chain(&e));
             crate::EXIT_ERROR
         }
     }
@@ -475,7 +506,12 @@ fn verify(a: &VerifyArgs) -> i32 {
 
 fn providers(a: &ProvidersArgs) -> anyhow::Result<i32> {
     if a.bootstrap.is_empty() && !a.mdns {
-        eprintln!("error: pass --bootstrap MULTIADDR (or --mdns) to find providers");
+        let msg = "pass --bootstrap MULTIADDR (or --mdns) to find providers";
+        if a.json {
+            println!("{}", task_defs::cliutil::json_error(msg, crate::EXIT_USAGE));
+        } else {
+            eprintln!("error: {msg}");
+        }
         return Ok(crate::EXIT_USAGE);
     }
     let rt = runtime()?;

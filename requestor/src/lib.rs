@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod cli;
 pub mod describe;
+pub mod help;
 pub mod lifecycle;
 pub mod lifecycle_cli;
 pub mod progress;

@@ -181,7 +181,7 @@ pub enum RunError {
     #[error("refused by every provider tried: {}", list(.0))]
     Refused(Vec<Refusal>),
     /// The task ran and did not succeed.
-    #[error("task {status:?} on {provider}{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    #[error("task {} on {provider}{}", .status.as_str(), .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     TaskFailed {
         /// Where it ran.
         provider: String,

@@ -7,7 +7,7 @@
 //! log failed verification (fork, rollback, altered entries, stale checkpoint).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -17,6 +17,7 @@ use crate::identity::DefinitionId;
 use crate::manifest::{self, RuntimeSpec, format_size};
 use crate::{bundle, scaffold};
 
+pub mod help;
 mod registry_cli;
 
 /// Exit code: the definition or bundle is invalid.
@@ -38,7 +39,8 @@ pub const EXIT_UNVERIFIED: u8 = 5;
     about,
     after_help = "exit codes: 0 ok, 1 invalid definition or bundle, 2 usage error, 3 other failure \
                   (I/O, registry unreachable), 4 registry refused the request, 5 registry log \
-                  failed verification (fork, rollback, tampering, stale checkpoint)"
+                  failed verification (fork, rollback, tampering, stale checkpoint); each \
+                  subcommand's --help lists the ones it uses"
 )]
 pub struct Cli {
     /// What to do.
@@ -58,6 +60,9 @@ pub enum Command {
         /// Print the canonical document that is hashed instead of the identity.
         #[arg(long)]
         canonical: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a definition and print a summary with its capability footprint.
     Check {
@@ -74,6 +79,9 @@ pub enum Command {
         /// Bundle file to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Unpack and re-verify a bundle into a new directory.
     Unpack {
@@ -85,12 +93,18 @@ pub enum Command {
         /// Refuse the bundle unless it has this identity.
         #[arg(long, value_name = "ID")]
         expect: Option<DefinitionId>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate an Ed25519 key (author, reviewer) into a new file and print its public key.
     Keygen {
         /// Secret key file to create (mode 0600; never overwritten).
         #[arg(short, long)]
         output: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a registry server (prints `listening on http://ADDR` first).
     Serve(ServeArgs),
@@ -128,6 +142,10 @@ pub enum Command {
     /// counts only the given reviewers. Without --log-key it prints the registry's own,
     /// unverified claim and says so.
     Status(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cliutil::CompletionsArgs),
+    /// Print the man page, or write one per command into --dir.
+    Man(crate::cliutil::ManArgs),
 }
 
 /// Arguments of `task-defs serve`.
@@ -165,6 +183,14 @@ pub struct ServeArgs {
     /// add-checkpoint URL prefix (replaces registry.toml's witnesses); repeat for each.
     #[arg(long = "witness", value_name = "VKEY=URL", value_parser = parse_witness_entry)]
     pub witnesses: Vec<crate::registry::api::WitnessEntry>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this IP:PORT (keep it local or
+    /// firewalled); printed as `metrics http://ADDR` after the listening line.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Print the start-up banner as one JSON object (`listening`, `metrics`, `origin`,
+    /// `log_key`, `log_vkey`, `witnesses`, `reviewers`, `threshold`), and errors as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `task-defs queue`.
@@ -181,6 +207,9 @@ pub struct QueueArgs {
     /// Why (shown on the page of hidden definitions).
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `task-defs witness`.
@@ -199,6 +228,10 @@ pub struct WitnessArgs {
     /// witness.toml's logs); repeat for each.
     #[arg(long = "log", value_name = "VKEY", value_parser = parse_log_vkey)]
     pub logs: Vec<crate::tlog::NoteVerifier>,
+    /// Print the start-up banner as one JSON object (`listening`, `vkey`, `logs`), and
+    /// errors as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `task-defs review` subcommands.
@@ -253,6 +286,9 @@ pub struct VerdictArgs {
     /// checkpoint names). Pin it when you cannot vouch for the URL.
     #[arg(long)]
     pub origin: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `task-defs status`.
@@ -348,6 +384,9 @@ pub struct NewArgs {
     /// Definition name (default: from the directory name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What a command produced: text for stdout and the exit code.
@@ -397,6 +436,12 @@ pub fn error_outcome(e: &Error, json: bool) -> Outcome {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Outcome {
+    let json = json_requested(&cli.command);
+    let out = run_command(cli);
+    if json { json_failure(out) } else { out }
+}
+
+fn run_command(cli: Cli) -> Outcome {
     let cli = match registry_cli::dispatch(cli.command) {
         Ok(outcome) => return outcome,
         Err(command) => Cli { command: *command },
@@ -406,6 +451,42 @@ pub fn run(cli: Cli) -> Outcome {
         Ok(o) => o,
         Err(e) => error_outcome(&e, json_mode),
     }
+}
+
+/// Whether a command line asked for JSON (`--json` on whichever subcommand).
+pub fn json_requested(cmd: &Command) -> bool {
+    match cmd {
+        Command::New(a) => a.json,
+        Command::Hash { json, .. }
+        | Command::Check { json, .. }
+        | Command::Pack { json, .. }
+        | Command::Unpack { json, .. }
+        | Command::Keygen { json, .. }
+        | Command::Publish { json, .. } => *json,
+        Command::Queue(a) => a.json,
+        Command::Serve(a) => a.json,
+        Command::Witness(a) => a.json,
+        Command::Status(a) => a.json,
+        Command::Review(ReviewCommand::List { json, .. } | ReviewCommand::Show { json, .. }) => {
+            *json
+        }
+        Command::Review(
+            ReviewCommand::Approve(a) | ReviewCommand::Reject(a) | ReviewCommand::Revoke(a),
+        ) => a.json,
+        Command::Completions(_) | Command::Man(_) => false,
+    }
+}
+
+/// In `--json` mode, a failure that printed only text becomes `{"error", "exit_code"}` on
+/// stdout, where the caller reads JSON (the text's first line, without `error: `).
+pub fn json_failure(mut o: Outcome) -> Outcome {
+    if o.code != 0 && o.stdout.is_empty() {
+        let first = o.stderr.lines().next().unwrap_or("failed");
+        let msg = first.strip_prefix("error: ").unwrap_or(first);
+        o.stdout = crate::cliutil::json_error(msg, i32::from(o.code)) + "\n";
+        o.stderr.clear();
+    }
+    o
 }
 
 fn execute(cmd: Command) -> Result<Outcome, Error> {
@@ -426,6 +507,16 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
                 }
             };
             let def = scaffold::create(&a.dir, template, a.name.as_deref())?;
+            if a.json {
+                return Ok(ok(json!({
+                    "dir": a.dir,
+                    "name": def.manifest.name,
+                    "version": def.manifest.version.to_string(),
+                    "id": def.id.to_string(),
+                })
+                .to_string()
+                    + "\n"));
+            }
             Ok(ok(format!(
                 "created {} ({} {}), identity {}\nedit {}/taskdef.toml, then run: task-defs check {}\n",
                 a.dir.display(),
@@ -436,8 +527,36 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
                 a.dir.display()
             )))
         }
-        Command::Hash { path, canonical } => {
+        Command::Completions(a) => {
+            let script = crate::cliutil::completions(help::command(), a.shell);
+            Ok(ok(String::from_utf8_lossy(&script).into_owned()))
+        }
+        Command::Man(a) => {
+            let pages = crate::cliutil::man_pages(help::command())
+                .map_err(|e| Error::io(Path::new("man page"), e))?;
+            match &a.dir {
+                None => Ok(ok(String::from_utf8_lossy(&pages[0].1).into_owned())),
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                    let mut listing = String::new();
+                    for (name, page) in &pages {
+                        let p = dir.join(name);
+                        std::fs::write(&p, page).map_err(|e| Error::io(&p, e))?;
+                        listing.push_str(&format!("{}\n", p.display()));
+                    }
+                    Ok(ok(listing))
+                }
+            }
+        }
+        Command::Hash {
+            path,
+            canonical,
+            json,
+        } => {
             let def = Definition::load(&path)?;
+            if json {
+                return Ok(ok(json!({"id": def.id.to_string()}).to_string() + "\n"));
+            }
             if canonical {
                 let mut doc =
                     String::from_utf8(def.canonical_document()).expect("canonical JSON is UTF-8");
@@ -455,16 +574,21 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
                 summary_text(&def)
             }))
         }
-        Command::Pack { dir, output } => {
+        Command::Pack { dir, output, json } => {
             let def = Definition::load_dir(&dir)?;
             let bytes = bundle::pack(&def);
             std::fs::write(&output, &bytes).map_err(|e| Error::io(&output, e))?;
+            if json {
+                let v = json!({"id": def.id.to_string(), "bundle": output, "bytes": bytes.len()});
+                return Ok(ok(v.to_string() + "\n"));
+            }
             Ok(ok(format!("{}\n", def.id)))
         }
         Command::Unpack {
             file,
             output,
             expect,
+            json,
         } => {
             let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
             let def = bundle::read(&bytes)?;
@@ -472,6 +596,10 @@ fn execute(cmd: Command) -> Result<Outcome, Error> {
                 def.expect_id(&expected)?;
             }
             def.write_to(&output)?;
+            if json {
+                let v = json!({"id": def.id.to_string(), "dir": output});
+                return Ok(ok(v.to_string() + "\n"));
+            }
             Ok(ok(format!("{}\n", def.id)))
         }
         Command::Keygen { .. }

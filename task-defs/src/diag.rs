@@ -7,6 +7,47 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The closest known key to a misspelt one, if any is close enough to be a likely typo
+/// (a few edits, or one is a prefix of the other: `maximum` for `max`).
+pub fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .filter(|(d, k)| {
+            *d <= (k.len().max(key.len()) / 3).max(1)
+                || (k.len().min(key.len()) >= 3 && (key.starts_with(k) || k.starts_with(key)))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Adds "did you mean" to a serde `deny_unknown_fields` message (`unknown field `x`,
+/// expected one of `a`, `b`` or `expected `a` or `b``) when a known key is close, for
+/// configuration files (`provider.toml`, `registry.toml`) that serde reads in one go.
+pub fn with_suggestion(message: String) -> String {
+    let Some(rest) = message
+        .rfind("unknown field `")
+        .map(|i| &message[i + "unknown field `".len()..])
+    else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let known: Vec<&str> = expected
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    match suggest(unknown, &known) {
+        Some(k) => format!("{} (did you mean `{k}`?)", message.trim_end()),
+        None => message,
+    }
+}
+
 /// Which rule a diagnostic reports. Stable names: tests and scripts match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -137,5 +178,19 @@ pub(crate) fn file_diag(rule: Rule, file: &str, message: impl Into<String>) -> D
         line: None,
         key: None,
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_messages_get_a_suggestion_when_one_is_close() {
+        let m = "unknown field `memroy_bytes`, expected one of `memory_bytes`, `concurrent_tasks`";
+        assert!(with_suggestion(m.into()).ends_with("(did you mean `memory_bytes`?)"));
+        let m = "unknown field `colour`, expected `a` or `b`";
+        assert_eq!(with_suggestion(m.into()), m);
+        assert_eq!(suggest("maximum", &["max", "min"]), Some("max"));
     }
 }

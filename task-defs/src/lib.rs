@@ -31,6 +31,7 @@ macro_rules! serde_as_text {
 
 pub mod bundle;
 pub mod cli;
+pub mod cliutil;
 pub mod definition;
 pub mod diag;
 pub mod footprint;

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let out = task_defs::cli::run(task_defs::cli::Cli::parse());
+    task_defs::cliutil::exit_quietly_on_broken_pipe();
+    let cli: task_defs::cli::Cli = task_defs::cliutil::parse(task_defs::cli::help::command());
+    let out = task_defs::cli::run(cli);
     // A closed pipe (`task-defs hash x | head -c0`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(out.stdout.as_bytes());
     let _ = std::io::stderr().write_all(out.stderr.as_bytes());

@@ -17,6 +17,7 @@ use crate::diag::{Diagnostic, Diagnostics, Rule};
 use crate::footprint::Capability;
 
 mod convert;
+mod schema;
 
 /// The file name of the manifest inside a definition.
 pub const MANIFEST_FILE: &str = "taskdef.toml";
@@ -97,11 +98,36 @@ struct RawParam {
 }
 
 /// A size is written either as a byte count or as a string with a unit (`"64MiB"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum RawSize {
     Int(i64),
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose error ("data did not match any variant
+/// of untagged enum RawSize") names our internals instead of what the author may write.
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a byte count or a string such as \"64MiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                i64::try_from(v)
+                    .map(RawSize::Int)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -563,7 +589,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration into milliseconds: `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
+/// Parses a duration into milliseconds: `"500ms"`, `"10s"`, `"2m"`, `"1h"`, `"7d"`.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t
@@ -578,10 +604,12 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        "" => return Err(format!("{text:?} needs a unit (ms, s, m or h)")),
+        // For retention settings; a manifest's timeout range ends at 24 h anyway.
+        "d" => 86_400_000,
+        "" => return Err(format!("{text:?} needs a unit (ms, s, m, h or d)")),
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -825,6 +853,8 @@ pub fn parse(src: &str) -> Result<Manifest, Diagnostics> {
     }
     let raw: RawManifest = match toml::from_str(src) {
         Ok(r) => r,
+        // Valid TOML that does not fit the schema: every problem at once, not just the first.
+        Err(_) if schema::problems(src, &mut d) => return Err(d.out),
         Err(e) => {
             let span = e.span();
             let key = span.as_ref().and_then(|s| d.loc.key_at(s.start));

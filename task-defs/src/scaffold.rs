@@ -21,6 +21,18 @@ pub enum Template<'a> {
     },
 }
 
+/// Written above `args`: the scaffold passes the program nothing it did not ask for (an
+/// injected `{mode}` argument made working programs fail), but shows how a param reaches it.
+const ARGS_COMMENT: &str = "# Arguments are fixed here; \"{name}\" is filled only from a declared [params.name],\n\
+                            # e.g. args = [\"--mode\", \"{mode}\"] with the [params.mode] below.\n";
+
+/// Written where params go: an example to uncomment, not a param the program never reads.
+const PARAMS_COMMENT: &str = "# The only things a requestor may vary (none yet). For example:\n\
+                              # [params.mode]\n\
+                              # type = \"enum\"\n\
+                              # allowed = [\"fast\", \"thorough\"]\n\
+                              # default = \"fast\"\n";
+
 /// Turns a directory or file name into a valid definition name.
 pub fn name_from(s: &str) -> String {
     let mut out: String = s
@@ -69,7 +81,7 @@ pub fn create(dir: &Path, template: Template<'_>, name: Option<&str>) -> Result<
             let network = fp.capabilities.contains(&Capability::Sockets);
             (
                 format!(
-                    "[runtime]\nkind = \"wasm\"\nmodule = {}\n# Arguments are fixed here; {{name}} is filled only from a declared [params.name].\nargs = [\"{{mode}}\"]\n",
+                    "[runtime]\nkind = \"wasm\"\nmodule = {}\n{ARGS_COMMENT}args = []\n",
                     toml_str(&file_name)
                 ),
                 format!(
@@ -87,7 +99,7 @@ pub fn create(dir: &Path, template: Template<'_>, name: Option<&str>) -> Result<
             manifest::parse_image(image).map_err(|e| Error::io(dir, std::io::Error::other(e)))?;
             (
                 format!(
-                    "[runtime]\nkind = \"docker\"\nimage = {}   # pinned by digest, never a tag\nuser = \"65534:65534\"   # numeric, non-root\nentrypoint = [{}]\nworkdir = \"/output\"\nargs = [\"{{mode}}\"]\n",
+                    "[runtime]\nkind = \"docker\"\nimage = {}   # pinned by digest, never a tag\nuser = \"65534:65534\"   # numeric, non-root\nentrypoint = [{}]\nworkdir = \"/output\"\n{ARGS_COMMENT}args = []\n",
                     toml_str(image),
                     toml_str(entrypoint)
                 ),
@@ -97,7 +109,7 @@ pub fn create(dir: &Path, template: Template<'_>, name: Option<&str>) -> Result<
         }
     };
     let text = format!(
-        "# pinfold task definition, format 1 (see task-defs/SPEC.md).\nformat = 1\nname = {}\nversion = \"0.1.0\"\ndescription = \"TODO: say what this task does\"\nlicense = \"MIT\"\n\n{runtime}\n# The only things a requestor may vary.\n[params.mode]\ntype = \"enum\"\nallowed = [\"default\"]\ndefault = \"default\"\n\n[limits]\nmemory = \"64MiB\"\ntimeout = \"10s\"\noutput = \"16MiB\"   # stdout + stderr + output files together\n\n[io]\ninput = \"/input\"     # read-only\noutput = \"/output\"   # the only writable directory\n\n[capabilities]\n{caps_comment}deterministic = false\nenv = {{ LANG = \"C\" }}\nsecrets = []   # names only; values come from the requestor per run\n",
+        "# pinfold task definition, format 1 (see task-defs/SPEC.md).\nformat = 1\nname = {}\nversion = \"0.1.0\"\ndescription = \"TODO: say what this task does\"\nlicense = \"MIT\"\n\n{runtime}\n{PARAMS_COMMENT}\n[limits]\nmemory = \"64MiB\"\ntimeout = \"10s\"\noutput = \"16MiB\"   # stdout + stderr + output files together\n\n[io]\ninput = \"/input\"     # read-only\noutput = \"/output\"   # the only writable directory\n\n[capabilities]\n{caps_comment}deterministic = false\nenv = {{ LANG = \"C\" }}\nsecrets = []   # names only; values come from the requestor per run\n",
         toml_str(&name)
     );
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

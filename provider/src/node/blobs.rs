@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pinfold_net::{BlobId, BlobReader, BlobStore, PathBlobStore};
 
@@ -13,6 +14,8 @@ use pinfold_net::{BlobId, BlobReader, BlobStore, PathBlobStore};
 pub struct NodeBlobs {
     paths: PathBlobStore,
     refs: Mutex<HashMap<BlobId, usize>>,
+    /// Bytes of blobs opened for a peer, for `/metrics` (a transfer reads the whole blob).
+    served: AtomicU64,
 }
 
 impl NodeBlobs {
@@ -26,6 +29,11 @@ impl NodeBlobs {
             .entry(id)
             .or_default() += 1;
         Ok((id, len))
+    }
+
+    /// Bytes served so far.
+    pub fn served_bytes(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Drops one hold on `id`; the last one stops serving it.
@@ -43,6 +51,10 @@ impl NodeBlobs {
 
 impl BlobStore for NodeBlobs {
     fn open(&self, id: &BlobId) -> io::Result<Option<BlobReader>> {
-        self.paths.open(id)
+        let r = self.paths.open(id)?;
+        if let Some(b) = &r {
+            self.served.fetch_add(b.len, Ordering::Relaxed);
+        }
+        Ok(r)
     }
 }

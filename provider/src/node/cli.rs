@@ -1,9 +1,12 @@
-//! `provider init`, `provider run` and `provider jobs`: thin glue between flags and [`super`].
+//! `provider init`, `provider run`, `provider jobs` and `provider prune`: thin glue between
+//! flags and [`super`].
 //!
 //! `provider run` prints `peer id <PEER>`, one `listening on <MULTIADDR>` line per address
 //! (each ending in `/p2p/<PEER>`) and then `ready` on stdout, flushed, before serving;
 //! scripts and tests read the addresses from there. Logs go to stderr (`PINFOLD_LOG`
-//! filters them, default `info`). Exit codes: 0 after a clean shutdown (SIGINT or
+//! filters them, default `info`; `--log-format json` writes one JSON object a line, and text
+//! has colour codes only when stderr is a terminal). With `[metrics] listen` (or
+//! `--metrics-listen`) it prints `metrics http://<ADDR>` before `ready`. Exit codes: 0 after a clean shutdown (SIGINT or
 //! SIGTERM), 2 usage or configuration error, 9 runtime error.
 
 use std::io::Write as _;
@@ -26,6 +29,9 @@ pub struct InitArgs {
     /// Directory to create the node in.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
+    /// Print one JSON object (`config`, `peer_id`) on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `provider run`; flags override the configuration file.
@@ -58,6 +64,40 @@ pub struct RunArgs {
     /// Turn off local-network discovery.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Serve Prometheus `/metrics` and `/healthz` on this IP:PORT (overrides
+    /// `[metrics] listen`; keep it local or firewalled).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Print the start-up announcement as one JSON object (`peer_id`, `listen`,
+    /// `interrupted`, `metrics`) followed by `ready`, and errors as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How `provider run` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Arguments of `provider prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Configuration file (as for `run`); its `[retention]` says what goes.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only count what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `provider jobs`.
@@ -74,13 +114,19 @@ pub struct JobsArgs {
     pub limit: usize,
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PINFOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Reads `--config`, else `./provider.toml`, else the defaults rooted at the current dir.
@@ -120,20 +166,24 @@ pub fn apply_flags(c: &mut NodeConfig, a: &RunArgs) {
     if a.no_mdns {
         c.network.mdns = false;
     }
+    if let Some(m) = &a.metrics_listen {
+        c.metrics.listen = Some(m.clone());
+    }
 }
 
 /// Runs `provider init`.
 pub fn init(a: &InitArgs) -> i32 {
     match super::config::init(&a.dir) {
+        Ok((path, peer)) if a.json => {
+            println!("{}", serde_json::json!({"config": path, "peer_id": peer}));
+            0
+        }
         Ok((path, peer)) => {
             println!("wrote {}", path.display());
             println!("peer id {peer}");
             0
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_USAGE
-        }
+        Err(e) => crate::cli::fail(a.json, EXIT_USAGE, &e.to_string()),
     }
 }
 
@@ -154,13 +204,10 @@ async fn shutdown_signal() {
 
 /// Runs `provider run` until SIGINT or SIGTERM.
 pub fn run(a: &RunArgs) -> i32 {
-    init_logging();
+    init_logging(a.log_format);
     let mut config = match load_config(a.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return crate::cli::fail(a.json, EXIT_USAGE, &e.to_string()),
     };
     apply_flags(&mut config, a);
     let result = (|| -> anyhow::Result<i32> {
@@ -172,12 +219,22 @@ pub fn run(a: &RunArgs) -> i32 {
             let node = match start(config, None).await {
                 Ok(n) => n,
                 Err(e @ NodeError::Config(_)) => {
-                    eprintln!("error: {e}");
-                    return Ok(EXIT_USAGE);
+                    return Ok(crate::cli::fail(a.json, EXIT_USAGE, &e.to_string()));
                 }
                 Err(e) => return Err(e).context("starting the node"),
             };
-            {
+            if a.json {
+                let mut out = std::io::stdout().lock();
+                let v = serde_json::json!({
+                    "peer_id": node.peer_id.to_string(),
+                    "listen": node.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "interrupted": node.interrupted,
+                    "metrics": node.metrics_addr.map(|m| format!("http://{m}")),
+                });
+                writeln!(out, "{v}")?;
+                writeln!(out, "ready")?;
+                out.flush()?;
+            } else {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "peer id {}", node.peer_id)?;
                 for addr in &node.addrs {
@@ -185,6 +242,9 @@ pub fn run(a: &RunArgs) -> i32 {
                 }
                 for id in &node.interrupted {
                     writeln!(out, "interrupted {id}")?;
+                }
+                if let Some(m) = node.metrics_addr {
+                    writeln!(out, "metrics http://{m}")?;
                 }
                 writeln!(out, "ready")?;
                 out.flush()?;
@@ -197,48 +257,55 @@ pub fn run(a: &RunArgs) -> i32 {
     })();
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_ERROR
-        }
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
     }
 }
 
-/// Runs `provider jobs`.
+/// Runs `provider jobs`: a table with a header (or `--json`), newest first.
 pub fn jobs(a: &JobsArgs) -> i32 {
     let result = (|| -> anyhow::Result<()> {
         let config = load_config(a.config.as_deref())?;
         let rows = super::list_jobs(&config, a.limit)?;
+        let mut out = std::io::stdout().lock();
         if a.json {
-            println!("{}", serde_json::to_string(&rows)?);
-            return Ok(());
+            writeln!(out, "{}", serde_json::to_string(&rows)?)?;
+        } else if rows.is_empty() {
+            writeln!(out, "no jobs")?;
+        } else {
+            out.write_all(super::table::jobs_table(&rows).as_bytes())?;
         }
-        if rows.is_empty() {
-            println!("no jobs");
-        }
-        for r in rows {
-            let mut line = format!(
-                "{}  {:<12} {}  requestor {}",
-                r.id, r.state, r.definition, r.requestor
-            );
-            if let Some(s) = &r.status {
-                line.push_str(&format!("  status {s}"));
-            }
-            if let Some(o) = &r.outputs {
-                line.push_str(&format!("  outputs {o}"));
-            }
-            if let Some(d) = &r.detail {
-                line.push_str(&format!("  ({d})"));
-            }
-            println!("{line}");
-        }
+        out.flush()?;
         Ok(())
     })();
     match result {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_ERROR
+        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+    }
+}
+
+/// Runs `provider prune`.
+pub fn prune(a: &PruneArgs) -> i32 {
+    let config = match load_config(a.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return crate::cli::fail(a.json, EXIT_USAGE, &e.to_string()),
+    };
+    match super::retention::prune(&config, a.dry_run) {
+        Ok(r) if a.json => match serde_json::to_string(&r) {
+            Ok(j) => {
+                println!("{j}");
+                0
+            }
+            Err(e) => crate::cli::fail(true, EXIT_ERROR, &e.to_string()),
+        },
+        Ok(r) => {
+            let verb = if r.dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} job(s), {} bundle(s) ({} bytes), {} compiled artifact(s) ({} bytes)",
+                r.jobs, r.bundles, r.bundle_bytes, r.artifacts, r.artifact_bytes
+            );
+            0
         }
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &e.to_string()),
     }
 }

@@ -3,7 +3,8 @@
 //! Every field has a safe default, so an empty file is a valid configuration: listen on
 //! all interfaces, wasm only, two tasks at once, nobody's definitions run until a registry
 //! is configured. Relative paths are relative to the file's directory, so a node directory
-//! can be moved as a whole.
+//! can be moved as a whole. Sizes and durations take the manifest's units (`"1GiB"`,
+//! `"10m"`) as well as integers in the unit the key names ([`super::units`]).
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,52 @@ pub struct NodeConfig {
     pub requestors: RequestorsSection,
     /// Where state lives.
     pub paths: PathsSection,
+    /// The local observability endpoint.
+    pub metrics: MetricsSection,
+    /// How long finished jobs, bundles and compiled artifacts are kept.
+    pub retention: RetentionSection,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `IP:PORT` serving `/metrics` and `/healthz`; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// `[retention]`: what `provider prune` and the running node remove. A duration of 0 keeps
+/// that kind forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Jobs in a final stage whose last change is older than this (milliseconds) are
+    /// removed from the job store with their history.
+    #[serde(deserialize_with = "super::units::millis")]
+    pub jobs: u64,
+    /// Stored bundles unused for this long (milliseconds) are removed (refetched on need).
+    #[serde(deserialize_with = "super::units::millis")]
+    pub bundles: u64,
+    /// Compiled artifacts unused for this long (milliseconds) are removed (recompiled on
+    /// need).
+    #[serde(deserialize_with = "super::units::millis")]
+    pub artifacts: u64,
+    /// How often the running node prunes (milliseconds); 0 leaves it to `provider prune`.
+    #[serde(deserialize_with = "super::units::millis")]
+    pub interval: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3_600_000;
+        RetentionSection {
+            jobs: 30 * DAY,
+            bundles: 7 * DAY,
+            artifacts: 7 * DAY,
+            interval: 3_600_000,
+        }
+    }
 }
 
 /// `[network]`.
@@ -47,16 +94,21 @@ pub struct NetworkSection {
     /// Kademlia peer routing.
     pub kad: bool,
     /// Seconds between capability ads.
+    #[serde(deserialize_with = "super::units::secs")]
     pub ad_interval_secs: u64,
     /// Gossip heartbeat in milliseconds (lower spreads ads faster, costs more chatter).
+    #[serde(deserialize_with = "super::units::millis")]
     pub gossip_heartbeat_ms: u64,
     /// Longest job-protocol exchange in milliseconds, the node's decision included. It is
     /// also how long a peer may hold a request stream open without sending its request.
+    #[serde(deserialize_with = "super::units::millis")]
     pub request_timeout_ms: u64,
     /// Longest wait in milliseconds for any single read or write of a blob transfer
     /// (a request, a header, one 64 KiB group), so a stalled peer frees its slot.
+    #[serde(deserialize_with = "super::units::millis")]
     pub transfer_timeout_ms: u64,
     /// Connections with no open stream close after this many milliseconds.
+    #[serde(deserialize_with = "super::units::millis")]
     pub idle_timeout_ms: u64,
 }
 
@@ -94,6 +146,7 @@ impl Default for NetworkSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
     /// Registry base URL; without one, only `allow_unreviewed` lets anything run.
+    #[serde(deserialize_with = "super::units::http_url")]
     pub url: Option<String>,
     /// The registry log's public key (`ed25519:...`).
     pub log_key: Option<String>,
@@ -102,11 +155,13 @@ pub struct RegistrySection {
     /// Distinct trusted approvals required.
     pub threshold: usize,
     /// Oldest checkpoint, in seconds, to vouch from.
+    #[serde(deserialize_with = "super::units::secs")]
     pub max_age_secs: u64,
     /// Run definitions nobody reviewed (sandboxed regardless). Off unless you mean it.
     pub allow_unreviewed: bool,
     /// Sync the log at most this often, in milliseconds (a revocation takes effect on the
     /// node within this interval; every offer in between uses the verified view).
+    #[serde(deserialize_with = "super::units::millis")]
     pub sync_interval_ms: u64,
     /// Trusted witnesses: C2SP verifier keys (`name+keyid+base64`) of log witnesses.
     pub witnesses: Vec<String>,
@@ -140,6 +195,7 @@ pub struct ExecutorsSection {
     /// The Docker executor (needs a reachable daemon).
     pub docker: bool,
     /// `vm-required`, `vm-recommended` or `container`.
+    #[serde(deserialize_with = "super::units::isolation")]
     pub docker_isolation: String,
 }
 
@@ -158,18 +214,23 @@ impl Default for ExecutorsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct CapsSection {
     /// Memory per task, bytes.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub memory_bytes: u64,
     /// Tasks at once.
     pub concurrent_tasks: u32,
     /// Total input bytes per task.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub input_bytes: u64,
     /// Total output bytes per task.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub output_bytes: u64,
     /// Seconds a finished job's outputs stay available for download.
+    #[serde(deserialize_with = "super::units::secs")]
     pub retain_secs: u64,
     /// Free bytes kept in reserve on the data and work directories' filesystems: an offer
     /// whose inputs, bundle and output limit would eat into them is refused, so the job
     /// store, the compile cache and an output writer's overshoot always have room.
+    #[serde(deserialize_with = "super::units::bytes")]
     pub disk_reserve_bytes: u64,
 }
 
@@ -220,8 +281,10 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
-        let mut c: NodeConfig = toml::from_str(&text)
-            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| {
+            let msg = task_defs::diag::with_suggestion(e.to_string());
+            NodeError::Config(format!("{}: {msg}", path.display()))
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve_paths(base);
         Ok(c)
@@ -287,19 +350,34 @@ docker = false
 docker_isolation = "vm-recommended"
 
 [caps]
-memory_bytes = 1073741824        # per task
+# Sizes and durations: an integer in the unit the key names, or a string with a unit as in
+# manifests ("1GiB", "512MiB"; "500ms", "10s", "10m", "1h").
+memory_bytes = "1GiB"            # per task
 concurrent_tasks = 2
-input_bytes = 268435456          # per task
-output_bytes = 268435456         # per task
-retain_secs = 600                # how long finished outputs stay downloadable
+input_bytes = "256MiB"           # per task
+output_bytes = "256MiB"          # per task
+retain_secs = "10m"              # how long finished outputs stay downloadable
 # Free disk space kept in reserve (data and work directories); offers whose inputs and
 # output limit do not fit above it are refused as over the caps.
-disk_reserve_bytes = 67108864
+disk_reserve_bytes = "64MiB"
 
 [requestors]
 # Peer ids. An empty allow list serves everyone not denied.
 allow = []
 deny = []
+
+[metrics]
+# Serve Prometheus /metrics and /healthz here (keep it local or firewalled); off when absent.
+# listen = "127.0.0.1:9464"
+
+[retention]
+# What `provider prune`, and the running node every `interval`, remove: finished jobs'
+# rows and history, stored bundles and compiled artifacts unused for this long. "0s"
+# keeps that kind forever.
+jobs = "30d"
+bundles = "7d"
+artifacts = "7d"
+interval = "1h"
 
 [paths]
 # Relative paths are relative to this file.
@@ -338,6 +416,13 @@ mod tests {
         let empty: NodeConfig = toml::from_str("").unwrap();
         assert_eq!(empty, NodeConfig::default());
         assert!(toml::from_str::<NodeConfig>("[caps]\nmemroy_bytes = 1\n").is_err());
+        let e = toml::from_str::<NodeConfig>("[executors]\ndocker_isolation = \"vm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vm-required, vm-recommended or container"),
+            "{e}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let (path, peer) = init(dir.path()).unwrap();

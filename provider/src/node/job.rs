@@ -95,7 +95,10 @@ async fn obtain_definition(
                     .fetch_blob(peer, b.id, FetchLimits::exact(b.size), &mut bytes)
                     .await
                 {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        node.inner.traffic.received(b.size);
+                        break;
+                    }
                     Err(e) if retryable(&e, &mut broken) => {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_millis(200));
@@ -156,6 +159,7 @@ async fn fetch_inputs(
                     tokio::io::AsyncWriteExt::flush(&mut f)
                         .await
                         .map_err(|e| format!("staging {}: {e}", input.name))?;
+                    node.inner.traffic.received(input.size);
                     break;
                 }
                 // The requestor serves a few transfers per peer at once, and under load a
@@ -284,6 +288,15 @@ pub(super) async fn run_job(
                 outcome.reason.as_deref(),
             ) {
                 tracing::error!(job = %job_id, "job store: {e}");
+            }
+            let u = &outcome.usage;
+            if let Err(e) = node.inner.store.usage(
+                &job_id,
+                u.measured.wall_us,
+                u.measured.fuel,
+                u.measured.peak_memory,
+            ) {
+                tracing::warn!(job = %job_id, "job store: usage: {e}");
             }
             tracing::info!(job = %job_id, status = %outcome.status, "finished");
             let mut jobs = node.jobs();

@@ -85,6 +85,16 @@ pub struct JobRow {
     pub created_ms: u64,
     /// Last transition, Unix milliseconds.
     pub updated_ms: u64,
+    /// When the run started executing, Unix milliseconds.
+    pub started_ms: Option<u64>,
+    /// How long the run took (running to finished), milliseconds.
+    pub run_ms: Option<u64>,
+    /// Wall-clock time the executor measured, microseconds.
+    pub wall_us: Option<u64>,
+    /// Fuel consumed, when the run was metered.
+    pub fuel: Option<u64>,
+    /// Largest memory the task reached, bytes.
+    pub peak_memory: Option<u64>,
 }
 
 /// The SQLite job store.
@@ -226,6 +236,36 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
 ";
 
+/// Columns added after the first release, each added to an older store at open (SQLite has
+/// no `ADD COLUMN IF NOT EXISTS`): a run's measured usage, for `provider jobs`.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("wall_us", "INTEGER"),
+    ("fuel", "INTEGER"),
+    ("peak_memory", "INTEGER"),
+];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('jobs')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Stages after which a job never changes again: the only rows pruning may remove.
+pub const FINAL_STAGES: [Stage; 5] = [
+    Stage::Refused,
+    Stage::Finished,
+    Stage::Delivered,
+    Stage::Cancelled,
+    Stage::Interrupted,
+];
+
 impl JobStore {
     /// Opens (creating) `path`.
     pub fn open(path: &Path) -> Result<JobStore, NodeError> {
@@ -233,6 +273,7 @@ impl JobStore {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            add_missing_columns(&conn)?;
             Ok::<_, rusqlite::Error>(conn)
         };
         // On a full disk SQLite cannot even map its WAL index and says only "disk I/O
@@ -407,6 +448,99 @@ impl JobStore {
             .map_err(db_err)
     }
 
+    /// Records what a finished run used (best effort: the listing shows it, nothing depends
+    /// on it, so it is never kept for replay).
+    pub fn usage(
+        &self,
+        id: &str,
+        wall_us: u64,
+        fuel: Option<u64>,
+        peak_memory: u64,
+    ) -> Result<(), NodeError> {
+        self.lock()
+            .conn
+            .execute(
+                "UPDATE jobs SET wall_us = ?2, fuel = ?3, peak_memory = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    wall_us as i64,
+                    fuel.map(|f| f as i64),
+                    peak_memory as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    /// Jobs by (stage, run status) with their counts, for `/metrics`.
+    pub fn counts(&self) -> Result<Vec<(String, Option<String>, u64)>, NodeError> {
+        let s = self.lock();
+        let mut st = s
+            .conn
+            .prepare("SELECT state, status, COUNT(*) FROM jobs GROUP BY state, status")
+            .map_err(db_err)?;
+        st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)
+    }
+
+    /// How long each finished run took (running to finished), in milliseconds, for
+    /// `/metrics`. Bounded by what retention keeps.
+    pub fn run_durations_ms(&self) -> Result<Vec<u64>, NodeError> {
+        let s = self.lock();
+        let mut st = s
+            .conn
+            .prepare(
+                "SELECT f.at_ms - r.at_ms FROM transitions r
+                 JOIN transitions f ON f.job_id = r.job_id
+                 WHERE r.state = 'running' AND f.state = 'finished' AND f.at_ms >= r.at_ms",
+            )
+            .map_err(db_err)?;
+        st.query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)
+    }
+
+    /// Removes jobs in a final stage whose last transition is older than `before_ms`
+    /// (Unix ms), with their history; with `dry_run`, only counts them. Returns how many.
+    pub fn prune(&self, before_ms: u64, dry_run: bool) -> Result<u64, NodeError> {
+        let finals = FINAL_STAGES
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let which = format!("state IN ({finals}) AND updated_ms < ?1");
+        let mut s = self.lock();
+        let tx = s.conn.transaction().map_err(db_err)?;
+        let n: i64 = tx
+            .query_row(
+                &format!("SELECT COUNT(*) FROM jobs WHERE {which}"),
+                params![before_ms as i64],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        if !dry_run && n > 0 {
+            tx.execute(
+                &format!(
+                    "DELETE FROM transitions WHERE job_id IN (SELECT id FROM jobs WHERE {which})"
+                ),
+                params![before_ms as i64],
+            )
+            .map_err(db_err)?;
+            tx.execute(
+                &format!("DELETE FROM jobs WHERE {which}"),
+                params![before_ms as i64],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(n as u64)
+    }
+
     /// A job's transitions, oldest first, as (stage, Unix ms).
     pub fn history(&self, id: &str) -> Result<Vec<(String, u64)>, NodeError> {
         let s = self.lock();
@@ -422,7 +556,11 @@ impl JobStore {
 }
 
 const SELECT: &str = "SELECT id, requestor, definition, state, status, exit_code, outputs, detail,
-    created_ms, updated_ms FROM jobs";
+    created_ms, updated_ms,
+    (SELECT MIN(at_ms) FROM transitions t WHERE t.job_id = jobs.id AND t.state = 'running'),
+    (SELECT MIN(at_ms) FROM transitions t WHERE t.job_id = jobs.id AND t.state = 'finished'),
+    wall_us, fuel, peak_memory
+    FROM jobs";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -436,6 +574,14 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         detail: r.get(7)?,
         created_ms: r.get::<_, i64>(8)? as u64,
         updated_ms: r.get::<_, i64>(9)? as u64,
+        started_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        run_ms: match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
+            (Some(a), Some(b)) if b >= a => Some((b - a) as u64),
+            _ => None,
+        },
+        wall_us: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+        fuel: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        peak_memory: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
     })
 }
 

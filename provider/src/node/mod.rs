@@ -28,14 +28,18 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod jobs;
+pub mod retention;
 pub mod trust;
+pub mod units;
 
 mod admission;
 mod blobs;
 mod cancel;
 mod disk;
 mod job;
+mod metrics;
 mod service;
+mod table;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +83,8 @@ pub struct RunningNode {
     pub addrs: Vec<Multiaddr>,
     /// Jobs found in flight at start-up and marked interrupted.
     pub interrupted: Vec<String>,
+    /// Where `/metrics` and `/healthz` are served, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -164,6 +170,14 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     net.kad_server = true;
     net.gossip_heartbeat = Duration::from_millis(config.network.gossip_heartbeat_ms.max(10));
     config.network.apply_timeouts(&mut net);
+    let metrics_listen = match &config.metrics.listen {
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+            NodeError::Config(format!("metrics.listen {a:?}: {e} (expected IP:PORT)"))
+        })?),
+        None => None,
+    };
+    let store_path = config.paths.data_dir.join("jobs.sqlite");
+    let retention_config = config.clone();
     let fault = Fault::from_env();
     let inner = service::Inner::new(config, store, fault).await?;
     let (client, events, event_loop) = pinfold_net::new(net, Some(inner.blobs.clone()))?;
@@ -174,12 +188,28 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     let addrs = client.listen_addrs().await?;
     let peer_id = client.peer_id();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let metrics_addr = match metrics_listen {
+        Some(addr) => {
+            let sources = metrics::Sources {
+                traffic: inner.traffic.clone(),
+                blobs: inner.blobs.clone(),
+                store: jobs::JobStore::open(&store_path)?,
+                client: client.clone(),
+                registry: inner.registry.clone(),
+                started: std::time::Instant::now(),
+            };
+            Some(metrics::start(addr, sources, shutdown_rx.clone()).await?)
+        }
+        None => None,
+    };
+    tokio::spawn(retention::prune_loop(retention_config, shutdown_rx.clone()));
     let node = Arc::new(service::Node::new(inner, client));
     let task = tokio::spawn(service::serve(node, events, shutdown_rx));
     Ok(RunningNode {
         peer_id,
         addrs,
         interrupted,
+        metrics_addr,
         shutdown,
         task,
     })

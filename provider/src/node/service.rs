@@ -52,8 +52,9 @@ pub(super) struct Inner {
     pub(super) cfg: NodeConfig,
     pub(super) store: JobStore,
     pub(super) blobs: Arc<NodeBlobs>,
+    pub(super) traffic: Arc<super::metrics::Traffic>,
     pub(super) executors: Executors,
-    pub(super) registry: Option<RegistryView>,
+    pub(super) registry: Option<Arc<RegistryView>>,
     pub(super) allow: HashSet<PeerId>,
     pub(super) deny: HashSet<PeerId>,
     pub(super) fault: Option<Fault>,
@@ -119,7 +120,7 @@ impl Inner {
                     r.witness_threshold.unwrap_or(witnesses.len()),
                 )
                 .map_err(|e| NodeError::Config(format!("registry.witness_threshold: {e}")))?;
-                Some(
+                Some(Arc::new(
                     RegistryView::new(
                         GateConfig {
                             registry: url.clone(),
@@ -135,7 +136,7 @@ impl Inner {
                         Duration::from_millis(r.sync_interval_ms),
                     )
                     .with_alarm_dir(super::trust::alarm_dir(data)),
-                )
+                ))
             }
             (Some(_), None) => {
                 return Err(NodeError::Config(
@@ -161,6 +162,7 @@ impl Inner {
             cfg,
             store,
             blobs: Arc::new(NodeBlobs::default()),
+            traffic: Arc::default(),
             executors,
             registry,
             allow,

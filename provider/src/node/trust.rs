@@ -141,6 +141,9 @@ pub struct RegistryView {
     local_note: Mutex<Option<(u64, Hash, Vec<u8>)>>,
     /// Checkpoints proven consistent with the view.
     consistent: Mutex<ConsistentCache>,
+    /// Tree size and time of the last successful sync, read by `/metrics` without taking
+    /// the verifier's lock (held across a sync's network round trips).
+    synced: Mutex<Option<(u64, Instant)>>,
 }
 
 impl RegistryView {
@@ -157,7 +160,16 @@ impl RegistryView {
             alarmed: AtomicBool::new(false),
             local_note: Mutex::new(None),
             consistent: Mutex::default(),
+            synced: Mutex::new(None),
         }
+    }
+
+    /// The verified log size and the time since the last successful sync, once there was one.
+    pub fn sync_status(&self) -> Option<(u64, Duration)> {
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(size, at)| (size, at.elapsed()))
     }
 
     /// Persists split-view alarms in `dir` (the node uses [`alarm_dir`] of its data dir);
@@ -231,6 +243,8 @@ impl RegistryView {
             None => {}
             Some(Ok(_)) => {
                 *last_sync = Some(Instant::now());
+                *self.synced.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((v.size(), Instant::now()));
                 if let Ok(Some(path)) = self.cfg.state_file(&v.config().origin)
                     && let Err(e) = client::save_verifier(v, &path)
                 {

@@ -26,7 +26,7 @@ use crate::tlog::{
 /// Runs a registry command, or hands the command back when it is not one.
 pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
     let result = match command {
-        Command::Keygen { output } => keygen(&output),
+        Command::Keygen { output, json } => keygen(&output, json),
         Command::Serve(a) => serve(&a),
         Command::Queue(a) => queue(&a),
         Command::Witness(a) => witness(&a),
@@ -43,7 +43,7 @@ pub(super) fn dispatch(command: Command) -> Result<Outcome, Box<Command>> {
     };
     Ok(result.unwrap_or_else(|e| Outcome {
         stdout: String::new(),
-        stderr: format!("error: {e:#}\n"),
+        stderr: format!("error: {}\n", crate::cliutil::chain(&e)),
         code: exit_code(&e),
     }))
 }
@@ -72,8 +72,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     EXIT_FAILURE
 }
 
-fn keygen(path: &std::path::Path) -> anyhow::Result<Outcome> {
+fn keygen(path: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
     let key = reg::create_secret_key_file(path)?;
+    if json {
+        let v = json!({"public_key": key.public_key().to_string(), "file": path});
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!("{}\n", key.public_key())))
 }
 
@@ -115,49 +119,79 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let metrics = match &a.metrics_listen {
+            Some(m) => {
+                let l = tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("--metrics-listen {m}"))?;
+                let bound = l.local_addr().context("reading the metrics address")?;
+                tokio::spawn(reg::observe::serve(l, registry.clone(), shutdown_signal()));
+                Some(bound)
+            }
+            None => None,
+        };
         // Printed and flushed before serving: scripts and tests read the address from here.
         let s = registry.settings();
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        writeln!(out, "origin {}", s.origin)?;
-        writeln!(out, "log key {}", registry.log_key())?;
-        // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
-        // are configured with.
-        writeln!(out, "log vkey {}", registry.note_verifier().to_vkey())?;
-        for w in &s.witnesses {
-            writeln!(out, "witness {} at {}", w.vkey, w.url)?;
-        }
-        writeln!(
-            out,
-            "reviewers {}, threshold {}, checkpoint every {}s",
-            s.roster.len(),
-            s.threshold,
-            s.checkpoint_interval.as_secs()
-        )?;
-        let p = &s.publish;
-        writeln!(
-            out,
-            "authors {}: per key {}, per ip {}, quota {} bytes per key; bundles up to {} bytes",
-            p.authors.name(),
-            p.key_rate,
-            p.ip_rate,
-            p.key_quota_bytes,
-            s.max_bundle_bytes
-        )?;
-        writeln!(
-            out,
-            "connections up to {}, header timeout {}s, body timeout {}s, idle timeout {}s",
-            s.server.effective_max_connections(),
-            s.server.header_timeout.as_secs(),
-            s.server.body_timeout.as_secs(),
-            s.server.idle_timeout.as_secs()
-        )?;
-        match &s.public_url {
-            Some(u) => writeln!(out, "public url {u}")?,
-            None => writeln!(
+        if a.json {
+            let v = json!({
+                "listening": format!("http://{addr}"),
+                "metrics": metrics.map(|m| format!("http://{m}")),
+                "origin": s.origin,
+                "log_key": registry.log_key().to_string(),
+                "log_vkey": registry.note_verifier().to_vkey(),
+                "witnesses": s.witnesses.iter().map(|w| json!({"vkey": w.vkey.to_string(), "url": w.url})).collect::<Vec<_>>(),
+                "reviewers": s.roster.len(),
+                "threshold": s.threshold,
+                "checkpoint_interval_secs": s.checkpoint_interval.as_secs(),
+                "public_url": s.public_url,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "listening on http://{addr}")?;
+            if let Some(m) = metrics {
+                writeln!(out, "metrics http://{m}")?;
+            }
+            writeln!(out, "origin {}", s.origin)?;
+            writeln!(out, "log key {}", registry.log_key())?;
+            // The C2SP verifier key: what witnesses and third-party tools (Go's sumdb/note)
+            // are configured with.
+            writeln!(out, "log vkey {}", registry.note_verifier().to_vkey())?;
+            for w in &s.witnesses {
+                writeln!(out, "witness {} at {}", w.vkey, w.url)?;
+            }
+            writeln!(
                 out,
-                "public url not configured: pages show http://{addr} (set --public-url https://...)"
-            )?,
+                "reviewers {}, threshold {}, checkpoint every {}s",
+                s.roster.len(),
+                s.threshold,
+                s.checkpoint_interval.as_secs()
+            )?;
+            let p = &s.publish;
+            writeln!(
+                out,
+                "authors {}: per key {}, per ip {}, quota {} bytes per key; bundles up to {} bytes",
+                p.authors.name(),
+                p.key_rate,
+                p.ip_rate,
+                p.key_quota_bytes,
+                s.max_bundle_bytes
+            )?;
+            writeln!(
+                out,
+                "connections up to {}, header timeout {}s, body timeout {}s, idle timeout {}s",
+                s.server.effective_max_connections(),
+                s.server.header_timeout.as_secs(),
+                s.server.body_timeout.as_secs(),
+                s.server.idle_timeout.as_secs()
+            )?;
+            match &s.public_url {
+                Some(u) => writeln!(out, "public url {u}")?,
+                None => writeln!(
+                    out,
+                    "public url not configured: pages show http://{addr} (set --public-url https://...)"
+                )?,
+            }
         }
         out.flush()?;
         drop(out);
@@ -172,6 +206,10 @@ fn queue(a: &QueueArgs) -> anyhow::Result<Outcome> {
     let hide = a.action == "hide";
     let changed = reg::service::set_hidden(&a.data, &a.id, hide, &a.reason)
         .with_context(|| format!("{} {}", a.action, a.id))?;
+    if a.json {
+        let v = json!({"id": a.id.to_string(), "hidden": hide, "changed": changed});
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!(
         "{} {}\n",
         a.id,
@@ -205,10 +243,19 @@ fn witness(a: &WitnessArgs) -> anyhow::Result<Outcome> {
         let addr = listener.local_addr().context("reading the bound address")?;
         // Printed and flushed before serving: scripts and tests read these lines.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        writeln!(out, "witness vkey {}", service.verifier())?;
-        for l in service.logs() {
-            writeln!(out, "witnessing {}", l.to_vkey())?;
+        if a.json {
+            let v = json!({
+                "listening": format!("http://{addr}"),
+                "vkey": service.verifier().to_string(),
+                "logs": service.logs().iter().map(|l| l.to_vkey()).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "listening on http://{addr}")?;
+            writeln!(out, "witness vkey {}", service.verifier())?;
+            for l in service.logs() {
+                writeln!(out, "witnessing {}", l.to_vkey())?;
+            }
         }
         out.flush()?;
         drop(out);
@@ -396,6 +443,18 @@ fn verdict(action: ReviewAction, a: &VerdictArgs) -> anyhow::Result<Outcome> {
     let r = client
         .review(&review)
         .with_context(|| format!("submitting the {} of {}", action.as_str(), a.id))?;
+    if a.json {
+        let v = json!({
+            "action": action.as_str(),
+            "id": a.id.to_string(),
+            "reviewer": key.public_key().to_string(),
+            "origin": origin,
+            "index": r.index,
+            "created": r.created,
+            "tree_size": r.tree_size,
+        });
+        return Ok(ok(v.to_string() + "\n"));
+    }
     Ok(ok(format!(
         "{} {} by {} for log {origin}: {} log entry {}\n",
         action.as_str(),

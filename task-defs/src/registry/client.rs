@@ -118,9 +118,15 @@ impl Client {
     }
 
     fn transport(url: &str, e: impl std::fmt::Display) -> ClientError {
+        // ureq says only "http: invalid format" for `127.0.0.1:8417`; say what to write.
+        let message = if url.starts_with("http://") || url.starts_with("https://") {
+            e.to_string()
+        } else {
+            "not an http URL: the registry URL needs a scheme, e.g. http://127.0.0.1:8417".into()
+        };
         ClientError::Transport {
             url: url.to_string(),
-            message: e.to_string(),
+            message,
         }
     }
 

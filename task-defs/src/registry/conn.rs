@@ -136,6 +136,15 @@ impl Default for ServerLimits {
 }
 
 impl ServerLimits {
+    /// Limits for a local operator endpoint (`/metrics`, `/healthz` of the registry and the
+    /// provider node): a handful of scrapers, not the public.
+    pub fn local() -> ServerLimits {
+        ServerLimits {
+            max_connections: 64,
+            ..ServerLimits::default()
+        }
+    }
+
     /// The limits a `[server]` table describes (defaults for what it omits).
     pub fn from_file(f: &ServerFile) -> Result<ServerLimits, String> {
         let d = ServerLimits::default();

@@ -23,6 +23,7 @@ pub mod api;
 pub mod client;
 pub mod conn;
 pub mod diff;
+pub mod observe;
 pub mod policy;
 pub mod server;
 pub mod service;

@@ -348,8 +348,10 @@ fn resolve(config: &RegistryConfig) -> Result<Settings, RegistryError> {
         None => (config.data_dir.join(CONFIG_FILE), false),
     };
     let file: FileConfig = match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| RegistryError::Config(format!("{}: {e}", path.display())))?,
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            let msg = crate::diag::with_suggestion(e.to_string());
+            RegistryError::Config(format!("{}: {msg}", path.display()))
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => FileConfig::default(),
         Err(e) => return Err(io_err(&path)(e)),
     };

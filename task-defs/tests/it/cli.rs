@@ -162,6 +162,63 @@ fn new_scaffolds_a_valid_definition() {
 }
 
 #[test]
+fn new_passes_no_argument_the_program_did_not_ask_for() {
+    // An injected `args = ["{mode}"]` made working programs fail: the scaffold runs the
+    // program bare, and its param example stays a comment that is valid once uncommented.
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = tmp.path().join("w");
+    let img = format!("busybox@sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        run!(
+            "new",
+            wasm,
+            "--wasm",
+            format!("{EXAMPLES}/nbody/nbody.wasm")
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    let dock = tmp.path().join("d");
+    assert_eq!(
+        run!("new", dock, "--docker", img, "--entrypoint", "/bin/true")
+            .status
+            .code(),
+        Some(0)
+    );
+    for dir in [&wasm, &dock] {
+        let def = task_defs::Definition::load(dir).unwrap();
+        assert!(def.manifest.runtime.args.is_empty(), "{dir:?}");
+        assert!(def.manifest.params.is_empty(), "{dir:?}");
+        let text = std::fs::read_to_string(dir.join("taskdef.toml")).unwrap();
+        assert!(text.contains("args = []\n"), "{text}");
+        // Uncommenting the example gives a definition that passes the param on.
+        let uncommented = text
+            .replace("# e.g. args = [", "args = [")
+            .replace("args = []\n", "")
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        r.starts_with("[params")
+                            || r.starts_with("type =")
+                            || r.starts_with("allowed =")
+                            || r.starts_with("default =")
+                    })
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uncommented = uncommented.replace(" with the [params.mode] below.", "");
+        std::fs::write(dir.join("taskdef.toml"), uncommented).unwrap();
+        let def = task_defs::Definition::load(dir)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", e.diagnostics()));
+        assert_eq!(def.manifest.runtime.args, ["--mode", "{mode}"]);
+        assert!(def.manifest.params.contains_key("mode"));
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(run!("frobnicate").status.code(), Some(2));
     assert_eq!(run!("new", "x").status.code(), Some(2));

@@ -5,6 +5,7 @@ mod cli;
 mod fuzz_regressions;
 mod harness;
 mod identity;
+mod messages;
 mod props;
 mod registry;
 mod registry_limits;

@@ -71,7 +71,7 @@ const MANIFEST_CASES: &[Case] = &[
         "format = 1\ncolour = \"blue\"",
         Rule::Syntax,
         Some("colour"),
-        "unknown field `colour`",
+        "unknown key `colour`",
     ),
     (
         "wasm",
@@ -79,7 +79,7 @@ const MANIFEST_CASES: &[Case] = &[
         "[limits]\nmemroy = \"1MiB\"",
         Rule::Syntax,
         Some("limits.memroy"),
-        "unknown field `memroy`",
+        "unknown key `memroy` (did you mean `memory`?)",
     ),
     (
         "wasm",

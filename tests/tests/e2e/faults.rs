@@ -565,7 +565,10 @@ fn a_run_that_times_out_on_a_full_disk_has_its_outputs_removed_at_once() {
     let v = parse(&o);
     assert_eq!(o.status.code(), Some(1), "the task's own failure: {v}");
     assert_eq!(v["kind"], "task_failed", "{v}");
-    assert!(v["error"].as_str().unwrap().contains("TimedOut"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("task timed_out on "),
+        "{v}"
+    );
     assert!(
         !out.exists(),
         "the outputs went at once, not after retention"

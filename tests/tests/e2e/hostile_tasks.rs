@@ -88,7 +88,10 @@ fn hostile_task_output_never_makes_an_honest_provider_look_dishonest() {
     );
     assert_eq!(v["kind"], "task_failed", "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains("OutputExceeded"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("task output_exceeded on "),
         "{v}"
     );
 

@@ -8,6 +8,7 @@ mod hostile_tasks;
 mod jobs;
 mod load;
 mod network;
+mod operator;
 mod registry;
 mod registry_server;
 mod splitview;

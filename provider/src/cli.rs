@@ -75,6 +75,9 @@ pub enum Command {
     Run(crate::node::cli::RunArgs),
     /// List the node's jobs and their states.
     Jobs(crate::node::cli::JobsArgs),
+    /// Show whether the node runs, its addresses and its reachability (public, behind a
+    /// NAT, relayed); exits 1 when no node runs with this configuration.
+    Status(crate::node::cli::StatusArgs),
     /// Internal: started by `provider exec` for a Docker definition; when that process dies
     /// without dismissing it (SIGKILL, a crash), removes the containers, mounts and run
     /// directory it left.
@@ -175,6 +178,7 @@ pub fn main() -> i32 {
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
         Command::Jobs(args) => crate::node::cli::jobs(&args),
+        Command::Status(args) => crate::node::cli::status(&args),
         Command::ExecWatchdog => exec_watchdog(),
         Command::Doctor(args) => match doctor(&args) {
             Ok(code) => code,

@@ -104,6 +104,9 @@ pub struct ReplicaReport {
     pub files: usize,
     /// Wall-clock microseconds on the provider.
     pub wall_us: u64,
+    /// How this requestor was connected to the provider when the outputs had arrived:
+    /// `direct` (perhaps after a hole punch) or `relayed`.
+    pub route: Option<String>,
 }
 
 /// A provider that refused or dropped the job, and why.
@@ -407,7 +410,13 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
             session.served.watch(i.blake3, &i.name);
         }
     }
-    let ads = session.wait_for_ads(opts.replicas, opts.wait_ads).await;
+    let ads = if opts.providers.is_empty() {
+        session.wait_for_ads(opts.replicas, opts.wait_ads).await
+    } else {
+        session
+            .wait_for_ads_from(&opts.providers, opts.wait_ads)
+            .await
+    };
     let runtime = prep
         .definition
         .as_ref()
@@ -562,6 +571,9 @@ async fn replica(ctx: &Ctx, index: usize) -> Result<ReplicaReport, RunError> {
     }
 }
 
+/// Longest wait for a hole punch to replace a relayed connection before offering.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(3);
+
 async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError> {
     let client = &ctx.session.client;
     let retry = |reason: String| {
@@ -572,6 +584,12 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
     };
     // A busy provider (no free slot, or too many of our requests in flight) is asked again
     // for a short while before the replica moves on.
+    // A provider behind a NAT is reached through a relay first: let the hole punch try to
+    // make the connection direct before any bulk data moves (a second or so; less when the
+    // punch fails fast, nothing when the connection is direct already).
+    if let Some(route) = ctx.session.settle_route(peer, HOLE_PUNCH_WAIT).await {
+        tracing::debug!(provider = %peer, %route, "connection before the offer");
+    }
     let busy_until = tokio::time::Instant::now() + BUSY_OFFER_RETRY;
     let mut wait = Duration::from_millis(5);
     let accept = loop {
@@ -648,7 +666,21 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<ReplicaReport, AttemptError>
         outputs: result.outcome.outputs.clone(),
         files: result.files.len(),
         wall_us: result.outcome.usage.wall_us,
+        route: route(ctx, peer).await,
     })
+}
+
+/// `direct` if any open connection to `peer` is direct, else `relayed` if one is, else
+/// `None` (the connection already closed).
+async fn route(ctx: &Ctx, peer: PeerId) -> Option<String> {
+    let routes = ctx.session.client.routes(peer).await.ok()?;
+    if routes.iter().any(|r| !r.is_relayed()) {
+        Some("direct".into())
+    } else if routes.is_empty() {
+        None
+    } else {
+        Some("relayed".into())
+    }
 }
 
 async fn poll(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<JobResult, AttemptError> {

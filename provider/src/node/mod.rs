@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod jobs;
+pub mod reach;
 pub mod trust;
 
 mod blobs;
@@ -75,6 +76,8 @@ pub struct RunningNode {
     pub addrs: Vec<Multiaddr>,
     /// Jobs found in flight at start-up and marked interrupted.
     pub interrupted: Vec<String>,
+    /// Reachability at start-up (with relays configured, after the wait for a reservation).
+    pub reachability: pinfold_net::Reachability,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -152,9 +155,29 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     }
 
     let mut net = NetConfig::new(keypair);
-    let listen = parse_addrs("listen", &config.network.listen)?;
+    let mut listen_list = Vec::new();
+    for l in &config.network.listen {
+        listen_list.extend(reach::listen_arg(l).map_err(NodeError::Config)?);
+    }
+    let listen = parse_addrs("listen", &listen_list)?;
     net.listen = Vec::new();
-    net.bootstrap = parse_addrs("bootstrap", &config.network.bootstrap)?;
+    let bootstrap = reach::bootstrap_peers(&config.paths.data_dir, &config.network.bootstrap);
+    net.bootstrap = parse_addrs("bootstrap", &bootstrap)?;
+    net.relays = parse_addrs("relay", &config.network.relays)?;
+    if let Some(r) = net
+        .relays
+        .iter()
+        .find(|r| pinfold_net::network::split_peer(r).is_none())
+    {
+        return Err(NodeError::Config(format!(
+            "relay address {r} must end in /p2p/<relay peer id>"
+        )));
+    }
+    net.external = parse_addrs("external", &config.network.external)?;
+    net.relay_server = config.network.relay_limits();
+    let relay_wait = (!config.network.relays.is_empty())
+        .then(|| Duration::from_millis(config.network.relay_wait_ms));
+    let data_dir = config.paths.data_dir.clone();
     net.mdns = config.network.mdns;
     net.kad = config.network.kad;
     net.kad_server = true;
@@ -167,14 +190,26 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     for addr in listen {
         client.listen(addr).await?;
     }
+    let reachability = match relay_wait {
+        None => client.reachability().await?,
+        Some(wait) => reach::wait_for_relay(&client, wait)
+            .await
+            .unwrap_or_default(),
+    };
     let addrs = client.listen_addrs().await?;
     let peer_id = client.peer_id();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(reach::keep_status(
+        client.clone(),
+        data_dir,
+        shutdown_rx.clone(),
+    ));
     let node = Arc::new(handler::Node::new(inner, client));
     let task = tokio::spawn(handler::serve(node, events, shutdown_rx));
     Ok(RunningNode {
         peer_id,
         addrs,
+        reachability,
         interrupted,
         shutdown,
         task,

@@ -6,6 +6,7 @@ mod faults;
 mod hostile_provider;
 mod hostile_tasks;
 mod load;
+mod nat;
 mod network;
 mod registry;
 mod registry_server;

@@ -410,8 +410,13 @@ pub async fn run_in(session: Arc<Session>, opts: RunOptions) -> Result<RunReport
             session.served.watch(i.blake3, &i.name);
         }
     }
+    // Named providers already connected (dialled with --bootstrap) need no ad: the offer
+    // goes straight to them, which is most of a short run's latency saved. Named ones not
+    // connected may be reachable only at the (relayed) addresses their ads carry.
     let ads = if opts.providers.is_empty() {
         session.wait_for_ads(opts.replicas, opts.wait_ads).await
+    } else if opts.providers.iter().all(|p| session.dialled.contains(p)) {
+        session.client.providers().await.unwrap_or_default()
     } else {
         session
             .wait_for_ads_from(&opts.providers, opts.wait_ads)

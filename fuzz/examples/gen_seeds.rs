@@ -290,6 +290,11 @@ fn net(s: &Seeds, def: &Definition) {
         bundles: vec![def.id.to_string()],
         timestamp: 1_700_000_000,
         seq: 42,
+        addrs: vec![
+            "/ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+                .parse()
+                .expect("a valid multiaddr"),
+        ],
     };
     let signed = SignedAd::sign(ad, &provider_keypair()).expect("the ad signs");
     s.put("net_ad", "signed-ad.json", signed.to_bytes());

@@ -28,6 +28,10 @@ pub const MAX_AD_BYTES: usize = 32 * 1024;
 pub const MAX_AD_BUNDLES: usize = 256;
 /// Most executors listed in one ad.
 pub const MAX_AD_EXECUTORS: usize = 8;
+/// Most addresses listed in one ad.
+pub const MAX_AD_ADDRS: usize = crate::network::MAX_ADVERTISED_ADDRS;
+/// Longest address listed in an ad, in bytes of its text form.
+pub const MAX_AD_ADDR_BYTES: usize = 256;
 
 /// One executor a provider offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +73,12 @@ pub struct ProviderAd {
     pub timestamp: u64,
     /// Strictly increasing per provider; receivers drop anything not newer.
     pub seq: u64,
+    /// Where the provider can be dialled: confirmed public addresses and relayed
+    /// (`…/p2p-circuit`) ones, without its own `/p2p` suffix (at most
+    /// [`MAX_AD_ADDRS`]). Set by [`crate::Client::advertise`]; absent from the signed
+    /// document when empty, so ads without addresses read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<libp2p::Multiaddr>,
 }
 
 impl ProviderAd {
@@ -93,6 +103,16 @@ impl ProviderAd {
         }
         if !self.bundles.iter().all(|b| is_identity(b)) {
             return Err("a bundle is not a definition identity".into());
+        }
+        if self.addrs.len() > MAX_AD_ADDRS {
+            return Err(format!("more than {MAX_AD_ADDRS} addresses"));
+        }
+        if self
+            .addrs
+            .iter()
+            .any(|a| a.to_string().len() > MAX_AD_ADDR_BYTES)
+        {
+            return Err(format!("an address is over {MAX_AD_ADDR_BYTES} bytes"));
         }
         Ok(())
     }
@@ -314,6 +334,7 @@ mod tests {
             }],
             caps: ResourceCaps::default(),
             free_slots: 1,
+            addrs: Vec::new(),
             bundles: vec![crate::BlobId::of(b"x").to_string()],
             timestamp: 1000,
             seq,

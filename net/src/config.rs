@@ -122,6 +122,54 @@ pub struct NetConfig {
     pub agent: String,
     /// Every bound.
     pub limits: Limits,
+    /// Relays to reserve a slot on, each ending in `/p2p/<relay peer id>`: the node listens
+    /// on `<relay>/p2p-circuit` through each, so peers that cannot reach it directly (it
+    /// sits behind a NAT) reach it through the relay and then try a hole punch (DCUtR).
+    pub relays: Vec<Multiaddr>,
+    /// Serve as a relay for others (circuit relay v2), within these limits; `None` serves
+    /// nobody.
+    pub relay_server: Option<RelayLimits>,
+    /// Addresses this node is known to be reachable at (a public IP and forwarded port), added
+    /// as confirmed external addresses without waiting for AutoNAT.
+    pub external: Vec<Multiaddr>,
+    /// Answer other nodes' AutoNAT v2 reachability probes (dial back their candidate
+    /// addresses). The client side always runs: it is how a node learns it is public.
+    pub autonat_server: bool,
+}
+
+/// What a node serving as a relay grants others. Relayed traffic costs the relay bandwidth
+/// it does not otherwise spend, so every dimension is capped; the defaults fit a job's
+/// control traffic and modest inputs and outputs until a hole punch moves it off the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations held at once (nodes reachable through this relay).
+    pub max_reservations: usize,
+    /// Reservations one peer may hold.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts before it must be renewed.
+    pub reservation_duration: Duration,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections one peer may have at once.
+    pub max_circuits_per_peer: usize,
+    /// Longest life of one relayed connection.
+    pub max_circuit_duration: Duration,
+    /// Most bytes one relayed connection may carry (both ways).
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 32,
+            max_circuits_per_peer: 4,
+            max_circuit_duration: Duration::from_secs(600),
+            max_circuit_bytes: 64 << 20,
+        }
+    }
 }
 
 impl NetConfig {
@@ -147,6 +195,10 @@ impl NetConfig {
             event_capacity: 256,
             agent: format!("pinfold/{}", env!("CARGO_PKG_VERSION")),
             limits: Limits::default(),
+            relays: Vec::new(),
+            relay_server: None,
+            external: Vec::new(),
+            autonat_server: true,
         }
     }
 

@@ -54,11 +54,13 @@ pub mod transfer;
 pub mod tree;
 
 pub use ad::{ExecutorAd, ProviderAd, ProviderEntry, ResourceCaps, SignedAd};
-pub use config::{Limits, NetConfig};
+pub use config::{Limits, NetConfig, RelayLimits};
 pub use id::BlobId;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Client, Event, EventLoop, Events, NetError, Responder, new};
+pub use network::{
+    Client, Event, EventLoop, Events, NatStatus, NetError, Reachability, Responder, Route, new,
+};
 pub use protocol::{
     Accept, BlobRef, InputEntry, Isolation, JobId, JobResult, JobState, Offer, OfferReply,
     RejectReason, Request, ResourceNeeds, Response,

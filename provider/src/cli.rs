@@ -81,6 +81,9 @@ pub enum Command {
     Completions(task_defs::cliutil::CompletionsArgs),
     /// Print the man page, or write one per command into --dir.
     Man(task_defs::cliutil::ManArgs),
+    /// Show whether the node runs, its addresses and its reachability (public, behind a
+    /// NAT, relayed); exits 1 when no node runs with this configuration.
+    Status(crate::node::cli::StatusArgs),
     /// Internal: started by `provider exec` for a Docker definition; when that process dies
     /// without dismissing it (SIGKILL, a crash), removes the containers, mounts and run
     /// directory it left.
@@ -178,6 +181,7 @@ pub fn main() -> i32 {
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
         Command::Jobs(args) => crate::node::cli::jobs(&args),
+        Command::Status(args) => crate::node::cli::status(&args),
         Command::Prune(args) => crate::node::cli::prune(&args),
         Command::Completions(args) => {
             match task_defs::cliutil::run_completions(crate::help::command(), &args) {

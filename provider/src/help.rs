@@ -30,15 +30,24 @@ pub const TEXTS: &[(&str, &str)] = &[
     (
         "run",
         "examples:\n  provider run --config /etc/pinfold/provider.toml\n  \
-         provider run --listen /ip4/0.0.0.0/tcp/4001 --metrics-listen 127.0.0.1:9464 --log-format json\n\n\
-         prints `peer id`, `listening on` lines, `metrics http://ADDR` when serving metrics, then \
-         `ready`; logs go to stderr\n\n\
+         provider run --listen /ip4/0.0.0.0/tcp/4001 --metrics-listen 127.0.0.1:9464 --log-format json\n  \
+         provider run --listen 0.0.0.0:4001 --relay /ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3... \
+         --bootstrap /ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3...\n\n\
+         prints `peer id`, `listening on` lines, `relayed at` lines (with relays), a \
+         `reachability` line, `metrics http://ADDR` when serving metrics, then `ready`; logs go \
+         to stderr\n\n\
          exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 configuration error, 9 runtime error",
     ),
     (
         "jobs",
         "examples:\n  provider jobs --config /etc/pinfold/provider.toml\n  provider jobs --limit 20 --json\n\n\
          exit codes: 0 listed, 9 the configuration or job store cannot be read",
+    ),
+    (
+        "status",
+        "examples:\n  provider status --config /etc/pinfold/provider.toml\n  provider status --json\n\n\
+         exit codes: 0 a node runs with this configuration, 1 none does, 9 the configuration or \
+         status file cannot be read",
     ),
     (
         "prune",

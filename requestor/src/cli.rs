@@ -395,12 +395,16 @@ pub fn report(result: Result<crate::run::RunReport, RunError>, json: bool) -> i3
             } else {
                 for rep in &r.replicas {
                     eprintln!(
-                        "verified: {} on {} (job {}), outputs {} in {}",
+                        "verified: {} on {} (job {}), outputs {} in {}{}",
                         rep.status.as_str(),
                         rep.provider,
                         rep.job_id,
                         rep.outputs,
-                        rep.dir.display()
+                        rep.dir.display(),
+                        rep.route
+                            .as_deref()
+                            .map(|r| format!(", connection {r}"))
+                            .unwrap_or_default()
                     );
                 }
                 if r.replicas.len() > 1 {

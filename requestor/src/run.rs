@@ -119,6 +119,9 @@ pub struct ReplicaReport {
     pub files: usize,
     /// Wall-clock microseconds on the provider.
     pub wall_us: u64,
+    /// How this requestor was connected to the provider when the outputs had arrived:
+    /// `direct` (perhaps after a hole punch) or `relayed`.
+    pub route: Option<String>,
 }
 
 /// A provider that refused or dropped the job, and why.
@@ -599,7 +602,18 @@ async fn run_jobs(
             session.served.watch(i.blake3, &i.name);
         }
     }
-    let ads = session.wait_for_ads(opts.replicas, opts.wait_ads).await;
+    // Named providers already connected (dialled with --bootstrap) need no ad: the offer
+    // goes straight to them, which is most of a short run's latency saved. Named ones not
+    // connected may be reachable only at the (relayed) addresses their ads carry.
+    let ads = if opts.providers.is_empty() {
+        session.wait_for_ads(opts.replicas, opts.wait_ads).await
+    } else if opts.providers.iter().all(|p| session.dialled.contains(p)) {
+        session.client.providers().await.unwrap_or_default()
+    } else {
+        session
+            .wait_for_ads_from(&opts.providers, opts.wait_ads)
+            .await
+    };
     let runtime = prep
         .definition
         .as_ref()
@@ -774,6 +788,9 @@ async fn replica(ctx: &Ctx, index: usize) -> Result<Done, RunError> {
     }
 }
 
+/// Longest wait for a hole punch to replace a relayed connection before offering.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(3);
+
 async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     let client = &ctx.session.client;
     let retry = |reason: String| {
@@ -784,6 +801,12 @@ async fn attempt(ctx: &Ctx, peer: PeerId) -> Result<Done, AttemptError> {
     };
     // A busy provider (no free slot, or too many of our requests in flight) is asked again
     // for a short while before the replica moves on.
+    // A provider behind a NAT is reached through a relay first: let the hole punch try to
+    // make the connection direct before any bulk data moves (a second or so; less when the
+    // punch fails fast, nothing when the connection is direct already).
+    if let Some(route) = ctx.session.settle_route(peer, HOLE_PUNCH_WAIT).await {
+        tracing::debug!(provider = %peer, %route, "connection before the offer");
+    }
     let busy_until = tokio::time::Instant::now() + BUSY_OFFER_RETRY;
     let mut wait = Duration::from_millis(5);
     {
@@ -1023,7 +1046,21 @@ async fn collect(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<ReplicaReport, 
         outputs: result.outcome.outputs.clone(),
         files: result.files.len(),
         wall_us: result.outcome.usage.wall_us,
+        route: route(ctx, peer).await,
     })
+}
+
+/// `direct` if any open connection to `peer` is direct, else `relayed` if one is, else
+/// `None` (the connection already closed).
+async fn route(ctx: &Ctx, peer: PeerId) -> Option<String> {
+    let routes = ctx.session.client.routes(peer).await.ok()?;
+    if routes.iter().any(|r| !r.is_relayed()) {
+        Some("direct".into())
+    } else if routes.is_empty() {
+        None
+    } else {
+        Some("relayed".into())
+    }
 }
 
 async fn poll(ctx: &Ctx, peer: PeerId, job: &JobId) -> Result<JobResult, AttemptError> {

@@ -16,7 +16,7 @@ use futures::StreamExt as _;
 use indicatif::MultiProgress;
 use pinfold_net::{
     BlobId, BlobReader, BlobStore, Client, Event, Keypair, MemoryBlobStore, Multiaddr, NetConfig,
-    PathBlobStore, PeerId, ProviderEntry,
+    PathBlobStore, PeerId, ProviderEntry, Route,
 };
 
 use crate::progress::ProgressStore;
@@ -68,6 +68,7 @@ pub struct Session {
     pub failed: Vec<(Multiaddr, String)>,
     connected: Arc<Mutex<BTreeSet<PeerId>>>,
     addrs: Arc<Mutex<HashMap<PeerId, Multiaddr>>>,
+    punch_failed: Arc<Mutex<BTreeSet<PeerId>>>,
 }
 
 impl Session {
@@ -78,7 +79,15 @@ impl Session {
             .clone()
             .unwrap_or_else(Keypair::generate_ed25519);
         let mut net = NetConfig::new(keypair);
-        net.listen = Vec::new();
+        // One QUIC socket, so that a provider behind a NAT reached through a relay can
+        // hole-punch to this requestor (DCUtR needs a socket whose mapping the relay saw).
+        net.listen = vec![
+            "/ip4/0.0.0.0/udp/0/quic-v1"
+                .parse()
+                .expect("a valid multiaddr"),
+        ];
+        // A requestor probes nobody's reachability and relays for nobody.
+        net.autonat_server = false;
         net.mdns = config.mdns;
         net.kad = false;
         net.gossip_heartbeat = Duration::from_millis(200);
@@ -91,6 +100,8 @@ impl Session {
         let c = connected.clone();
         let addrs = Arc::new(Mutex::new(HashMap::new()));
         let a = addrs.clone();
+        let punch_failed: Arc<Mutex<BTreeSet<PeerId>>> = Arc::default();
+        let failed_punches = punch_failed.clone();
         // Drain events (the loop refuses requests when nobody listens) and track peers.
         tokio::spawn(async move {
             while let Some(ev) = events.next().await {
@@ -104,6 +115,16 @@ impl Session {
                     }
                     Event::PeerDisconnected { peer } => {
                         c.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+                    }
+                    Event::HolePunch {
+                        peer,
+                        result: Err(_),
+                    } => {
+                        let mut f = failed_punches.lock().unwrap_or_else(|e| e.into_inner());
+                        // Bounded: a session talks to a handful of providers.
+                        if f.len() < 1024 {
+                            f.insert(peer);
+                        }
                     }
                     _ => {}
                 }
@@ -135,7 +156,39 @@ impl Session {
             failed,
             connected,
             addrs,
+            punch_failed,
         })
+    }
+
+    /// Connects to `peer` (at the addresses its ad named, relayed ones included) and, if the
+    /// connection runs through a relay, gives the hole punch that DCUtR starts at once up to
+    /// `wait` to replace it, so that inputs and outputs move directly; returns the route
+    /// then (`None` when the peer could not be reached here; the offer will say why).
+    pub async fn settle_route(&self, peer: PeerId, wait: Duration) -> Option<Route> {
+        if self
+            .client
+            .dial(pinfold_net::network::peer_only(peer))
+            .await
+            .is_err()
+        {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let routes = self.client.routes(peer).await.ok()?;
+            if let Some(direct) = routes.iter().find(|r| !r.is_relayed()) {
+                return Some(direct.clone());
+            }
+            let failed = self
+                .punch_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&peer);
+            if routes.is_empty() || failed || tokio::time::Instant::now() >= deadline {
+                return routes.into_iter().next();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether `peer` is connected now.
@@ -181,6 +234,21 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Waits up to `wait` for an ad from each of `peers` (returns the whole view then, or
+    /// at the deadline). A provider behind a NAT is reachable only at the relayed addresses
+    /// its ad carries, so naming it is not enough to dial it.
+    pub async fn wait_for_ads_from(&self, peers: &[PeerId], wait: Duration) -> Vec<ProviderEntry> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let ads = self.client.providers().await.unwrap_or_default();
+            let all = peers.iter().all(|p| ads.iter().any(|e| e.peer == *p));
+            if all || tokio::time::Instant::now() >= deadline {
+                return ads;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits up to `wait` for ads: returns early once every dialled peer and at least

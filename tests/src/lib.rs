@@ -51,6 +51,19 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A command running `program`, inside network namespace `ns` (`ip netns exec NS ...`) when
+/// one is given: the NAT topology tests run each node in its own namespace.
+pub fn command_in(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A per-test scratch directory, removed when dropped.
 #[derive(Debug)]
 pub struct Scratch {
@@ -156,12 +169,17 @@ impl RegistryProcess {
     /// Starts `task-defs serve --data DATA --listen 127.0.0.1:0 ARGS...` and waits for the
     /// `listening on http://...` line it prints first.
     pub fn start(data: &Path, args: &[&str]) -> RegistryProcess {
+        RegistryProcess::start_in(None, "127.0.0.1:0", data, args)
+    }
+
+    /// [`RegistryProcess::start`] inside network namespace `ns`, listening on `listen`.
+    pub fn start_in(ns: Option<&str>, listen: &str, data: &Path, args: &[&str]) -> RegistryProcess {
         use std::io::BufRead as _;
-        let mut child = Command::new(bin("task-defs"))
+        let mut child = command_in(ns, &bin("task-defs"))
             .arg("serve")
             .arg("--data")
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -424,6 +442,8 @@ pub struct ProviderProcess {
     pub peer: String,
     /// Its listen addresses, as printed (each ends in `/p2p/<peer>`).
     pub addrs: Vec<String>,
+    /// Its relayed addresses, as printed (`…/p2p-circuit/p2p/<peer>`).
+    pub relayed: Vec<String>,
     /// Jobs the node reported as interrupted at start-up.
     pub interrupted: Vec<String>,
 }
@@ -473,6 +493,17 @@ impl ProviderProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> ProviderProcess {
+        ProviderProcess::start_in(None, dir, toml, args, env)
+    }
+
+    /// [`ProviderProcess::start`] inside network namespace `ns`.
+    pub fn start_in(
+        ns: Option<&str>,
+        dir: &Path,
+        toml: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProviderProcess {
         use std::io::BufRead as _;
         std::fs::create_dir_all(dir).expect("node dir");
         let config = dir.join("provider.toml");
@@ -484,7 +515,7 @@ impl ProviderProcess {
             .append(true)
             .open(dir.join("stderr.log"))
             .expect("stderr.log");
-        let mut cmd = Command::new(bin("provider"));
+        let mut cmd = command_in(ns, &bin("provider"));
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
@@ -499,6 +530,7 @@ impl ProviderProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let (mut peer, mut addrs, mut interrupted) = (String::new(), Vec::new(), Vec::new());
+        let mut relayed = Vec::new();
         loop {
             let line = match lines.next() {
                 Some(Ok(l)) => l,
@@ -514,6 +546,8 @@ impl ProviderProcess {
                 addrs.push(a.to_string());
             } else if let Some(j) = line.strip_prefix("interrupted ") {
                 interrupted.push(j.to_string());
+            } else if let Some(a) = line.strip_prefix("relayed at ") {
+                relayed.push(a.to_string());
             } else if line == "ready" {
                 break;
             }
@@ -524,6 +558,7 @@ impl ProviderProcess {
             dir: dir.to_path_buf(),
             peer,
             addrs,
+            relayed,
             interrupted,
         }
     }

@@ -14,7 +14,10 @@ use crate::id::BlobId;
 use crate::protocol::{ErrorReply, Offer, OfferReply, Request, Response};
 use crate::transfer::{self, FetchLimits, FetchStats, TransferError};
 
-use super::{CHECKPOINTS_TOPIC, Command, NetError, PROVIDERS_TOPIC, unix_now};
+use super::{
+    CHECKPOINTS_TOPIC, Command, LOCAL_TIMEOUT, NetError, PROVIDERS_TOPIC, Reachability, Route,
+    unix_now,
+};
 
 /// A handle to the network; clones are cheap and share the event loop.
 #[derive(Clone)]
@@ -117,10 +120,30 @@ impl Client {
         };
         ad.seq = seq;
         ad.timestamp = unix_now();
+        // Behind a NAT, the relayed addresses are the only way in for a peer that did not
+        // dial through the same relay already; in the ad, every requestor learns them.
+        ad.addrs = self.reachability().await?.advertised();
         let signed =
             SignedAd::sign(ad, &self.keypair).map_err(|e| NetError::Sign(e.to_string()))?;
         self.publish_signed_ad(&signed).await?;
         Ok(signed)
+    }
+
+    /// What this node knows about its own reachability.
+    pub async fn reachability(&self) -> Result<Reachability, NetError> {
+        self.call("reachability", LOCAL_TIMEOUT, |reply| {
+            Command::Reachability { reply }
+        })
+        .await
+    }
+
+    /// How each open connection to `peer` runs (direct or relayed); empty if none.
+    pub async fn routes(&self, peer: PeerId) -> Result<Vec<Route>, NetError> {
+        self.call("routes", LOCAL_TIMEOUT, |reply| Command::Routes {
+            peer,
+            reply,
+        })
+        .await
     }
 
     /// Publishes an ad signed elsewhere. Receivers drop it unless its signer is this node.

@@ -12,8 +12,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, ping, relay};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ad::{AdError, Insert, ProviderView, SignedAd};
@@ -22,6 +22,7 @@ use crate::config::Limits;
 use crate::protocol::{ErrorReply, Request, Response};
 use crate::transfer;
 
+use super::reach::{MAX_ADVERTISED_ADDRS, RELAY_REDIAL, Reachability, RelayState, Route};
 use super::{
     Behaviour, BehaviourEvent, Command, Event, KAD_PROTOCOL, MAX_PENDING, NetError,
     PROVIDERS_TOPIC, Responder, check_response, split_peer, unix_now,
@@ -57,6 +58,12 @@ pub struct EventLoop {
     pub(super) inbound_per_peer: HashMap<PeerId, usize>,
     pub(super) strikes: HashMap<PeerId, (u32, Instant)>,
     pub(super) bans: HashMap<PeerId, Instant>,
+    pub(super) reach: Reachability,
+    // Remote address of every open connection (bounded by the connection limits), so a
+    // caller can tell a relayed connection from a direct one.
+    pub(super) connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    // Configured relays, by peer id.
+    pub(super) relays: HashMap<PeerId, RelayState>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -192,6 +199,17 @@ impl EventLoop {
                 self.pending_pings.entry(peer).or_default().push(reply);
             }
             Command::Strike { peer, reason } => self.strike(peer, reason),
+            Command::Reachability { reply } => {
+                let _ = reply.send(self.reach.clone());
+            }
+            Command::Routes { peer, reply } => {
+                let routes = self
+                    .connections
+                    .get(&peer)
+                    .map(|c| c.iter().map(|(_, a)| Route::of(a)).collect())
+                    .unwrap_or_default();
+                let _ = reply.send(routes);
+            }
             Command::IsBanned { peer, reply } => {
                 let _ = reply.send(self.bans.contains_key(&peer));
             }
@@ -259,7 +277,13 @@ impl EventLoop {
             let _ = reply.send(Err(NetError::Overloaded));
             return;
         }
-        let opts = DialOpts::peer_id(peer).addresses(vec![bare]).build();
+        // A bare `/p2p/<peer>` dials the addresses the swarm already knows for the peer
+        // (from its ad: direct or relayed).
+        let opts = if bare.is_empty() {
+            DialOpts::peer_id(peer).build()
+        } else {
+            DialOpts::peer_id(peer).addresses(vec![bare]).build()
+        };
         match self.swarm.dial(opts) {
             Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
                 self.pending_dial.entry(peer).or_default().push(reply);
@@ -318,7 +342,46 @@ impl EventLoop {
         self.emit(Event::Banned { peer, reason });
     }
 
+    /// Asks every connected relay without a reservation for one (a listen on its circuit
+    /// address), and redials relays that are not connected, at most every 10 s each.
+    fn keep_relays(&mut self) {
+        let now = Instant::now();
+        let mut listen = Vec::new();
+        let mut dial = Vec::new();
+        for (peer, r) in &mut self.relays {
+            if r.listener.is_some() {
+                continue;
+            }
+            let backing_off = r
+                .failed
+                .is_some_and(|t| now.saturating_duration_since(t) < RELAY_REDIAL);
+            if backing_off {
+                continue;
+            }
+            if self.swarm.is_connected(peer) {
+                listen.push((*peer, r.circuit()));
+            } else if now.saturating_duration_since(r.dialled) >= RELAY_REDIAL {
+                r.dialled = now;
+                dial.push(*peer);
+            }
+        }
+        for (peer, circuit) in listen {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    if let Some(r) = self.relays.get_mut(&peer) {
+                        r.listener = Some(id);
+                    }
+                }
+                Err(e) => tracing::warn!(%circuit, "asking the relay for a reservation: {e}"),
+            }
+        }
+        for peer in dial {
+            let _ = self.swarm.dial(peer);
+        }
+    }
+
     fn housekeeping(&mut self) {
+        self.keep_relays();
         let now = Instant::now();
         let expired: Vec<PeerId> = self
             .bans
@@ -342,7 +405,21 @@ impl EventLoop {
                 listener_id,
                 address,
             } => {
-                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                let me = *self.swarm.local_peer_id();
+                // The relay client's addresses already end in `/p2p/<me>`.
+                let mut bare = address.clone();
+                if bare.iter().last() == Some(Protocol::P2p(me)) {
+                    bare.pop();
+                }
+                if super::reach::is_relayed(&bare) {
+                    // The relay accepted a reservation: the circuit address is one peers
+                    // can reach; external, so identify and DCUtR tell peers about it.
+                    self.swarm.add_external_address(bare.clone());
+                    if self.reach.confirm(bare.clone()) {
+                        self.emit(Event::Reachability(self.reach.clone()));
+                    }
+                }
+                let full = bare.with(Protocol::P2p(me));
                 tracing::info!(%full, "listening");
                 if let Some(reply) = self.pending_listen.remove(&listener_id) {
                     let _ = reply.send(Ok(full.clone()));
@@ -354,6 +431,18 @@ impl EventLoop {
                 reason,
                 ..
             } => {
+                for (peer, r) in &mut self.relays {
+                    if r.listener == Some(listener_id) {
+                        r.listener = None;
+                        r.failed = reason.is_err().then(Instant::now);
+                        match &reason {
+                            Ok(()) => tracing::info!(relay = %peer, "relay reservation ended"),
+                            Err(e) => {
+                                tracing::warn!(relay = %peer, "relay reservation failed: {e}")
+                            }
+                        }
+                    }
+                }
                 if let Some(reply) = self.pending_listen.remove(&listener_id) {
                     let detail = match reason {
                         Ok(()) => "listener closed".to_string(),
@@ -363,12 +452,14 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!("listener error: {error}");
                 if let Some(reply) = self.pending_listen.remove(&listener_id) {
                     let _ = reply.send(Err(NetError::Listen(error.to_string())));
                 }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -376,11 +467,16 @@ impl EventLoop {
                 for reply in self.pending_dial.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
+                let addr = match endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address,
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+                };
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, addr.clone()));
+                self.keep_relays();
                 if num_established.get() == 1 {
-                    let addr = match endpoint {
-                        ConnectedPoint::Dialer { address, .. } => address,
-                        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
-                    };
                     self.emit(Event::PeerConnected {
                         peer: peer_id,
                         addr,
@@ -389,9 +485,17 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.retain(|(id, _)| *id != connection_id);
+                }
+                if num_established > 0 {
+                    return;
+                }
+                self.connections.remove(&peer_id);
                 for reply in self.pending_pings.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(NetError::NotConnected(peer_id)));
                 }
@@ -407,6 +511,69 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                if self.reach.confirm(address) {
+                    self.emit(Event::Reachability(self.reach.clone()));
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { mut address, .. }
+                if super::reach::is_relayed(&address) =>
+            {
+                // The reservation ended (relay gone, or refused a renewal).
+                if address.iter().last() == Some(Protocol::P2p(*self.swarm.local_peer_id())) {
+                    address.pop();
+                }
+                self.swarm.remove_external_address(&address);
+                if self.reach.expire(&address) {
+                    self.emit(Event::Reachability(self.reach.clone()));
+                }
+            }
+            SwarmEvent::ExternalAddrExpired { address } if self.reach.expire(&address) => {
+                self.emit(Event::Reachability(self.reach.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Relay, hole-punch and AutoNAT events: they only change what this node knows about
+    /// its own reachability and its routes to peers.
+    fn on_reach_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            }) => tracing::info!(relay = %relay_peer_id, "relay reservation accepted"),
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                let result = result.map(|_| ()).map_err(|e| e.to_string());
+                match &result {
+                    Ok(()) => tracing::info!(peer = %remote_peer_id, "hole punch succeeded"),
+                    Err(e) => tracing::info!(peer = %remote_peer_id, "hole punch failed: {e}"),
+                }
+                self.emit(Event::HolePunch {
+                    peer: remote_peer_id,
+                    result,
+                });
+            }
+            BehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            }) => match result {
+                // Success arrives as `ExternalAddrConfirmed` as well.
+                Ok(()) => tracing::debug!(%tested_addr, %server, "autonat: reachable"),
+                Err(e) => {
+                    tracing::debug!(%tested_addr, %server, "autonat: not reachable: {e}");
+                    if self.reach.probe_failed(tested_addr) {
+                        self.emit(Event::Reachability(self.reach.clone()));
+                    }
+                }
+            },
             _ => {}
         }
     }
@@ -445,6 +612,11 @@ impl EventLoop {
                     }
                 }
             }
+            e @ (BehaviourEvent::RelayClient(_)
+            | BehaviourEvent::RelayServer(_)
+            | BehaviourEvent::Dcutr(_)
+            | BehaviourEvent::AutonatClient(_)
+            | BehaviourEvent::AutonatServer(_)) => self.on_reach_event(e),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found.into_iter().take(64) {
                     if self.bans.contains_key(&peer) {
@@ -483,6 +655,11 @@ impl EventLoop {
                     }
                     match self.view.insert(source, signed.ad.clone(), Instant::now()) {
                         Insert::Updated => {
+                            // Where the provider says it can be reached (directly or through
+                            // a relay): how a requestor behind its own NAT dials it.
+                            for addr in signed.ad.addrs.iter().take(MAX_ADVERTISED_ADDRS) {
+                                self.swarm.add_peer_address(source, addr.clone());
+                            }
                             self.emit(Event::ProviderAd {
                                 peer: source,
                                 ad: signed.ad,

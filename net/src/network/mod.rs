@@ -25,8 +25,8 @@ use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, identify, kad, mdns,
-    noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, allow_block_list, autonat, connection_limits, dcutr,
+    identify, kad, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -38,9 +38,11 @@ use crate::transfer::{self, BLOB_PROTOCOL, BlobStore};
 
 mod client;
 mod event_loop;
+mod reach;
 
 pub use client::Client;
 pub use event_loop::EventLoop;
+pub use reach::{MAX_ADVERTISED_ADDRS, NatStatus, Reachability, Route, is_relayed};
 
 /// Gossipsub topic of provider ads.
 pub const PROVIDERS_TOPIC: &str = "pinfold/providers/1";
@@ -163,6 +165,16 @@ pub enum Event {
         /// The last strike's reason.
         reason: String,
     },
+    /// This node's reachability changed (an address confirmed or expired, a relay
+    /// reservation accepted, a probe failed).
+    Reachability(Reachability),
+    /// A hole punch to a peer reached over a relay ended.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// `Ok` when a direct connection replaced the relayed one, else why not.
+        result: Result<(), String>,
+    },
 }
 
 /// Answers one inbound request.
@@ -269,6 +281,18 @@ pub(crate) enum Command {
         /// Why.
         reason: String,
     },
+    /// This node's reachability.
+    Reachability {
+        /// Answer.
+        reply: oneshot::Sender<Reachability>,
+    },
+    /// How each open connection to a peer runs.
+    Routes {
+        /// Whom.
+        peer: PeerId,
+        /// Answer (empty when not connected).
+        reply: oneshot::Sender<Vec<Route>>,
+    },
     /// Whether a peer is banned now.
     IsBanned {
         /// Whom.
@@ -290,6 +314,11 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     jobs: request_response::Behaviour<JobCodec>,
     streams: libp2p_stream::Behaviour,
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    autonat_client: autonat::v2::client::Behaviour,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
 /// Builds a node: its client, its events, and the loop to spawn.
@@ -384,7 +413,18 @@ pub fn new(
     );
     let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
 
-    let behaviour = Behaviour {
+    let relay_server = config.relay_server.as_ref().map(|l| {
+        let mut r = relay::Behaviour::new(peer_id, reach::relay_config(l));
+        // libp2p only offers relaying once the node has a confirmed external address; an
+        // operator who asked for a relay gets one at once (on a LAN or a public IP that
+        // no probe confirmed yet, it is still what was asked for).
+        r.set_status(Some(relay::Status::Enable));
+        r
+    });
+    let autonat_server = config
+        .autonat_server
+        .then(autonat::v2::server::Behaviour::default);
+    let make_behaviour = |relay_client| Behaviour {
         blocked: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(conn_limits),
         identify,
@@ -394,6 +434,12 @@ pub fn new(
         gossipsub,
         jobs,
         streams,
+        relay_client,
+        relay_server: Toggle::from(relay_server),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        // Probes a candidate address every 5 s until confirmed (libp2p's default).
+        autonat_client: autonat::v2::client::Behaviour::default(),
+        autonat_server: Toggle::from(autonat_server),
     };
 
     let idle = config.idle_timeout;
@@ -406,7 +452,11 @@ pub fn new(
         )
         .map_err(|e| build(&e))?
         .with_quic()
-        .with_behaviour(|_| behaviour)
+        // The relay client is a transport too: listening on `<relay>/p2p-circuit` makes a
+        // reservation, dialling such an address goes through the relay.
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| build(&e))?
+        .with_behaviour(|_, relay_client| make_behaviour(relay_client))
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(idle)
@@ -439,7 +489,23 @@ pub fn new(
         inbound_per_peer: HashMap::new(),
         strikes: HashMap::new(),
         bans: HashMap::new(),
+        reach: Reachability::default(),
+        connections: HashMap::new(),
+        relays: HashMap::new(),
     };
+    for addr in &config.external {
+        // The swarm tells its behaviours, not its caller: record it here too.
+        event_loop.swarm.add_external_address(addr.clone());
+        event_loop.reach.confirm(addr.clone());
+    }
+    if config.relay_server.is_some() && config.external.is_empty() {
+        // A relay's reservations name its external addresses; until AutoNAT confirms one,
+        // it has none to give and refuses every reservation.
+        tracing::warn!(
+            "serving as a relay without a configured external address: reservations are \
+             refused until a reachability probe confirms one"
+        );
+    }
     for addr in &config.listen {
         event_loop
             .swarm
@@ -458,6 +524,18 @@ pub fn new(
             tracing::debug!(%peer, %e, "bootstrap dial failed");
         }
     }
+    for relay in &config.relays {
+        // Dial now; the reservation (a listen on `<relay>/p2p-circuit`) is asked for once
+        // the connection is up, and again whenever it is lost (`EventLoop::keep_relays`).
+        let Some((peer, bare)) = split_peer(relay) else {
+            return Err(NetError::NoPeerId(relay.clone()));
+        };
+        event_loop.swarm.add_peer_address(peer, bare);
+        event_loop
+            .relays
+            .insert(peer, reach::RelayState::new(relay.clone()));
+        let _ = event_loop.swarm.dial(peer);
+    }
     if !config.bootstrap.is_empty()
         && let Some(kad) = event_loop.swarm.behaviour_mut().kad.as_mut()
     {
@@ -474,6 +552,11 @@ pub fn new(
         ad_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     };
     Ok((client, ev_rx, event_loop))
+}
+
+/// `/p2p/<peer>`: dialling it uses whatever addresses the node knows for the peer.
+pub fn peer_only(peer: PeerId) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::P2p(peer))
 }
 
 /// Splits `/…/p2p/<peer>` into the peer and the address without the suffix.

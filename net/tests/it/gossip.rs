@@ -28,6 +28,7 @@ fn ad(free_slots: u32) -> ProviderAd {
         bundles: vec![BlobId::of(b"def").to_string()],
         timestamp: 0,
         seq: 0,
+        addrs: Vec::new(),
     }
 }
 

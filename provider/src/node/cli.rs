@@ -41,9 +41,20 @@ pub struct RunArgs {
     /// with state in ./data and ./work).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Listen address (multiaddr); repeat for several. Replaces the configured list.
-    #[arg(long = "listen", value_name = "MULTIADDR")]
+    /// Listen address: a multiaddr, or IP:PORT for TCP and QUIC on that port; repeat for
+    /// several. Replaces the configured list.
+    #[arg(long = "listen", value_name = "MULTIADDR|IP:PORT")]
     pub listen: Vec<String>,
+    /// Relay to hold a reservation on, ending in /p2p/<relay peer id>; repeat for several.
+    /// Replaces the configured list. For a node behind a NAT.
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    pub relays: Vec<String>,
+    /// Serve as a relay for nodes behind NATs (within the configured relay limits).
+    #[arg(long)]
+    pub relay_server: bool,
+    /// An address this node is reachable at from outside; repeat for several.
+    #[arg(long = "external", value_name = "MULTIADDR")]
+    pub external: Vec<String>,
     /// Peer to dial at start-up, ending in /p2p/<peer id>; repeat for several.
     // The help text shows `<peer id>` as written; rustdoc must not read it as HTML.
     #[allow(rustdoc::invalid_html_tags)]
@@ -151,6 +162,15 @@ pub fn apply_flags(c: &mut NodeConfig, a: &RunArgs) {
     if !a.bootstrap.is_empty() {
         c.network.bootstrap = a.bootstrap.clone();
     }
+    if !a.relays.is_empty() {
+        c.network.relays = a.relays.clone();
+    }
+    if a.relay_server {
+        c.network.relay_server = true;
+    }
+    if !a.external.is_empty() {
+        c.network.external = a.external.clone();
+    }
     if let Some(u) = &a.registry {
         c.registry.url = Some(u.clone());
     }
@@ -230,6 +250,13 @@ pub fn run(a: &RunArgs) -> i32 {
                     "listen": node.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                     "interrupted": node.interrupted,
                     "metrics": node.metrics_addr.map(|m| format!("http://{m}")),
+                    "relayed": node
+                        .reachability
+                        .relayed
+                        .iter()
+                        .map(|a| format!("{a}/p2p/{}", node.peer_id))
+                        .collect::<Vec<_>>(),
+                    "reachability": node.reachability,
                 });
                 writeln!(out, "{v}")?;
                 writeln!(out, "ready")?;
@@ -240,6 +267,10 @@ pub fn run(a: &RunArgs) -> i32 {
                 for addr in &node.addrs {
                     writeln!(out, "listening on {addr}")?;
                 }
+                for addr in &node.reachability.relayed {
+                    writeln!(out, "relayed at {addr}/p2p/{}", node.peer_id)?;
+                }
+                writeln!(out, "reachability {}", node.reachability)?;
                 for id in &node.interrupted {
                     writeln!(out, "interrupted {id}")?;
                 }
@@ -257,6 +288,62 @@ pub fn run(a: &RunArgs) -> i32 {
     })();
     match result {
         Ok(code) => code,
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+    }
+}
+
+/// Arguments of `provider status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration file (as for `run`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object on stdout (`{"running": false}` when no node runs).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `provider status`: 0 when a node runs with this configuration, 1 when none does.
+pub fn status(a: &StatusArgs) -> i32 {
+    let result = (|| -> anyhow::Result<i32> {
+        let config = load_config(a.config.as_deref())?;
+        let status = super::reach::read_status(&config.paths.data_dir)?;
+        if a.json {
+            let v = match &status {
+                Some(s) => {
+                    let mut v = serde_json::to_value(s)?;
+                    v["running"] = true.into();
+                    v
+                }
+                None => serde_json::json!({ "running": false }),
+            };
+            println!("{v}");
+        } else if let Some(s) = &status {
+            println!("running (pid {})", s.pid);
+            println!("peer id {}", s.peer_id);
+            for addr in &s.listening {
+                println!("listening on {addr}");
+            }
+            for addr in &s.reachability.relayed {
+                println!("relayed at {addr}/p2p/{}", s.peer_id);
+            }
+            println!("reachability {}", s.reachability);
+            println!("peers {}", s.peers);
+        } else {
+            println!(
+                "not running (no live node keeps {})",
+                config
+                    .paths
+                    .data_dir
+                    .join(super::reach::STATUS_FILE)
+                    .display()
+            );
+        }
+        Ok(if status.is_some() { 0 } else { 1 })
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
         Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
     }
 }

@@ -110,6 +110,23 @@ pub struct NetworkSection {
     /// Connections with no open stream close after this many milliseconds.
     #[serde(deserialize_with = "super::units::millis")]
     pub idle_timeout_ms: u64,
+    /// Relays to hold a reservation on (multiaddrs ending in `/p2p/<relay>`): behind a NAT,
+    /// peers reach this node through them, then try a hole punch.
+    pub relays: Vec<String>,
+    /// How long `provider run` waits at start-up for a relay to accept a reservation before
+    /// it reports ready anyway, in milliseconds.
+    pub relay_wait_ms: u64,
+    /// Serve as a relay for nodes behind NATs (a public node should).
+    pub relay_server: bool,
+    /// Relayed connections served at once (with `relay_server`).
+    pub relay_max_circuits: usize,
+    /// Bytes one relayed connection may carry before the relay cuts it.
+    pub relay_circuit_bytes: u64,
+    /// Seconds one relayed connection may last.
+    pub relay_circuit_secs: u64,
+    /// Addresses this node is reachable at from outside (a public IP and forwarded port),
+    /// advertised without waiting for a reachability probe.
+    pub external: Vec<String>,
 }
 
 impl NetworkSection {
@@ -119,6 +136,16 @@ impl NetworkSection {
         net.limits.request_timeout = Duration::from_millis(self.request_timeout_ms.max(100));
         net.limits.blob_io_timeout = Duration::from_millis(self.transfer_timeout_ms.max(100));
         net.idle_timeout = Duration::from_millis(self.idle_timeout_ms.max(100));
+    }
+
+    /// What this node grants others as a relay, if it serves as one.
+    pub fn relay_limits(&self) -> Option<pinfold_net::RelayLimits> {
+        self.relay_server.then(|| pinfold_net::RelayLimits {
+            max_circuits: self.relay_max_circuits.max(1),
+            max_circuit_bytes: self.relay_circuit_bytes,
+            max_circuit_duration: std::time::Duration::from_secs(self.relay_circuit_secs.max(1)),
+            ..pinfold_net::RelayLimits::default()
+        })
     }
 }
 
@@ -137,6 +164,13 @@ impl Default for NetworkSection {
             request_timeout_ms: 30_000,
             transfer_timeout_ms: 20_000,
             idle_timeout_ms: 60_000,
+            relays: Vec::new(),
+            relay_wait_ms: 10_000,
+            relay_server: false,
+            relay_max_circuits: 32,
+            relay_circuit_bytes: 64 << 20,
+            relay_circuit_secs: 600,
+            external: Vec::new(),
         }
     }
 }
@@ -310,7 +344,8 @@ pub const TEMPLATE: &str = r#"# pinfold provider node configuration.
 # Every setting has a safe default; delete a line to get it back.
 
 [network]
-# Where to listen (multiaddrs). Port 0 picks a free port at start-up.
+# Where to listen: multiaddrs, or IP:PORT for TCP and QUIC on that port. `provider init`
+# writes one fixed port (peers and NAT forwards can name it); port 0 picks one at start-up.
 listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
 # Peers to dial at start-up, each ending in /p2p/<peer id>.
 bootstrap = []
@@ -325,6 +360,18 @@ ad_interval_secs = 30
 request_timeout_ms = 30000
 transfer_timeout_ms = 20000
 idle_timeout_ms = 60000
+# Behind a NAT: relays to hold a reservation on (multiaddrs ending in /p2p/<relay>).
+# Requestors reach this node through them, then a hole punch (DCUtR) tries to move the
+# connection off the relay. `provider status` shows what the node found out.
+relays = []
+relay_wait_ms = 10000            # wait this long at start-up for a reservation
+# A node with a public address can relay for others, within these limits.
+relay_server = false
+relay_max_circuits = 32
+relay_circuit_bytes = 67108864   # per relayed connection
+relay_circuit_secs = 600         # per relayed connection
+# Addresses you know this node is reachable at (public IP, forwarded port).
+external = []
 
 [registry]
 # Only definitions approved in this registry's verified log run here.
@@ -401,7 +448,10 @@ pub fn init(dir: &Path) -> Result<(PathBuf, String), NodeError> {
         .map_err(|e| NodeError::Config(format!("built-in template: {e}")))?;
     config.resolve_paths(dir);
     let keypair = super::identity::create(&config.key_file())?;
-    std::fs::write(&config_path, TEMPLATE).map_err(|e| io(&config_path, e))?;
+    // A fixed port (the same for TCP and QUIC) rather than port 0: peers, NAT forwards and
+    // firewall rules can name it, and it survives restarts.
+    let text = super::reach::template_with_port(TEMPLATE, super::reach::pick_port()?);
+    std::fs::write(&config_path, text).map_err(|e| io(&config_path, e))?;
     Ok((config_path, keypair.public().to_peer_id().to_base58()))
 }
 

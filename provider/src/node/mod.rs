@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod jobs;
+pub mod reach;
 pub mod retention;
 pub mod trust;
 pub mod units;
@@ -85,6 +86,8 @@ pub struct RunningNode {
     pub interrupted: Vec<String>,
     /// Where `/metrics` and `/healthz` are served, when configured.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Reachability at start-up (with relays configured, after the wait for a reservation).
+    pub reachability: pinfold_net::Reachability,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -162,9 +165,29 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     }
 
     let mut net = NetConfig::new(keypair);
-    let listen = parse_addrs("listen", &config.network.listen)?;
+    let mut listen_list = Vec::new();
+    for l in &config.network.listen {
+        listen_list.extend(reach::listen_arg(l).map_err(NodeError::Config)?);
+    }
+    let listen = parse_addrs("listen", &listen_list)?;
     net.listen = Vec::new();
-    net.bootstrap = parse_addrs("bootstrap", &config.network.bootstrap)?;
+    let bootstrap = reach::bootstrap_peers(&config.paths.data_dir, &config.network.bootstrap);
+    net.bootstrap = parse_addrs("bootstrap", &bootstrap)?;
+    net.relays = parse_addrs("relay", &config.network.relays)?;
+    if let Some(r) = net
+        .relays
+        .iter()
+        .find(|r| pinfold_net::network::split_peer(r).is_none())
+    {
+        return Err(NodeError::Config(format!(
+            "relay address {r} must end in /p2p/<relay peer id>"
+        )));
+    }
+    net.external = parse_addrs("external", &config.network.external)?;
+    net.relay_server = config.network.relay_limits();
+    let relay_wait = (!config.network.relays.is_empty())
+        .then(|| Duration::from_millis(config.network.relay_wait_ms));
+    let data_dir = config.paths.data_dir.clone();
     net.mdns = config.network.mdns;
     net.kad = config.network.kad;
     net.kad_server = true;
@@ -185,9 +208,20 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     for addr in listen {
         client.listen(addr).await?;
     }
+    let reachability = match relay_wait {
+        None => client.reachability().await?,
+        Some(wait) => reach::wait_for_relay(&client, wait)
+            .await
+            .unwrap_or_default(),
+    };
     let addrs = client.listen_addrs().await?;
     let peer_id = client.peer_id();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(reach::keep_status(
+        client.clone(),
+        data_dir,
+        shutdown_rx.clone(),
+    ));
     let metrics_addr = match metrics_listen {
         Some(addr) => {
             let sources = metrics::Sources {
@@ -208,6 +242,7 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
     Ok(RunningNode {
         peer_id,
         addrs,
+        reachability,
         interrupted,
         metrics_addr,
         shutdown,

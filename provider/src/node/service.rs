@@ -351,6 +351,7 @@ impl Node {
             bundles: self.held_bundles(),
             timestamp: 0,
             seq: 0,
+            addrs: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ mod hostile_provider;
 mod hostile_tasks;
 mod jobs;
 mod load;
+mod nat;
 mod network;
 mod operator;
 mod registry;

@@ -53,17 +53,7 @@ impl FromStr for BlobId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Only a short prefix goes into the error: the string may be hostile and huge.
         let err = || ParseBlobIdError(s.chars().take(80).collect());
-        let h = s.strip_prefix(ID_PREFIX).ok_or_else(err)?;
-        if h.len() != 64
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(err());
-        }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(h, &mut out).map_err(|_| err())?;
-        Ok(BlobId(out))
+        parse_hash_text(s).map(BlobId).ok_or_else(err)
     }
 }
 
@@ -78,6 +68,22 @@ impl<'de> serde::Deserialize<'de> for BlobId {
         let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// The 32 bytes of `blake3:<64 lower-case hex digits>`, the text form of content and
+/// definition identities alike; `None` for any other string.
+pub fn parse_hash_text(s: &str) -> Option<[u8; 32]> {
+    let h = s.strip_prefix(ID_PREFIX)?;
+    if h.len() != 64
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(h, &mut out).ok()?;
+    Some(out)
 }
 
 /// Checks that `s` has the shape of an identity (`blake3:<64 lower-case hex>`).

@@ -28,12 +28,7 @@ fn main() {
     // The in-process providers' compile workers are this executable started again.
     provider::wasm::dispatch_worker();
     let a = DemoArgs::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PINFOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    requestor::cli::init_logging();
     let opts = pinfold_demo::DemoOptions {
         providers: a.providers,
         replicas: a.replicas,

@@ -187,7 +187,7 @@ fn nbody(c: &mut Criterion) {
     // The same definition with `deterministic = false`: the standard engine (epochs only,
     // no fuel, no NaN canonicalisation), to split the executor's cost from the mode's.
     let nondet_dir = tmp.path().join("nbody-nondeterministic");
-    copy_dir(&examples().join("nbody"), &nondet_dir);
+    pinfold_test_support::copy_tree(&examples().join("nbody"), &nondet_dir);
     let manifest = std::fs::read_to_string(nondet_dir.join("taskdef.toml")).unwrap();
     let flipped = manifest.replace("deterministic = true", "deterministic = false");
     assert_ne!(
@@ -289,20 +289,6 @@ fn nbody(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// Copies a definition directory (files and subdirectories only).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 criterion_group!(benches, startup, nbody);

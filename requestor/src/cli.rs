@@ -234,7 +234,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `PINFOLD_LOG` (default `warn`); the demo binary uses it too.
+pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PINFOLD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()

@@ -68,7 +68,13 @@ impl Error {
 }
 
 /// A valid task definition.
+///
+/// `#[non_exhaustive]`: code outside this crate cannot build one by struct literal, so
+/// every `Definition` comes from [`Definition::from_parts`] (directly or through a loader)
+/// and has passed every check. The fields stay public for reading; only tests write them,
+/// to get a hostile module past validation, and the provider re-checks what it executes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Definition {
     /// The parsed manifest.
     pub manifest: Manifest,

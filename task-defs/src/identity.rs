@@ -56,17 +56,9 @@ impl FromStr for DefinitionId {
     type Err = ParseIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseIdError(s.chars().take(80).collect());
-        let h = s.strip_prefix(ID_PREFIX).ok_or_else(err)?;
-        if h.len() != 64
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(err());
-        }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(h, &mut out).map_err(|_| err())?;
-        Ok(DefinitionId(out))
+        pinfold_base::id::parse_hash_text(s)
+            .map(DefinitionId)
+            .ok_or_else(err)
     }
 }
 

@@ -134,11 +134,13 @@ macro_rules! on_both_runtimes {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn runc() {
+                pinfold_test_support::heavy!("docker");
                 body(Rt::Runc).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn runsc() {
+                pinfold_test_support::heavy!("docker");
                 body(Rt::Runsc).await
             }
 
@@ -678,6 +680,7 @@ on_both_runtimes! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_not_pinned_here_are_rejected() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let exec = executor("noimage").await;
     // A digest that matches no local image.
@@ -718,6 +721,7 @@ async fn images_not_pinned_here_are_rejected() {
 /// asked for would be a lie to the requestor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_capability_is_rejected_before_any_container() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let exec = executor("netcap").await;
     let mut def = docker_def(&case, "netcap", &Spec::sh("true"));
@@ -737,6 +741,7 @@ async fn a_network_capability_is_rejected_before_any_container() {
 /// refused before any mount, chown or container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_user_ids_are_rejected_before_any_container() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let mut cfg = config("userids");
     cfg.scratch_dir = case.path().join("scratch");
@@ -768,6 +773,7 @@ async fn out_of_range_user_ids_are_rejected_before_any_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_is_refused_by_default() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let exec = executor("root").await;
     let mut spec = Spec::sh("id -u");
@@ -784,6 +790,7 @@ async fn root_is_refused_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_of_the_instance_are_removed_at_start_up() {
+    pinfold_test_support::heavy!("docker");
     let d = docker_ready().await;
     let cfg = config("orphans");
     let mk = |instance: &str, owner: Option<&str>| {
@@ -919,6 +926,7 @@ impl Drop for Immutable {
 /// timeout, runs tasks, and its background retry removes both once the engine can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_background() {
+    pinfold_test_support::heavy!("docker");
     let d = docker_ready().await;
     let case = Case::new();
     let mut cfg = config("wedged");
@@ -1010,6 +1018,7 @@ async fn a_wedged_orphan_does_not_stop_later_runs_and_is_removed_in_the_backgrou
 /// under 8 MiB (16 MiB of pages) succeed, and so does a tree of exactly `limits.output` bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_and_exactly_the_cap_succeed() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let exec = executor("smallfiles").await;
     let files = pinfold_net::protocol::MAX_OUTPUT_FILES;
@@ -1104,6 +1113,7 @@ on_both_runtimes! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_levels_gate_definitions() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     // Pretend no VM: `container` runs, `vm` and `sandboxed-runtime` are refused.
     let mut cfg = config("iso-novm");
@@ -1206,6 +1216,7 @@ on_both_runtimes! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_read_only_tmpfs_files_and_leave_nothing_on_disk() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let mut cfg = config("secrets");
     cfg.scratch_dir = case.path().join("scratch");

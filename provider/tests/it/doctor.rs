@@ -11,6 +11,7 @@ use crate::docker::runtimes_registered;
 
 #[test]
 fn doctor_json_reports_every_check() {
+    pinfold_test_support::heavy!("docker");
     let tmp = tempfile::tempdir().unwrap();
     let r = Command::new(env!("CARGO_BIN_EXE_provider"))
         .args(["doctor", "--json"])
@@ -75,6 +76,7 @@ fn doctor_json_reports_every_check() {
 
 #[test]
 fn doctor_text_lists_checks_and_a_summary() {
+    pinfold_test_support::heavy!("docker");
     let tmp = tempfile::tempdir().unwrap();
     let r = Command::new(env!("CARGO_BIN_EXE_provider"))
         .arg("doctor")
@@ -120,6 +122,7 @@ fn check<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 /// runtime passed whatever it did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_runs_a_canary_and_fails_a_broken_or_hanging_runtime() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&[
         "runsc",
         "pinfold-test-runsc-plain",
@@ -192,6 +195,7 @@ async fn isolation_check(runtime: Option<&str>) -> provider::doctor::Check {
 /// named runsc but the warning stayed. A runtime that only has a VM's name does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_the_vm_recommended_advice_clears_the_warning() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&["runsc", "pinfold-test-kata-x"]).await;
     let bare = isolation_check(None).await;
     assert_eq!(bare.status, CheckStatus::Warn, "{bare:?}");

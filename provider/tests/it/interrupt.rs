@@ -206,6 +206,7 @@ fn sleeping_definition(case: &Case, name: &str) -> PathBuf {
 /// and its run directory before `provider exec` exits with 128 + the signal number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
+    pinfold_test_support::heavy!("docker");
     let d = docker_ready().await;
     let case = Case::new();
     let def = sleeping_definition(&case, "sleeper");
@@ -253,6 +254,7 @@ async fn sigint_and_sigterm_leave_no_container_mount_or_run_dir() {
 /// removes the container, the tmpfs and the run directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_exec_is_cleaned_up_by_its_watchdog() {
+    pinfold_test_support::heavy!("docker");
     let d = docker_ready().await;
     let case = Case::new();
     let def = sleeping_definition(&case, "killed");
@@ -281,6 +283,7 @@ async fn a_sigkilled_exec_is_cleaned_up_by_its_watchdog() {
 /// directory stay, until the next `provider exec` removes all three before it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_exec_and_watchdog_are_swept_by_the_next_start() {
+    pinfold_test_support::heavy!("docker");
     let d = docker_ready().await;
     let case = Case::new();
     let def = sleeping_definition(&case, "killed");

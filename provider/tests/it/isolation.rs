@@ -75,6 +75,7 @@ fn containerd_lists(id: &str) -> bool {
 /// create).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_definition_near_its_limits_behaves_the_same_under_runc_and_runsc() {
+    pinfold_test_support::heavy!("docker");
     let case = Case::new();
     let runc = executor_on(Rt::Runc, "near").await;
     let runsc = executor_on(Rt::Runsc, "near").await;
@@ -126,6 +127,7 @@ async fn the_same_definition_near_its_limits_behaves_the_same_under_runc_and_run
 /// container. The host is told to count as no VM so only the runtime is judged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolation_comes_from_the_canary_not_the_runtime_name() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&["runsc", KATA_X]).await;
     let case = Case::new();
     let mut found = Vec::new();
@@ -175,6 +177,7 @@ async fn isolation_comes_from_the_canary_not_the_runtime_name() {
 /// the canary's bound, leaving no container and no runtime process behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_or_hanging_runtime_fails_the_canary_and_leaves_nothing() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&[PLAIN, KVM]).await;
     let d = docker_ready().await;
     for (runtime, bound) in [
@@ -301,6 +304,7 @@ async fn leak_one(
 /// stranger's and leaves it alone; `provider doctor` reports it. Before, nothing looked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_processes_outliving_their_containers_are_found_and_ours_killed() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&[PLAIN]).await;
     let d = docker_ready().await;
     let case = Case::new();
@@ -380,6 +384,7 @@ async fn runtime_processes_outliving_their_containers_are_found_and_ours_killed(
 /// container at once, leaving nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_gvisor_start_hangs_leaves_nothing_behind() {
+    pinfold_test_support::heavy!("docker");
     runtimes_registered(&["runsc"]).await;
     let case = Case::new();
     let mut cfg = config_on(Rt::Runsc, "start-hangs");

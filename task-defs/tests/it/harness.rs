@@ -81,18 +81,7 @@ impl Dir {
     }
 }
 
-pub fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
+pub use pinfold_test_support::copy_tree;
 
 /// Asserts that some diagnostic has `rule`, `key` (if given) and a message containing `needle`.
 #[track_caller]

@@ -17,6 +17,7 @@ use pinfold_e2e::{
     Limits, ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout,
     wat_definition,
 };
+use pinfold_test_support::wait_for;
 use task_defs::registry::client::{Client, sync};
 use task_defs::registry::unix_now;
 use task_defs::tlog::{
@@ -336,14 +337,6 @@ fn assert_no_partial_files(disk: &Tmpfs) {
     );
 }
 
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn offers_that_do_not_fit_a_nearly_full_disk_are_refused_up_front_with_a_disk_reason() {
     let w = World::new();
@@ -429,7 +422,7 @@ fn a_disk_that_fills_during_a_run_fails_the_job_cleanly_and_the_node_recovers() 
     let flooding = spawn(&flooder, "o2", &[]);
     let work = disk.dir.join("work");
     let mut dirs = std::collections::HashMap::new();
-    wait_until(30, "both tasks to start", || {
+    wait_for(30, "both tasks to start", || {
         for j in jobs(&p) {
             let dir = work.join(j["id"].as_str().unwrap());
             if j["state"] == "running" && dir.join("output").is_dir() {
@@ -508,7 +501,7 @@ fn a_disk_that_fills_during_a_run_fails_the_job_cleanly_and_the_node_recovers() 
         .spawn()
         .unwrap();
     let mut exited = None;
-    wait_until(20, "the node to give up on a full disk", || {
+    wait_for(20, "the node to give up on a full disk", || {
         exited = child.try_wait().unwrap();
         exited.is_some()
     });
@@ -548,7 +541,7 @@ fn a_run_that_times_out_on_a_full_disk_has_its_outputs_removed_at_once() {
         .unwrap();
     let work = disk.dir.join("work");
     let mut out = None;
-    wait_until(30, "the task to start", || {
+    wait_for(30, "the task to start", || {
         out = jobs(&p)
             .iter()
             .filter(|j| j["state"] == "running")

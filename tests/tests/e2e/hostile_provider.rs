@@ -24,6 +24,7 @@ use pinfold_net::{
     MemoryBlobStore, NetConfig, Offer, OfferReply, PeerId, Receipt, ReceiptBody, ReceiptUsage,
     Request, Response, RunStatus,
 };
+use pinfold_test_support::copy_tree;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// What the hostile provider answers.
@@ -224,18 +225,6 @@ fn definition(s: &Scratch, output: &str) -> PathBuf {
     );
     std::fs::write(&manifest, edited).unwrap();
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Every path below `root`, relative to it.

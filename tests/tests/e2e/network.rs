@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use pinfold_e2e::{ProviderProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout, run};
+use pinfold_test_support::wait_until;
 
 /// A registry with two trusted reviewers (k = 2) and the keys to act on it.
 struct World {
@@ -289,17 +289,6 @@ fn unapproved_revoked_tampered_and_unlisted_requestors_are_refused_with_reasons(
     );
     let listed: serde_json::Value = serde_json::from_str(&ok_stdout(&listed)).unwrap();
     assert_eq!(listed[0]["ad"]["bundles"][0], wordfreq.as_str(), "{listed}");
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]

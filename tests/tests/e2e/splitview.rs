@@ -5,23 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use pinfold_e2e::{
     ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout, provider_toml, run,
 };
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use pinfold_test_support::{copy_tree, wait_until};
 
 fn publish(url: &str, author: &Path, dir: &Path) -> String {
     let out = ok_stdout(&run(
@@ -68,17 +56,6 @@ fn alarms(node: &ProviderProcess) -> Vec<PathBuf> {
         .collect()
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// `provider doctor --config NODE/provider.toml --json`: the `registry-split-view` check.
 fn doctor_split_view(node: &ProviderProcess) -> serde_json::Value {
     let o = run(
@@ -123,7 +100,7 @@ fn a_registry_showing_two_histories_raises_a_split_view_alarm() {
         id
     };
     // The same log (key, origin, entries) in a second data dir; from here on they differ.
-    copy_dir(&s.path("reg1"), &s.path("reg2"));
+    copy_tree(&s.path("reg1"), &s.path("reg2"));
     let reg1 = RegistryProcess::start(&s.path("reg1"), &reviewer_args);
     let reg2 = RegistryProcess::start(&s.path("reg2"), &reviewer_args);
     assert_eq!(reg1.log_key(), reg2.log_key());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use pinfold_e2e::{
     RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout, publish, run,
 };
+use pinfold_test_support::copy_tree;
 use serde_json::{Value, json};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -187,21 +188,9 @@ impl Drop for Browser {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_review_page_in_a_headless_browser_shows_queue_imports_and_diff() {
+    pinfold_test_support::heavy!("chromium and chromedriver");
     let s = Scratch::new();
     let (author, _) = keygen(&s, "author");
     let (k1, p1) = keygen(&s, "r1");
@@ -302,6 +291,7 @@ fn verdict(url: &str, verb: &str, id: &str, key: &Path, reason: &str) {
 
 #[test]
 fn the_review_page_shows_what_a_reviewer_must_judge() {
+    pinfold_test_support::heavy!("chromium and chromedriver");
     let s = Scratch::new();
     let (author, author_pub) = keygen(&s, "author");
     let (newcomer, newcomer_pub) = keygen(&s, "newcomer");

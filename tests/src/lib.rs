@@ -39,18 +39,6 @@ pub fn run(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
         .unwrap_or_else(|e| panic!("running {name}: {e}"))
 }
 
-/// Polls `f` every 100 ms for up to `secs` seconds; whether it came true.
-pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    f()
-}
-
 /// A command running `program`, inside network namespace `ns` (`ip netns exec NS ...`) when
 /// one is given: the NAT topology tests run each node in its own namespace.
 pub fn command_in(ns: Option<&str>, program: &Path) -> Command {

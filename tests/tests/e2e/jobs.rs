@@ -10,9 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pinfold_e2e::{
-    Limits, ProviderProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout, run, wait_until,
+    Limits, ProviderProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout, run,
     wat_definition,
 };
+use pinfold_test_support::wait_until;
 
 /// A registry (k = 2), one provider trusting it (started once the definitions are
 /// approved, so its first registry view has them), and a requestor data directory.

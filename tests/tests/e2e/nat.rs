@@ -18,12 +18,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use pinfold_e2e::{
     ProviderProcess, RegistryProcess, Scratch, bin, command_in, example, keygen,
     provider_toml_with_network,
 };
+use pinfold_test_support::wait_until;
 
 /// Runs one set-up command; its stderr on failure.
 fn sh(args: &[&str]) -> Result<(), String> {
@@ -257,17 +257,6 @@ fn status_in(ns: &str, dir: &Path) -> serde_json::Value {
     })
 }
 
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    f()
-}
-
 #[test]
 fn providers_behind_nats_run_jobs_directly_after_a_hole_punch_or_through_the_relay() {
     let t = match Topology::build() {
@@ -371,7 +360,7 @@ fn providers_behind_nats_run_jobs_directly_after_a_hole_punch_or_through_the_rel
     // are private (never public); the relay is public at its configured address.
     for (ns, p) in [(&h1, &a), (&h2, &b)] {
         assert!(
-            wait_for(30, || status_in(ns, &p.dir)["reachability"]["status"]
+            wait_until(30, || status_in(ns, &p.dir)["reachability"]["status"]
                 == "private"),
             "{} never found itself private: {}\n{}",
             p.peer,

@@ -5,7 +5,7 @@
 //! was submitted with; each command joins the network with that key, dials the provider
 //! directly and asks it with the job protocol's typed requests (`Status`, `Result`,
 //! `Cancel`), every one bounded by the network's request timeout. `get` then checks and
-//! downloads exactly as `requestor run` does ([`crate::run::collect_stored`]): receipt
+//! downloads exactly as `requestor run` does (`run::collect_stored`): receipt
 //! signed by that provider and matching what was offered, every file's BLAKE3, the output
 //! digest recomputed over the files on disk.
 

@@ -47,6 +47,7 @@ pub struct RunArgs {
     pub listen: Vec<String>,
     /// Relay to hold a reservation on, ending in /p2p/<relay peer id>; repeat for several.
     /// Replaces the configured list. For a node behind a NAT.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long = "relay", value_name = "MULTIADDR")]
     pub relays: Vec<String>,
     /// Serve as a relay for nodes behind NATs (within the configured relay limits).

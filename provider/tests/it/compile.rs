@@ -90,8 +90,20 @@ fn rss() -> u64 {
 }
 
 /// Compile workers still alive that this process started.
-fn live_workers() -> Vec<u32> {
+/// This test's own name for the worker executable (a symlink to the provider binary in the
+/// case's directory), so that [`live_workers`] sees this test's workers only: other tests in
+/// this binary compile modules at the same time, and their workers are children of this
+/// process too.
+fn own_worker(case: &Case) -> std::path::PathBuf {
+    let link = case.path().join("provider-compile-worker");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_provider"), &link).unwrap();
+    link
+}
+
+/// Compile workers started through `worker` that are still alive.
+fn live_workers(worker: &std::path::Path) -> Vec<u32> {
     let me = std::process::id().to_string();
+    let worker = worker.to_string_lossy().into_owned();
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -104,7 +116,8 @@ fn live_workers() -> Vec<u32> {
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .unwrap_or("");
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if ppid == me && String::from_utf8_lossy(&cmd).contains(provider::wasm::WORKER_ARG) {
+        let cmd = String::from_utf8_lossy(&cmd);
+        if ppid == me && cmd.contains(provider::wasm::WORKER_ARG) && cmd.contains(&worker) {
             found.push(pid);
         }
     }
@@ -133,8 +146,10 @@ async fn a_compile_past_its_timeout_is_killed_and_gives_its_memory_back() {
     let case = Case::new();
     let module = many_functions(300_000);
     let def = case.def_with_module("huge", &module, &Spec::default());
+    let worker = own_worker(&case);
     let exec = WasmExecutor::new(WasmConfig {
         compile_timeout: Duration::from_secs(2),
+        compile_worker: worker.clone(),
         ..crate::harness::wasm_config()
     })
     .unwrap();
@@ -157,9 +172,9 @@ async fn a_compile_past_its_timeout_is_killed_and_gives_its_memory_back() {
         "answered at the timeout: {took:?}"
     );
     assert!(
-        live_workers().is_empty(),
+        live_workers(&worker).is_empty(),
         "worker killed: {:?}",
-        live_workers()
+        live_workers(&worker)
     );
     // Well past the rejection, nothing is compiling on our behalf any more.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -183,10 +198,12 @@ async fn a_compile_past_its_memory_bound_is_killed() {
     let case = Case::new();
     let module = many_functions(300_000);
     let def = case.def_with_module("hungry", &module, &Spec::default());
+    let worker = own_worker(&case);
     let bound = 160u64 << 20;
     let exec = WasmExecutor::new(WasmConfig {
         compile_timeout: Duration::from_secs(120),
         compile_memory: bound,
+        compile_worker: worker.clone(),
         ..crate::harness::wasm_config()
     })
     .unwrap();
@@ -210,9 +227,9 @@ async fn a_compile_past_its_memory_bound_is_killed() {
         "stopped by the bound: {took:?}"
     );
     assert!(
-        live_workers().is_empty(),
+        live_workers(&worker).is_empty(),
         "worker killed: {:?}",
-        live_workers()
+        live_workers(&worker)
     );
     // The executor still compiles and runs an ordinary module afterwards.
     let small = case.def_with_module("small", &many_functions(10), &Spec::default());

@@ -100,10 +100,7 @@ pub fn jobs(a: &JobsArgs, data_dir: Option<PathBuf>) -> anyhow::Result<i32> {
             "{:<20}  {:<10}  {:<16}  {:<12}  {:<10}  PROVIDER",
             "JOB", "STATE", "DEFINITION", "STATUS", "AGE"
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = crate::store::now_ms();
         for r in &rows {
             let def = r
                 .definition

@@ -156,7 +156,7 @@ pub const MAX_LISTED: usize = 1000;
 /// Shortest job prefix accepted, so that one typed character never picks a job.
 pub const MIN_PREFIX: usize = 4;
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -396,18 +396,21 @@ impl ReviewedRegistry {
 
 /// `task-defs publish DIR --registry URL --key KEY --json`; returns the identity.
 pub fn publish(url: &str, dir: &Path, key: &Path) -> String {
-    let out = ok_stdout(&run(
-        "task-defs",
-        &[
-            &"publish",
-            &dir,
-            &"--registry",
-            &url,
-            &"--key",
-            &key,
-            &"--json",
-        ],
-    ));
+    publish_in(None, url, dir, key)
+}
+
+/// [`publish`] run inside network namespace `ns` (where that registry is reachable).
+pub fn publish_in(ns: Option<&str>, url: &str, dir: &Path, key: &Path) -> String {
+    let out = ok_stdout(
+        &command_in(ns, &bin("task-defs"))
+            .arg("publish")
+            .arg(dir)
+            .args(["--registry", url, "--key"])
+            .arg(key)
+            .arg("--json")
+            .output()
+            .expect("running task-defs publish"),
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("publish prints json");
     v["id"].as_str().expect("an id").to_string()
 }

@@ -138,9 +138,7 @@ pub async fn keep_status(client: Client, data_dir: PathBuf, mut shutdown: watch:
             listening,
             reachability,
             peers: peers.len(),
-            updated: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            updated: task_defs::registry::unix_now(),
         };
         if let Ok(json) = serde_json::to_vec_pretty(&status)
             && let Err(e) = write_replacing(&path, &json)

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use super::unix_now;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -29,13 +31,6 @@ const STALE_INTERVALS: u32 = 3;
 struct Observed {
     registry: Arc<Registry>,
     started: Instant,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Every metric of `registry` as OpenMetrics text.

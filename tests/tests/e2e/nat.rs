@@ -21,7 +21,7 @@ use std::process::Command;
 
 use pinfold_e2e::{
     ProviderProcess, RegistryProcess, Scratch, bin, command_in, example, keygen,
-    provider_toml_with_network,
+    provider_toml_with_network, publish_in,
 };
 use pinfold_test_support::wait_until;
 
@@ -282,20 +282,7 @@ fn providers_behind_nats_run_jobs_directly_after_a_hole_punch_or_through_the_rel
     );
     let port = registry.url.rsplit(':').next().expect("a port");
     let url = format!("http://10.61.0.1:{port}");
-    let published = task_defs_in(
-        &public,
-        &[
-            &"publish",
-            &example("wordfreq"),
-            &"--registry",
-            &url,
-            &"--key",
-            &author,
-            &"--json",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_str(&published).unwrap();
-    let id = v["id"].as_str().unwrap().to_string();
+    let id = publish_in(Some(&public), &url, &example("wordfreq"), &author);
     for key in [&r1.0, &r2.0] {
         task_defs_in(
             &public,

@@ -240,27 +240,33 @@ impl Session {
     /// at the deadline). A provider behind a NAT is reachable only at the relayed addresses
     /// its ad carries, so naming it is not enough to dial it.
     pub async fn wait_for_ads_from(&self, peers: &[PeerId], wait: Duration) -> Vec<ProviderEntry> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let ads = self.client.providers().await.unwrap_or_default();
-            let all = peers.iter().all(|p| ads.iter().any(|e| e.peer == *p));
-            if all || tokio::time::Instant::now() >= deadline {
-                return ads;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_for_view(wait, |ads| {
+            peers.iter().all(|p| ads.iter().any(|e| e.peer == *p))
+        })
+        .await
     }
 
     /// Waits up to `wait` for ads: returns early once every dialled peer and at least
     /// `want` providers have advertised.
     pub async fn wait_for_ads(&self, want: usize, wait: Duration) -> Vec<ProviderEntry> {
+        self.wait_for_view(wait, |ads| {
+            let heard: BTreeSet<PeerId> = ads.iter().map(|e| e.peer).collect();
+            self.dialled.iter().all(|p| heard.contains(p)) && ads.len() >= want.max(1)
+        })
+        .await
+    }
+
+    /// Polls the provider view every 50 ms until `enough` holds or `wait` has passed;
+    /// returns the view then.
+    async fn wait_for_view(
+        &self,
+        wait: Duration,
+        enough: impl Fn(&[ProviderEntry]) -> bool,
+    ) -> Vec<ProviderEntry> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let ads = self.client.providers().await.unwrap_or_default();
-            let heard: BTreeSet<PeerId> = ads.iter().map(|e| e.peer).collect();
-            let all_dialled = self.dialled.iter().all(|p| heard.contains(p));
-            if (all_dialled && ads.len() >= want.max(1)) || tokio::time::Instant::now() >= deadline
-            {
+            if enough(&ads) || tokio::time::Instant::now() >= deadline {
                 return ads;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -10,7 +10,30 @@
 
 #![deny(missing_docs)]
 
+/// Implements serde for a type through its `Display` and `FromStr`, so the text form that
+/// people and other tools see is the only serialised form (identities, hashes, keys).
+/// The calling crate must depend on `serde`.
+#[macro_export]
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod canonical;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod id;
 pub mod isolation;
 pub mod run;

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use pinfold_net::Multiaddr;
+use pinfold_registry::api::RosterEntry;
+use pinfold_registry::client::Client;
+use pinfold_registry::service::{Registry, RegistryConfig};
+use pinfold_registry::unix_now;
+use pinfold_tlog::{PublicKey, Published, Review, ReviewAction, SecretKey};
 use provider::node::{self, NodeConfig, RunningNode};
-use task_defs::registry::api::RosterEntry;
-use task_defs::registry::client::Client;
-use task_defs::registry::service::{Registry, RegistryConfig};
-use task_defs::registry::unix_now;
-use task_defs::tlog::{PublicKey, Published, Review, ReviewAction, SecretKey};
 use task_defs::{Definition, DefinitionId};
 
 use requestor::run::RunOptions;
@@ -161,7 +161,7 @@ impl LocalNetwork {
         let url = format!("http://{}", listener.local_addr()?);
         let (stop_registry, stopped) = tokio::sync::oneshot::channel::<()>();
         let log_key = registry.log_key();
-        tokio::spawn(task_defs::registry::server::serve(
+        tokio::spawn(pinfold_registry::server::serve(
             listener,
             registry,
             async move {
@@ -192,7 +192,7 @@ impl LocalNetwork {
         let bundle = task_defs::bundle::pack(&def);
         let p = Published::sign(
             &self.author,
-            task_defs::registry::service::DEFAULT_ORIGIN,
+            pinfold_registry::service::DEFAULT_ORIGIN,
             def.id,
             &def.manifest.name,
             &def.manifest.version.to_string(),
@@ -216,7 +216,7 @@ impl LocalNetwork {
             .map(|k| {
                 Review::sign(
                     k,
-                    task_defs::registry::service::DEFAULT_ORIGIN,
+                    pinfold_registry::service::DEFAULT_ORIGIN,
                     ReviewAction::Approve,
                     id,
                     "read the source; pure computation",

@@ -29,8 +29,8 @@ use pinfold_net::{
     Receipt, ReceiptBody, ReceiptUsage, Request, ResourceCaps, ResourceNeeds, Response, RunStatus,
     SecretValue, SignedAd,
 };
-use task_defs::registry::api::PublishRequest;
-use task_defs::tlog::{
+use pinfold_registry::api::PublishRequest;
+use pinfold_tlog::{
     AddCheckpoint, Checkpoint, Entry, MemoryTree, Note, Published, Review, ReviewAction, Verifier,
     consistency_proof,
 };

@@ -19,8 +19,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use libfuzzer_sys::fuzz_target;
-use task_defs::registry::Registry;
-use task_defs::registry::server::router;
+use pinfold_registry::Registry;
+use pinfold_registry::server::router;
 use tower::ServiceExt as _;
 
 struct Server {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use task_defs::tlog::{Entry, MAX_STATEMENT_TIME};
+use pinfold_tlog::{Entry, MAX_STATEMENT_TIME};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(entry) = Entry::from_leaf(data) else {

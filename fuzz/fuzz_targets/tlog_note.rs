@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use task_defs::tlog::{Checkpoint, Hash, Note, NoteVerifier, PublicKey, Signature};
+use pinfold_tlog::{Checkpoint, Hash, Note, NoteVerifier, PublicKey, Signature};
 
 fuzz_target!(|data: &[u8]| {
     let log = pinfold_fuzz::log_verifier();

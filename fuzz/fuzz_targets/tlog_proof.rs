@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use task_defs::tlog::{
+use pinfold_tlog::{
     Frontier, Hash, MemoryTree, consistency_proof, inclusion_proof, verify_consistency,
     verify_inclusion,
 };
@@ -70,7 +70,7 @@ fn real_tree(u: &mut Unstructured<'_>) -> Result<()> {
         assert_eq!(frontier.root(), tree.root());
     }
     let leaves = tree.leaf_hashes().to_vec();
-    let root_at = |size: u64| task_defs::tlog::root(&tree, size).expect("size within the tree");
+    let root_at = |size: u64| pinfold_tlog::root(&tree, size).expect("size within the tree");
 
     // Inclusion: the real proof verifies; another index or an altered hash does not.
     let size = u.int_in_range(1..=n)?;
@@ -112,6 +112,6 @@ fn real_tree(u: &mut Unstructured<'_>) -> Result<()> {
     let (a, b) = (u.arbitrary::<u64>()?, u.arbitrary::<u64>()?);
     let _ = inclusion_proof(&tree, a, b);
     let _ = consistency_proof(&tree, a, b);
-    let _ = task_defs::tlog::root(&tree, a);
+    let _ = pinfold_tlog::root(&tree, a);
     Ok(())
 }

@@ -15,7 +15,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use pinfold_fuzz::{ORIGIN, STAGING, key, log_signer, verifier_config};
 use task_defs::DefinitionId;
-use task_defs::tlog::{
+use pinfold_tlog::{
     Checkpoint, Entry, Hash, MemoryTree, Published, Review, ReviewAction, Verifier, VerifierState,
     consistency_proof,
 };

@@ -9,8 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pinfold_fuzz::{ORIGIN, WITNESSED_SIZE, cosigner, honest_tree, log_verifier, witness};
-use task_defs::tlog::witness::{CheckpointBody, parse_response};
-use task_defs::tlog::{AddCheckpoint, CosignerKey, Note, verify_consistency};
+use pinfold_tlog::witness::{CheckpointBody, parse_response};
+use pinfold_tlog::{AddCheckpoint, CosignerKey, Note, verify_consistency};
 
 const NOW: u64 = 1_700_000_500;
 

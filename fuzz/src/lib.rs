@@ -13,9 +13,9 @@ use libp2p::StreamProtocol;
 use libp2p::request_response::{Codec as _, cbor};
 use pinfold_net::protocol::JOB_PROTOCOL;
 use pinfold_net::{Keypair, PeerId, Request, Response};
-use task_defs::registry::RegistryConfig;
-use task_defs::registry::api::RosterEntry;
-use task_defs::tlog::{Cosigner, NoteSigner, NoteVerifier, SecretKey, VerifierConfig};
+use pinfold_registry::RegistryConfig;
+use pinfold_registry::api::RosterEntry;
+use pinfold_tlog::{Cosigner, NoteSigner, NoteVerifier, SecretKey, VerifierConfig};
 
 /// Origin of the fuzzed log (checkpoints, the verifier target, the registry target).
 pub const ORIGIN: &str = "fuzz.pinfold/registry";
@@ -74,8 +74,8 @@ pub fn cosigner() -> Cosigner {
 }
 
 /// The honest log the witness target's witness has seen: `n` leaves `leaf 0`, `leaf 1`, ...
-pub fn honest_tree(n: u64) -> task_defs::tlog::MemoryTree {
-    let mut tree = task_defs::tlog::MemoryTree::new();
+pub fn honest_tree(n: u64) -> pinfold_tlog::MemoryTree {
+    let mut tree = pinfold_tlog::MemoryTree::new();
     for i in 0..n {
         tree.push(format!("leaf {i}").as_bytes());
     }
@@ -87,17 +87,17 @@ pub const WITNESSED_SIZE: u64 = 3;
 
 /// A witness that follows the fuzzed log and has cosigned its honest tree of
 /// [`WITNESSED_SIZE`] leaves.
-pub fn witness() -> task_defs::tlog::Witness {
-    let mut state = task_defs::tlog::witness::WitnessState::new();
+pub fn witness() -> pinfold_tlog::Witness {
+    let mut state = pinfold_tlog::witness::WitnessState::new();
     state.insert(
         ORIGIN.to_string(),
-        task_defs::tlog::witness::WitnessedLog {
+        pinfold_tlog::witness::WitnessedLog {
             size: WITNESSED_SIZE,
             root: honest_tree(WITNESSED_SIZE).root(),
             cosigned_at: 1_700_000_000,
         },
     );
-    task_defs::tlog::Witness::new(cosigner(), [log_verifier()], state)
+    pinfold_tlog::Witness::new(cosigner(), [log_verifier()], state)
 }
 
 /// The registry target's configuration over `dir`: reviewers 2 and 3, threshold 1.

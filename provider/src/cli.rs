@@ -78,9 +78,9 @@ pub enum Command {
     /// `[retention]` settings (the running node also does this every `retention.interval`).
     Prune(crate::node::cli::PruneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions(task_defs::cliutil::CompletionsArgs),
+    Completions(pinfold_base::cli::CompletionsArgs),
     /// Print the man page, or write one per command into --dir.
-    Man(task_defs::cliutil::ManArgs),
+    Man(pinfold_base::cli::ManArgs),
     /// Show whether the node runs, its addresses and its reachability (public, behind a
     /// NAT, relayed); exits 1 when no node runs with this configuration.
     Status(crate::node::cli::StatusArgs),
@@ -139,10 +139,10 @@ pub struct ExecArgs {
     pub registry: Option<String>,
     /// The registry log's public key (the registry's DIR/log.pub).
     #[arg(long, value_name = "PUBKEY", requires = "registry")]
-    pub log_key: Option<task_defs::tlog::PublicKey>,
+    pub log_key: Option<pinfold_tlog::PublicKey>,
     /// A trusted reviewer's public key; repeat for each.
     #[arg(long = "reviewer", value_name = "PUBKEY", requires = "registry")]
-    pub reviewers: Vec<task_defs::tlog::PublicKey>,
+    pub reviewers: Vec<pinfold_tlog::PublicKey>,
     /// Distinct trusted approvals required.
     #[arg(long, value_name = "K", requires = "registry")]
     pub threshold: Option<usize>,
@@ -152,7 +152,7 @@ pub struct ExecArgs {
     /// A trusted witness's C2SP verifier key (`name+keyid+base64`); repeat for each. The
     /// registry's checkpoint must then carry their cosignatures.
     #[arg(long = "witness", value_name = "VKEY", requires = "registry")]
-    pub witnesses: Vec<task_defs::tlog::CosignerKey>,
+    pub witnesses: Vec<pinfold_tlog::CosignerKey>,
     /// Distinct trusted witnesses that must cosign (default: all given witnesses).
     #[arg(long, value_name = "K", requires = "witnesses")]
     pub witness_threshold: Option<usize>,
@@ -169,14 +169,14 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 
 /// Parses the command line, runs, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli: Cli = task_defs::cliutil::parse(crate::help::command());
+    let cli: Cli = pinfold_base::cli::parse(crate::help::command());
     if matches!(cli.command, Command::Exec(_) | Command::Run(_)) {
         crate::wasm::raise_descriptor_limit();
     }
     match cli.command {
         Command::Exec(args) => match exec(&args) {
             Ok(code) => code,
-            Err(e) => fail(args.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+            Err(e) => fail(args.json, EXIT_ERROR, &pinfold_base::cli::chain(&e)),
         },
         Command::Init(args) => crate::node::cli::init(&args),
         Command::Run(args) => crate::node::cli::run(&args),
@@ -184,7 +184,7 @@ pub fn main() -> i32 {
         Command::Status(args) => crate::node::cli::status(&args),
         Command::Prune(args) => crate::node::cli::prune(&args),
         Command::Completions(args) => {
-            match task_defs::cliutil::run_completions(crate::help::command(), &args) {
+            match pinfold_base::cli::run_completions(crate::help::command(), &args) {
                 Ok(()) => 0,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
                 Err(e) => {
@@ -193,18 +193,18 @@ pub fn main() -> i32 {
                 }
             }
         }
-        Command::Man(args) => match task_defs::cliutil::run_man(crate::help::command(), &args) {
+        Command::Man(args) => match pinfold_base::cli::run_man(crate::help::command(), &args) {
             Ok(()) => 0,
-            Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
+            Err(e) if pinfold_base::cli::is_broken_pipe(&e) => 0,
             Err(e) => {
-                eprintln!("error: {}", task_defs::cliutil::chain(&e));
+                eprintln!("error: {}", pinfold_base::cli::chain(&e));
                 EXIT_ERROR
             }
         },
         Command::ExecWatchdog => exec_watchdog(),
         Command::Doctor(args) => match doctor(&args) {
             Ok(code) => code,
-            Err(e) => fail(args.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+            Err(e) => fail(args.json, EXIT_ERROR, &pinfold_base::cli::chain(&e)),
         },
     }
 }
@@ -213,7 +213,7 @@ pub fn main() -> i32 {
 /// the caller reads JSON) and as `error: ...` on stderr otherwise; returns `code`.
 pub fn fail(json: bool, code: i32, message: &str) -> i32 {
     if json {
-        println!("{}", task_defs::cliutil::json_error(message, code));
+        println!("{}", pinfold_base::cli::json_error(message, code));
     } else {
         eprintln!("error: {message}");
     }

@@ -2,7 +2,7 @@
 //!
 //! The provider's own configuration names the registry's log key, the trusted reviewers and
 //! the threshold; the registry supplies nothing but the log. The gate syncs a
-//! [`task_defs::tlog::Verifier`] (state persisted per log, next to the artifact cache, so a
+//! [`pinfold_tlog::Verifier`] (state persisted per log, next to the artifact cache, so a
 //! registry that later rolls back or forks is caught) and lets a definition through only when
 //! its verified status is `approved` and the view is fresh. Everything else, including an
 //! unreachable registry, is a refusal with a reason: the gate fails closed.
@@ -14,12 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
+use pinfold_registry::client::{self, Client, status_name};
+use pinfold_registry::unix_now;
+use pinfold_tlog::{CosignerKey, NoteVerifier, PublicKey, Status, VerifierConfig, WitnessPolicy};
 use task_defs::DefinitionId;
-use task_defs::registry::client::{self, Client, status_name};
-use task_defs::registry::unix_now;
-use task_defs::tlog::{
-    CosignerKey, NoteVerifier, PublicKey, Status, VerifierConfig, WitnessPolicy,
-};
 
 /// Where and whom the gate trusts.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use clap::CommandFactory as _;
 use crate::cli::Cli;
 
 /// (subcommand, epilogue); `completions` and `man` get theirs from
-/// [`task_defs::cliutil::with_help`].
+/// [`pinfold_base::cli::with_help`].
 pub const TEXTS: &[(&str, &str)] = &[
     (
         "exec",
@@ -58,5 +58,5 @@ pub const TEXTS: &[(&str, &str)] = &[
 
 /// The `provider` command with every epilogue.
 pub fn command() -> clap::Command {
-    task_defs::cliutil::with_help(Cli::command(), TEXTS, 9)
+    pinfold_base::cli::with_help(Cli::command(), TEXTS, 9)
 }

@@ -65,9 +65,9 @@ pub enum Command {
     /// Print a definition's params and limits.
     Describe(DescribeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions(task_defs::cliutil::CompletionsArgs),
+    Completions(pinfold_base::cli::CompletionsArgs),
     /// Print the man page, or write one per command into --dir.
-    Man(task_defs::cliutil::ManArgs),
+    Man(pinfold_base::cli::ManArgs),
 }
 
 /// Arguments of `requestor jobs`.
@@ -248,7 +248,7 @@ pub fn init_logging() {
 
 /// Parses the command line, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli: Cli = task_defs::cliutil::parse(crate::help::command());
+    let cli: Cli = pinfold_base::cli::parse(crate::help::command());
     init_logging();
     let data_dir = cli.data_dir.clone();
     let json = match &cli.command {
@@ -279,25 +279,22 @@ pub fn main() -> i32 {
         Command::Cancel(a) => crate::lifecycle_cli::cancel(&a, data_dir),
         Command::Logs(a) => crate::lifecycle_cli::logs(&a, data_dir),
         Command::Describe(a) => crate::lifecycle_cli::describe(&a, data_dir),
-        Command::Completions(a) => task_defs::cliutil::run_completions(crate::help::command(), &a)
+        Command::Completions(a) => pinfold_base::cli::run_completions(crate::help::command(), &a)
             .map(|()| 0)
             .map_err(anyhow::Error::from),
-        Command::Man(a) => task_defs::cliutil::run_man(crate::help::command(), &a).map(|()| 0),
+        Command::Man(a) => pinfold_base::cli::run_man(crate::help::command(), &a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
         // The reader went away (`requestor providers | head -1`): not a failure.
-        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
+        Err(e) if pinfold_base::cli::is_broken_pipe(&e) => 0,
         Err(e) if json => {
-            let msg = task_defs::cliutil::chain(&e);
-            println!(
-                "{}",
-                task_defs::cliutil::json_error(&msg, crate::EXIT_ERROR)
-            );
+            let msg = pinfold_base::cli::chain(&e);
+            println!("{}", pinfold_base::cli::json_error(&msg, crate::EXIT_ERROR));
             crate::EXIT_ERROR
         }
         Err(e) => {
-            eprintln!("error: {}", task_defs::cliutil::chain(&e));
+            eprintln!("error: {}", pinfold_base::cli::chain(&e));
             crate::EXIT_ERROR
         }
     }
@@ -513,7 +510,7 @@ fn providers(a: &ProvidersArgs) -> anyhow::Result<i32> {
     if a.bootstrap.is_empty() && !a.mdns {
         let msg = "pass --bootstrap MULTIADDR (or --mdns) to find providers";
         if a.json {
-            println!("{}", task_defs::cliutil::json_error(msg, crate::EXIT_USAGE));
+            println!("{}", pinfold_base::cli::json_error(msg, crate::EXIT_USAGE));
         } else {
             eprintln!("error: {msg}");
         }

@@ -200,7 +200,7 @@ pub fn resolve_prefix(text: &str, known: &[(String, String)]) -> Result<String, 
 
 /// Definitions a registry lists, as (identity, "name version").
 pub fn registry_definitions(url: &str) -> Result<Vec<(String, String)>, DescribeError> {
-    let client = task_defs::registry::Client::new(url);
+    let client = pinfold_registry::Client::new(url);
     let list = client
         .definitions(None)
         .map_err(|e| DescribeError::Registry(e.to_string()))?;
@@ -239,7 +239,7 @@ pub fn load(
     }
     let id = resolve_prefix(target, &all)?;
     let id = DefinitionId::from_str(&id).map_err(|e| DescribeError::Usage(e.to_string()))?;
-    let (_, def) = task_defs::registry::Client::new(url)
+    let (_, def) = pinfold_registry::Client::new(url)
         .bundle(&id)
         .map_err(|e| DescribeError::Registry(e.to_string()))?;
     Ok(def)

@@ -5,7 +5,7 @@ use clap::CommandFactory as _;
 use crate::cli::Cli;
 
 /// (subcommand, epilogue); `completions` and `man` get theirs from
-/// [`task_defs::cliutil::with_help`].
+/// [`pinfold_base::cli::with_help`].
 pub const TEXTS: &[(&str, &str)] = &[
     (
         "run",
@@ -68,5 +68,5 @@ pub const TEXTS: &[(&str, &str)] = &[
 
 /// The `requestor` command with every epilogue.
 pub fn command() -> clap::Command {
-    task_defs::cliutil::with_help(Cli::command(), TEXTS, 9)
+    pinfold_base::cli::with_help(Cli::command(), TEXTS, 9)
 }

@@ -62,7 +62,7 @@ impl FromStr for DefinitionId {
     }
 }
 
-serde_as_text!(DefinitionId);
+pinfold_base::serde_as_text!(DefinitionId);
 
 /// A file of a definition as the identity sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

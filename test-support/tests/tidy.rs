@@ -48,16 +48,41 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pinfold-base", &[]),
     ("pinfold-test-support", &[]),
     ("task-defs", &["pinfold-base"]),
+    // The log knows definitions by identity, nothing of the registry that stores it.
+    ("pinfold-tlog", &["pinfold-base", "task-defs"]),
+    (
+        "pinfold-registry",
+        &["pinfold-base", "task-defs", "pinfold-tlog"],
+    ),
     ("pinfold-net", &["pinfold-base"]),
-    ("provider", &["pinfold-base", "pinfold-net", "task-defs"]),
+    (
+        "provider",
+        &[
+            "pinfold-base",
+            "pinfold-net",
+            "task-defs",
+            "pinfold-tlog",
+            "pinfold-registry",
+        ],
+    ),
     // The requestor never links the provider: the demo that needs both is its own crate.
-    ("requestor", &["pinfold-base", "pinfold-net", "task-defs"]),
+    (
+        "requestor",
+        &[
+            "pinfold-base",
+            "pinfold-net",
+            "task-defs",
+            "pinfold-registry",
+        ],
+    ),
     (
         "pinfold-demo",
         &[
             "pinfold-base",
             "pinfold-net",
             "task-defs",
+            "pinfold-tlog",
+            "pinfold-registry",
             "provider",
             "requestor",
         ],
@@ -97,6 +122,81 @@ fn crates_depend_only_on_the_crates_the_architecture_allows() {
         problems.is_empty(),
         "dependencies the architecture does not allow:\n{}",
         problems.join("\n")
+    );
+}
+
+/// Crates that reach the network, a database or an async runtime.
+const IO_CRATES: &[&str] = &[
+    "axum",
+    "bollard",
+    "hyper",
+    "hyper-util",
+    "libp2p",
+    "reqwest",
+    "rusqlite",
+    "tokio",
+    "ureq",
+];
+
+#[test]
+fn the_format_and_the_log_do_no_network_or_database_io() {
+    let members = members();
+    let mut problems = Vec::new();
+    for name in ["task-defs", "pinfold-tlog"] {
+        let pkg = toml_at(&members[name].join("Cargo.toml"));
+        let deps = pkg.get("dependencies").and_then(|t| t.as_table());
+        for dep in deps.into_iter().flat_map(|d| d.keys()) {
+            if IO_CRATES.contains(&dep.as_str()) {
+                problems.push(format!("{name} depends on {dep}"));
+            }
+        }
+    }
+    // The log is pure: no files and no clock either (callers pass times in).
+    for f in rust_files() {
+        let r = rel(&f);
+        if !r.starts_with("tlog/src/") {
+            continue;
+        }
+        let code = std::fs::read_to_string(&f).unwrap();
+        for word in ["std::fs", "std::net", "SystemTime", "Instant::now"] {
+            if code.contains(word) {
+                problems.push(format!("{r} uses {word}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "I/O where the architecture has none:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_requestor_links_the_registry_client_without_its_server() {
+    // The workspace entry turns default features off (a member cannot, when inheriting);
+    // members that serve or embed a registry ask for `server` themselves.
+    let ws = toml_at(&root().join("Cargo.toml"));
+    let entry = &ws["workspace"]["dependencies"]["pinfold-registry"];
+    assert_eq!(
+        entry.get("default-features").and_then(|v| v.as_bool()),
+        Some(false),
+        "the workspace must list pinfold-registry with default-features = false: {entry}"
+    );
+    let pkg = toml_at(&members()["requestor"].join("Cargo.toml"));
+    let dep = &pkg["dependencies"]["pinfold-registry"];
+    let features: Vec<&str> = dep
+        .get("features")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        !features.contains(&"server")
+            && dep
+                .get("default-features")
+                .is_none_or(|d| d.as_bool() == Some(false)),
+        "the requestor must not build the registry server: {dep}"
     );
 }
 
@@ -215,6 +315,8 @@ const DOCUMENTED: &[&str] = &[
     "pinfold-base",
     "pinfold-test-support",
     "task-defs",
+    "pinfold-tlog",
+    "pinfold-registry",
     "pinfold-net",
     "pinfold-demo",
 ];

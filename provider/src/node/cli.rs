@@ -289,7 +289,7 @@ pub fn run(a: &RunArgs) -> i32 {
     })();
     match result {
         Ok(code) => code,
-        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &pinfold_base::cli::chain(&e)),
     }
 }
 
@@ -344,8 +344,8 @@ pub fn status(a: &StatusArgs) -> i32 {
     })();
     match result {
         Ok(code) => code,
-        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
-        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+        Err(e) if pinfold_base::cli::is_broken_pipe(&e) => 0,
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &pinfold_base::cli::chain(&e)),
     }
 }
 
@@ -367,8 +367,8 @@ pub fn jobs(a: &JobsArgs) -> i32 {
     })();
     match result {
         Ok(()) => 0,
-        Err(e) if task_defs::cliutil::is_broken_pipe(&e) => 0,
-        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &task_defs::cliutil::chain(&e)),
+        Err(e) if pinfold_base::cli::is_broken_pipe(&e) => 0,
+        Err(e) => crate::cli::fail(a.json, EXIT_ERROR, &pinfold_base::cli::chain(&e)),
     }
 }
 

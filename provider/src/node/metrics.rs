@@ -5,7 +5,7 @@
 //! for jobs by status and run durations, the network for connected peers, the registry
 //! view for the verified log size and the age of its last sync), so the job handler only
 //! has to count transferred bytes. The endpoint is served by the registry's bounded accept
-//! loop ([`task_defs::registry::conn`]): header timeouts and a connection cap, since even
+//! loop ([`pinfold_registry::conn`]): header timeouts and a connection cap, since even
 //! a local port can be reached by whatever else runs on the host.
 
 use std::net::SocketAddr;
@@ -195,13 +195,13 @@ pub(super) async fn start(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(Arc::new(src));
-    let limits = task_defs::registry::conn::ServerLimits::local();
+    let limits = pinfold_registry::conn::ServerLimits::local();
     let mut stop = shutdown;
     tokio::spawn(async move {
         let until = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = task_defs::registry::conn::serve(listener, router, limits, until).await {
+        if let Err(e) = pinfold_registry::conn::serve(listener, router, limits, until).await {
             tracing::warn!("metrics endpoint stopped: {e}");
         }
     });

@@ -138,7 +138,7 @@ pub async fn keep_status(client: Client, data_dir: PathBuf, mut shutdown: watch:
             listening,
             reachability,
             peers: peers.len(),
-            updated: task_defs::registry::unix_now(),
+            updated: pinfold_registry::unix_now(),
         };
         if let Ok(json) = serde_json::to_vec_pretty(&status)
             && let Err(e) = write_replacing(&path, &json)

@@ -115,7 +115,7 @@ impl Inner {
                     .map(|k| k.parse())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| NodeError::Config(format!("registry.witnesses: {e}")))?;
-                task_defs::tlog::WitnessPolicy::new(
+                pinfold_tlog::WitnessPolicy::new(
                     witnesses.iter().cloned(),
                     r.witness_threshold.unwrap_or(witnesses.len()),
                 )

@@ -70,7 +70,7 @@ pub fn jobs_table(rows: &[JobRow]) -> String {
                 Some(c) if c != 0 => format!("{s}({c})"),
                 _ => s,
             })),
-            task_defs::registry::web::utc(r.created_ms / 1000)
+            pinfold_registry::web::utc(r.created_ms / 1000)
                 .trim_end_matches(" UTC")
                 .to_string(),
             or_dash(r.run_ms.map(duration)),

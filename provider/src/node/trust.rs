@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pinfold_net::RejectReason;
+use pinfold_registry::client::{self, Client, ClientError};
+use pinfold_registry::unix_now;
+use pinfold_tlog::merkle::verify_consistency;
+use pinfold_tlog::{Checkpoint, Hash, Status, Verifier, VerifierConfig};
 use serde::{Deserialize, Serialize};
-use task_defs::registry::client::{self, Client, ClientError};
-use task_defs::registry::unix_now;
-use task_defs::tlog::merkle::verify_consistency;
-use task_defs::tlog::{Checkpoint, Hash, Status, Verifier, VerifierConfig};
 use task_defs::{Definition, DefinitionId};
 
 use crate::gate::GateConfig;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use task_defs::{Definition, Diagnostics, Error, Rule};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+// Through `..`, so the registry crate's tests (which include this file) find them too.
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../task-defs/tests/fixtures");
+pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../task-defs/examples");
 
 /// A temp directory holding one definition under `def/`.
 pub struct Dir {

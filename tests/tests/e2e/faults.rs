@@ -17,10 +17,10 @@ use pinfold_e2e::{
     Limits, ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, ok_stdout,
     wat_definition,
 };
+use pinfold_registry::client::{Client, sync};
+use pinfold_registry::unix_now;
 use pinfold_test_support::wait_for;
-use task_defs::registry::client::{Client, sync};
-use task_defs::registry::unix_now;
-use task_defs::tlog::{
+use pinfold_tlog::{
     Entry, NoteVerifier, Published, Review, ReviewAction, SecretKey, Status, Verifier,
     VerifierConfig,
 };
@@ -719,7 +719,7 @@ fn acknowledged_writes_survive_three_sigkills_with_writers_running() {
     let writing = started.elapsed();
     let acked = acked.lock().unwrap().clone();
 
-    let log_key: task_defs::tlog::PublicKey = server.log_key().parse().unwrap();
+    let log_key: pinfold_tlog::PublicKey = server.log_key().parse().unwrap();
     let mut v = Verifier::new(VerifierConfig {
         origin: "pinfold-registry".into(),
         log_key: NoteVerifier::new("pinfold-registry", log_key).unwrap(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use pinfold_e2e::{RegistryProcess, Scratch, WitnessProcess, bin, example, keygen, ok_stdout, run};
-use task_defs::tlog::SecretKey;
+use pinfold_tlog::SecretKey;
 
 fn status_json(url: &str, log_key: &str, reviewers: &[&str], id: &str) -> serde_json::Value {
     let mut args: Vec<String> = vec![
@@ -265,7 +265,7 @@ fn three_witness_processes_cosign_and_status_and_provider_exec_require_two_of_th
         .find_map(|l| l.strip_prefix("log vkey "))
         .unwrap_or_else(|| panic!("no log vkey in {:?}", first.banner))
         .to_string();
-    let info = task_defs::registry::Client::new(&first.url).info().unwrap();
+    let info = pinfold_registry::Client::new(&first.url).info().unwrap();
     assert_eq!(info.log_vkey, log_vkey);
     assert!(log_vkey.starts_with("pinfold-registry+"), "{log_vkey}");
     first.kill();
@@ -350,7 +350,7 @@ fn three_witness_processes_cosign_and_status_and_provider_exec_require_two_of_th
     let strangers: Vec<String> = (0..2u8)
         .map(|n| {
             let k = SecretKey::from_seed([n + 40; 32]);
-            task_defs::tlog::Cosigner::new(&format!("stranger{n}.example"), k)
+            pinfold_tlog::Cosigner::new(&format!("stranger{n}.example"), k)
                 .unwrap()
                 .verifier()
                 .to_vkey()
@@ -405,7 +405,7 @@ fn a_provider_node_runs_only_from_checkpoints_its_configured_witnesses_cosigned(
     let (k1, p1) = keygen(&s, "r1");
     let data = s.path("registry");
     let first = RegistryProcess::start(&data, &["--reviewer", &p1]);
-    let log_vkey = task_defs::registry::Client::new(&first.url)
+    let log_vkey = pinfold_registry::Client::new(&first.url)
         .info()
         .unwrap()
         .log_vkey;
@@ -466,11 +466,10 @@ fn a_provider_node_runs_only_from_checkpoints_its_configured_witnesses_cosigned(
     assert_eq!(code, Some(0), "{v}");
     // Trusting a witness the registry does not use: nothing is cosigned for it, so the
     // node has no view it may vouch from and refuses.
-    let stranger =
-        task_defs::tlog::Cosigner::new("stranger.example", SecretKey::from_seed([44; 32]))
-            .unwrap()
-            .verifier()
-            .to_vkey();
+    let stranger = pinfold_tlog::Cosigner::new("stranger.example", SecretKey::from_seed([44; 32]))
+        .unwrap()
+        .verifier()
+        .to_vkey();
     let strict = node("strict", &stranger);
     let (code, v) = request(&strict, "out-strict");
     assert_eq!(code, Some(3), "{v}");

@@ -14,10 +14,10 @@ use pinfold_e2e::{
     RegistryProcess, Scratch, example, keygen, ok_stdout, proc_fd_count, proc_status_kib, publish,
     run,
 };
+use pinfold_registry::client::Client;
+use pinfold_registry::unix_now;
+use pinfold_tlog::{Published, SecretKey};
 use task_defs::identity::{FileDigest, canonical_document};
-use task_defs::registry::client::Client;
-use task_defs::registry::unix_now;
-use task_defs::tlog::{Published, SecretKey};
 use task_defs::{Definition, DefinitionId};
 
 /// Starts a registry in `s/registry` whose `registry.toml` is `toml`.

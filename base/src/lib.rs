@@ -34,6 +34,7 @@ macro_rules! serde_as_text {
 pub mod canonical;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod fs;
 pub mod id;
 pub mod isolation;
 pub mod run;

@@ -567,7 +567,8 @@ pub fn load_verifier(
 /// of the directory).
 pub fn save_verifier(verifier: &Verifier, path: &Path) -> Result<(), SyncFailure> {
     let json = serde_json::to_vec(verifier.state()).map_err(|e| state_err(path, e))?;
-    super::write_atomic(path, &json).map_err(|e| state_err(path, e))
+    pinfold_base::fs::write_atomic(path, &json, pinfold_base::fs::Durability::Durable)
+        .map_err(|e| state_err(path, e))
 }
 
 /// Syncs a verifier (restored from `state` if given, saved back after a successful sync)

@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
 
 use super::api::WitnessEntry;
 use super::service::Registry;
-use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now, write_atomic};
+use super::{KeyFileError, create_secret_key_file, read_secret_key_file, unix_now};
+use pinfold_base::fs::{Durability, write_atomic};
 use pinfold_tlog::note::{MAX_NOTE_BYTES, Note, NoteError, NoteSignature, check_key_name};
 use pinfold_tlog::witness::{
     AddCheckpoint, Cosigner, CosignerKey, MAX_PROOF_LINES, Witness, WitnessError, WitnessState,
@@ -210,7 +211,8 @@ impl WitnessService {
         };
         let bytes = serde_json::to_vec_pretty(&stored)
             .map_err(|e| WitnessServiceError::Config(e.to_string()))?;
-        write_atomic(&self.state_path, &bytes).map_err(io_err(&self.state_path))
+        write_atomic(&self.state_path, &bytes, Durability::Durable)
+            .map_err(io_err(&self.state_path))
     }
 
     /// The witness's verifier key (give it to registries and clients).

@@ -97,7 +97,8 @@ pub fn bootstrap_peers(data_dir: &Path, configured: &[String]) -> Vec<String> {
     all.truncate(MAX_REMEMBERED);
     if !configured.is_empty()
         && let Ok(json) = serde_json::to_vec_pretty(&all)
-        && let Err(e) = write_replacing(&path, &json)
+        && let Err(e) =
+            pinfold_base::fs::write_atomic(&path, &json, pinfold_base::fs::Durability::Durable)
     {
         tracing::warn!("remembering bootstrap peers in {}: {e}", path.display());
     }
@@ -141,7 +142,9 @@ pub async fn keep_status(client: Client, data_dir: PathBuf, mut shutdown: watch:
             updated: pinfold_registry::unix_now(),
         };
         if let Ok(json) = serde_json::to_vec_pretty(&status)
-            && let Err(e) = write_replacing(&path, &json)
+            // Rewritten every few seconds: atomic for readers, not worth an fsync each time.
+            && let Err(e) =
+                pinfold_base::fs::write_atomic(&path, &json, pinfold_base::fs::Durability::Atomic)
         {
             tracing::warn!("writing {}: {e}", path.display());
         }
@@ -151,16 +154,6 @@ pub async fn keep_status(client: Client, data_dir: PathBuf, mut shutdown: watch:
         }
     }
     let _ = std::fs::remove_file(&path);
-}
-
-/// Replaces `path` whole (a reader never sees half a file): written beside it, then renamed.
-fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
 }
 
 /// Reads the status a running node keeps in `data_dir`; `None` when no node runs there

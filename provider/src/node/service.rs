@@ -323,11 +323,12 @@ impl Node {
     /// Keeps a validated bundle on disk so the next job need not fetch it.
     pub(super) fn keep_bundle(&self, bytes: &[u8], def: &Arc<Definition>) {
         let path = self.bundle_path(&def.id.to_string());
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
-            // Not fatal (the job has the bundle in memory), but no partial file stays.
+        // Two jobs of one definition may keep it at once: each through its own temporary.
+        if let Err(e) =
+            pinfold_base::fs::write_atomic(&path, bytes, pinfold_base::fs::Durability::Atomic)
+        {
+            // Not fatal: the job has the bundle in memory.
             tracing::warn!("not keeping bundle {}: {e}", def.id);
-            let _ = std::fs::remove_file(&tmp);
         }
         self.cache_definition(def.clone());
         self.ad_kick.store(true, Ordering::Relaxed);

@@ -504,9 +504,7 @@ fn write_alarm(dir: &Path, evidence: &SplitViewEvidence) -> std::io::Result<Path
     if path.exists() {
         return Ok(path);
     }
-    let tmp = dir.join(format!(".{SPLIT_VIEW_PREFIX}{safe}.json.tmp"));
     let body = serde_json::to_vec_pretty(evidence).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, &path)?;
+    pinfold_base::fs::write_atomic(&path, &body, pinfold_base::fs::Durability::Durable)?;
     Ok(path)
 }

@@ -8,10 +8,11 @@
 //! write, corruption, tampering) is treated as a miss and the module is recompiled.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use pinfold_base::fs::{Durability, write_atomic};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
@@ -155,8 +156,12 @@ impl ArtifactCache {
             return Ok(());
         }
         let (art, sum) = self.paths(key);
-        write_atomic(&self.dir, &art, artifact)?;
-        write_atomic(&self.dir, &sum, blake3::hash(artifact).to_hex().as_bytes())
+        write_atomic(&art, artifact, Durability::Durable)?;
+        write_atomic(
+            &sum,
+            blake3::hash(artifact).to_hex().as_bytes(),
+            Durability::Durable,
+        )
     }
 }
 
@@ -172,14 +177,6 @@ fn read_small(path: &Path, cap: u64) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     f.take(cap + 1).read_to_end(&mut buf).ok()?;
     (buf.len() as u64 <= cap).then_some(buf)
-}
-
-fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Where bytes handed to [`deserialize_trusted`] come from; each variant is a reason to

@@ -1,0 +1,189 @@
+//! Checkpoint gossip convergence: how fast one new registry checkpoint reaches N providers.
+//!
+//! Starts a registry and N provider nodes in this process on loopback (as the `scale`
+//! example does: each bootstraps from the first, ads every 10 s, a 1 s gossip heartbeat),
+//! waits until every node has synced its registry view and a fresh requestor session hears
+//! all of them, then, each round, grows the log (another wordfreq variant published and
+//! approved), fetches the registry's newest signed checkpoint note and gossips it once,
+//! from that session (connected to the first node only). Each node checks the note against
+//! its log key and asks the registry for a consistency proof from its own view, so the N
+//! proof requests arriving together are part of what is measured. Every 10 ms the example
+//! reads each node's view ([`provider::node::trust::RegistryView`], what `/metrics` shows)
+//! and prints when 50 %, 90 % and 100 % of the nodes had received the note and when they
+//! had verified it as one history with their view.
+//!
+//! The nodes' own syncs are spaced an hour apart, so only the gossip can tell them about the
+//! new checkpoint (with the default `sync_interval_ms` every node also syncs at each ad
+//! tick, and a new checkpoint reaches every view within an ad interval without gossip).
+//!
+//! `cargo run -p pinfold-demo --example gossip -- [PROVIDERS] [ROUNDS]` (defaults 100, 3).
+
+use std::time::{Duration, Instant};
+
+use pinfold_demo::{LocalNetwork, write_wordfreq};
+use requestor::session::{Session, SessionConfig};
+use task_defs::registry::client::Client;
+
+/// Longest a round waits for every node.
+const ROUND_CAP: Duration = Duration::from_secs(60);
+
+/// The time by which `q` of the nodes had an event (`None` where a node never did).
+fn quantile(times: &[Option<Duration>], q: f64) -> Option<Duration> {
+    let need = ((times.len() as f64) * q).ceil().max(1.0) as usize;
+    let mut seen: Vec<Duration> = times.iter().flatten().copied().collect();
+    seen.sort();
+    seen.get(need - 1).copied()
+}
+
+fn show(d: Option<Duration>) -> String {
+    d.map_or("never".to_string(), |d| {
+        format!("{:.0} ms", d.as_secs_f64() * 1e3)
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    // The in-process providers' compile workers are this executable started again.
+    provider::wasm::dispatch_worker();
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
+    let providers = args.next().transpose()?.unwrap_or(100).max(2);
+    let rounds = args.next().transpose()?.unwrap_or(3).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut net = LocalNetwork::new().await?;
+        let dir = net.root().join("wordfreq");
+        write_wordfreq(&dir)?;
+        let def = net.publish(&dir).await?;
+        net.approve(def.id).await?;
+        let tune = |c: &mut provider::node::NodeConfig| {
+            c.network.ad_interval_secs = 10;
+            c.network.gossip_heartbeat_ms = 1000;
+            c.registry.sync_interval_ms = 3_600_000;
+        };
+        let t = Instant::now();
+        net.start_providers(providers, tune).await?;
+        println!(
+            "gossip: {providers} providers started in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+
+        // Settled: every view synced once, and a new session hears every node's ad (so the
+        // gossip meshes have formed).
+        let session = Session::start(SessionConfig {
+            bootstrap: net.addrs.first().cloned().into_iter().collect(),
+            mdns: false,
+            keypair: None,
+        })
+        .await?;
+        let t = Instant::now();
+        loop {
+            let synced = net
+                .nodes
+                .iter()
+                .filter(|n| n.registry().and_then(|r| r.sync_status()).is_some())
+                .count();
+            let heard = session.client.providers().await.unwrap_or_default().len();
+            if synced == providers && heard >= providers {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                anyhow::bail!("not settled after 120 s: {synced} views synced, {heard} ads heard");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "gossip: settled {:.1} s after start",
+            t.elapsed().as_secs_f64()
+        );
+
+        let url = net.url.clone();
+        for round in 1..=rounds {
+            // Every view caught up with the last round (each syncs at its next ad tick once
+            // gossip told it), so this round's checkpoint is ahead of all of them.
+            let t = Instant::now();
+            let size = |n: &provider::node::RunningNode| {
+                n.registry()
+                    .and_then(|r| r.sync_status())
+                    .map_or(0, |(s, _)| s)
+            };
+            let target = net.nodes.iter().map(size).max().unwrap_or(0);
+            while net.nodes.iter().any(|n| size(n) < target) {
+                if t.elapsed() > ROUND_CAP {
+                    // A node that missed the last note learns of this one all the same.
+                    println!(
+                        "gossip: {} views still behind tree size {target} after {ROUND_CAP:?}",
+                        net.nodes.iter().filter(|n| size(n) < target).count()
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A quiet moment: the checkpoints the nodes gossiped after syncing are checked.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+
+            let variant = net.root().join(format!("wordfreq-{round}"));
+            write_wordfreq(&variant)?;
+            std::fs::write(variant.join("README.md"), format!("variant {round}\n"))?;
+            let d = net.publish(&variant).await?;
+            net.approve(d.id).await?;
+            let u = url.clone();
+            let note = tokio::task::spawn_blocking(move || Client::new(&u).checkpoint())
+                .await??;
+            let note = String::from_utf8(note)?;
+            let new_size: u64 = note
+                .lines()
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("checkpoint note without a size line"))?;
+
+            let received: Vec<u64> = net
+                .nodes
+                .iter()
+                .map(|n| n.registry().map_or(0, |r| r.gossip_notes_received()))
+                .collect();
+            let mut heard: Vec<Option<Duration>> = vec![None; net.nodes.len()];
+            let mut verified: Vec<Option<Duration>> = vec![None; net.nodes.len()];
+            let t = Instant::now();
+            // The session may still be joining the checkpoint topic's mesh.
+            while let Err(e) = session.client.publish_checkpoint(&note).await {
+                if t.elapsed() > Duration::from_secs(10) {
+                    anyhow::bail!("gossiping the checkpoint: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let published = t.elapsed();
+            while t.elapsed() < ROUND_CAP && verified.iter().any(Option::is_none) {
+                for (i, n) in net.nodes.iter().enumerate() {
+                    let Some(r) = n.registry() else { continue };
+                    if heard[i].is_none() && r.gossip_notes_received() > received[i] {
+                        heard[i] = Some(t.elapsed());
+                    }
+                    if verified[i].is_none() && r.gossiped_tree_size() >= new_size {
+                        verified[i] = Some(t.elapsed());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let done = verified.iter().flatten().count();
+            println!(
+                "gossip: round {round}: checkpoint of tree size {target} -> {new_size} gossiped once \
+                 ({:.0} ms to publish); received by 50/90/100 % of {} nodes after {} / {} / {}; \
+                 verified consistent by 50/90/100 % after {} / {} / {} ({done} of {})",
+                published.as_secs_f64() * 1e3,
+                net.nodes.len(),
+                show(quantile(&heard, 0.5)),
+                show(quantile(&heard, 0.9)),
+                show(quantile(&heard, 1.0)),
+                show(quantile(&verified, 0.5)),
+                show(quantile(&verified, 0.9)),
+                show(quantile(&verified, 1.0)),
+                net.nodes.len(),
+            );
+        }
+        net.stop(false).await;
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

@@ -16,7 +16,15 @@
 //! new checkpoint (with the default `sync_interval_ms` every node also syncs at each ad
 //! tick, and a new checkpoint reaches every view within an ad interval without gossip).
 //!
-//! `cargo run -p pinfold-demo --example gossip -- [PROVIDERS] [ROUNDS]` (defaults 100, 3).
+//! Who a node is connected to decides who gossip reaches. Each node bootstraps from the first
+//! and from `PEERS - 1` other earlier nodes picked at random, so the network is a random
+//! graph, as Kademlia's walks would make it (Kademlia itself stays off: in a debug build
+//! under load a hundred nodes' walks took minutes). With `PEERS` 1 (what [`LocalNetwork`]
+//! sets up for the demo) every node but the first has that one peer: a star whose centre
+//! keeps only a dozen of them in its gossip mesh and tells a random few others per heartbeat.
+//!
+//! `cargo run -p pinfold-demo --example gossip -- [PROVIDERS] [ROUNDS] [PEERS]` (defaults
+//! 100, 3, 4).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +34,24 @@ use task_defs::registry::client::Client;
 
 /// Longest a round waits for every node.
 const ROUND_CAP: Duration = Duration::from_secs(60);
+
+/// CPU time this process has used (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
 
 /// The time by which `q` of the nodes had an event (`None` where a node never did).
 fn quantile(times: &[Option<Duration>], q: f64) -> Option<Duration> {
@@ -47,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let providers = args.next().transpose()?.unwrap_or(100).max(2);
     let rounds = args.next().transpose()?.unwrap_or(3).max(1);
+    let peers = args.next().transpose()?.unwrap_or(4).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -62,10 +89,29 @@ fn main() -> anyhow::Result<()> {
             c.registry.sync_interval_ms = 3_600_000;
         };
         let t = Instant::now();
-        net.start_providers(providers, tune).await?;
+        // xorshift64: the same graph on every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..providers {
+            let earlier = net.addrs.clone();
+            let mut boot: Vec<String> = earlier.first().map(|a| a.to_string()).into_iter().collect();
+            while boot.len() < peers.min(earlier.len()) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let a = earlier[(seed % earlier.len() as u64) as usize].to_string();
+                if !boot.contains(&a) {
+                    boot.push(a);
+                }
+            }
+            net.start_providers(1, |c| {
+                tune(c);
+                c.network.bootstrap = boot.clone();
+            })
+            .await?;
+        }
         println!(
-            "gossip: {providers} providers started in {:.1} s",
-            t.elapsed().as_secs_f64()
+            "gossip: {providers} providers started in {:.1} s, each bootstrapping from up to {peers}",
+            t.elapsed().as_secs_f64(),
         );
 
         // Settled: every view synced once, and a new session hears every node's ad (so the
@@ -98,16 +144,16 @@ fn main() -> anyhow::Result<()> {
         );
 
         let url = net.url.clone();
+        let size = |n: &provider::node::RunningNode| {
+            n.registry()
+                .and_then(|r| r.sync_status())
+                .map_or(0, |(s, _)| s)
+        };
+        let mut target = net.nodes.iter().map(size).max().unwrap_or(0);
         for round in 1..=rounds {
             // Every view caught up with the last round (each syncs at its next ad tick once
             // gossip told it), so this round's checkpoint is ahead of all of them.
             let t = Instant::now();
-            let size = |n: &provider::node::RunningNode| {
-                n.registry()
-                    .and_then(|r| r.sync_status())
-                    .map_or(0, |(s, _)| s)
-            };
-            let target = net.nodes.iter().map(size).max().unwrap_or(0);
             while net.nodes.iter().any(|n| size(n) < target) {
                 if t.elapsed() > ROUND_CAP {
                     // A node that missed the last note learns of this one all the same.
@@ -120,7 +166,11 @@ fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             // A quiet moment: the checkpoints the nodes gossiped after syncing are checked.
+            // What the process burns meanwhile (ads, heartbeats) is the load the gossip
+            // below competes with.
+            let (cpu, wall) = (cpu_time(), Instant::now());
             tokio::time::sleep(Duration::from_secs(2)).await;
+            let busy = (cpu_time() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
 
             let variant = net.root().join(format!("wordfreq-{round}"));
             write_wordfreq(&variant)?;
@@ -169,7 +219,8 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "gossip: round {round}: checkpoint of tree size {target} -> {new_size} gossiped once \
                  ({:.0} ms to publish); received by 50/90/100 % of {} nodes after {} / {} / {}; \
-                 verified consistent by 50/90/100 % after {} / {} / {} ({done} of {})",
+                 verified consistent by 50/90/100 % after {} / {} / {} ({done} of {}); \
+                 the process used {busy:.2} cores just before",
                 published.as_secs_f64() * 1e3,
                 net.nodes.len(),
                 show(quantile(&heard, 0.5)),
@@ -180,6 +231,7 @@ fn main() -> anyhow::Result<()> {
                 show(quantile(&verified, 1.0)),
                 net.nodes.len(),
             );
+            target = new_size;
         }
         net.stop(false).await;
         anyhow::Ok(())

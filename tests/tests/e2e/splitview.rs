@@ -230,9 +230,7 @@ fn a_newer_consistent_checkpoint_gossiped_by_a_peer_is_counted_and_makes_the_nod
     // A syncs once at start and then, with its interval an hour away, only when gossip tells
     // it the log grew; B syncs at every ad tick (2 s) and gossips what it verified.
     let port = free_port();
-    let slow = format!(
-        "sync_interval_ms = \"1h\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
-    );
+    let slow = format!("sync_interval_ms = \"1h\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
     let a = ProviderProcess::start(
         &s.path("a"),
         Some(&provider_toml(

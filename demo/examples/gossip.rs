@@ -1,7 +1,7 @@
 //! Checkpoint gossip convergence: how fast one new registry checkpoint reaches N providers.
 //!
 //! Starts a registry and N provider nodes in this process on loopback (as the `scale`
-//! example does: each bootstraps from the first, ads every 10 s, a 1 s gossip heartbeat),
+//! example does: ads every 10 s, a 1 s gossip heartbeat),
 //! waits until every node has synced its registry view and a fresh requestor session hears
 //! all of them, then, each round, grows the log (another wordfreq variant published and
 //! approved), fetches the registry's newest signed checkpoint note and gossips it once,
@@ -18,8 +18,8 @@
 //!
 //! Who a node is connected to decides who gossip reaches. Each node bootstraps from the first
 //! and from `PEERS - 1` other earlier nodes picked at random, so the network is a random
-//! graph, as Kademlia's walks would make it (Kademlia itself stays off: in a debug build
-//! under load a hundred nodes' walks took minutes). With `PEERS` 1 (what [`LocalNetwork`]
+//! graph, as Kademlia's walks would make it (Kademlia itself stays off: with it a hundred
+//! debug-build nodes took minutes to start and to be heard, under load). With `PEERS` 1 (what [`LocalNetwork`]
 //! sets up for the demo) every node but the first has that one peer: a star whose centre
 //! keeps only a dozen of them in its gossip mesh and tells a random few others per heartbeat.
 //!

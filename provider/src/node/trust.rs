@@ -19,7 +19,7 @@
 //!
 //! What gossip taught the node is counted for `/metrics`: the notes received and the largest
 //! tree size of a gossiped checkpoint found to be one history with the view, so an operator
-//! (and the scale benchmark) can see a new checkpoint spread before any offer needs it.
+//! (and `demo/examples/gossip.rs`) can see a new checkpoint spread before any offer needs it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

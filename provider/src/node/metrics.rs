@@ -3,10 +3,11 @@
 //!
 //! Almost everything is read at scrape time from what the node keeps anyway (the job store
 //! for jobs by status and run durations, the network for connected peers, the registry
-//! view for the verified log size and the age of its last sync), so the job handler only
-//! has to count transferred bytes. The endpoint is served by the registry's bounded accept
-//! loop ([`pinfold_registry::conn`]): header timeouts and a connection cap, since even
-//! a local port can be reached by whatever else runs on the host.
+//! view for the verified log size, the age of its last sync and what checkpoint gossip
+//! taught it), so the job handler only has to count transferred bytes. The endpoint is
+//! served by the registry's bounded accept loop ([`pinfold_registry::conn`]): header
+//! timeouts and a connection cap, since even a local port can be reached by whatever else
+//! runs on the host.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,6 +149,23 @@ pub(super) async fn render(src: &Sources) -> String {
             "registry_sync_age_seconds",
             "Time since the node last verified the registry log",
             g,
+        );
+    }
+
+    if let Some(view) = &src.registry {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(view.gossiped_tree_size()).unwrap_or(i64::MAX));
+        reg.register(
+            "registry_gossiped_tree_size",
+            "Largest tree size of a checkpoint gossiped by a peer that the node verified as one history with its view (0 until one)",
+            g,
+        );
+        let c = Counter::<u64>::default();
+        c.inc_by(view.gossip_notes_received());
+        reg.register(
+            "registry_gossiped_checkpoints",
+            "Registry checkpoint notes received over gossip",
+            c,
         );
     }
 

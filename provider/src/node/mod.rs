@@ -88,11 +88,18 @@ pub struct RunningNode {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Reachability at start-up (with relays configured, after the wait for a reservation).
     pub reachability: pinfold_net::Reachability,
+    registry: Option<Arc<trust::RegistryView>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNode {
+    /// The node's registry view (the verified log size, what checkpoint gossip taught it),
+    /// when a registry is configured; what its `/metrics` reads, for in-process callers.
+    pub fn registry(&self) -> Option<&trust::RegistryView> {
+        self.registry.as_deref()
+    }
+
     /// Stops serving, marks jobs in flight interrupted, removes their directories.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -237,6 +244,7 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
         None => None,
     };
     tokio::spawn(retention::prune_loop(retention_config, shutdown_rx.clone()));
+    let registry = inner.registry.clone();
     let node = Arc::new(service::Node::new(inner, client));
     let task = tokio::spawn(service::serve(node, events, shutdown_rx));
     Ok(RunningNode {
@@ -245,6 +253,7 @@ pub async fn start(config: NodeConfig, keypair: Option<Keypair>) -> Result<Runni
         reachability,
         interrupted,
         metrics_addr,
+        registry,
         shutdown,
         task,
     })

@@ -437,6 +437,9 @@ fn on_event(node: &Arc<Node>, ev: Event) {
         Event::Banned { peer, reason } => tracing::warn!(%peer, "banned: {reason}"),
         Event::Checkpoint { source, note } => {
             tracing::debug!(%source, "checkpoint gossip");
+            if let Some(r) = &node.inner.registry {
+                r.gossip_received();
+            }
             // One check at a time; notes arriving meanwhile are dropped (the next ad tick
             // or offer catches up anyway), so gossip cannot pile up blocking work.
             if node.inner.registry.is_some() && !node.note_check.swap(true, Ordering::AcqRel) {

@@ -16,11 +16,15 @@
 //! `DATA/alarms/split-view-<origin>.json` and refuses every offer as `StaleRegistryView`
 //! until an operator deletes that file (`provider doctor` reports it). A registry that does
 //! not answer at all raises nothing: the comparison is retried at the next gossip.
+//!
+//! What gossip taught the node is counted for `/metrics`: the notes received and the largest
+//! tree size of a gossiped checkpoint found to be one history with the view, so an operator
+//! (and `demo/examples/gossip.rs`) can see a new checkpoint spread before any offer needs it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pinfold_net::RejectReason;
@@ -144,6 +148,10 @@ pub struct RegistryView {
     /// Tree size and time of the last successful sync, read by `/metrics` without taking
     /// the verifier's lock (held across a sync's network round trips).
     synced: Mutex<Option<(u64, Instant)>>,
+    /// Checkpoint notes received over gossip, checked or not.
+    gossip_received: AtomicU64,
+    /// The largest tree size of a gossiped checkpoint found to be one history with the view.
+    gossip_consistent: AtomicU64,
 }
 
 impl RegistryView {
@@ -161,7 +169,32 @@ impl RegistryView {
             local_note: Mutex::new(None),
             consistent: Mutex::default(),
             synced: Mutex::new(None),
+            gossip_received: AtomicU64::new(0),
+            gossip_consistent: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a checkpoint note received over gossip, including one dropped unchecked
+    /// because a check was already running.
+    pub fn gossip_received(&self) {
+        self.gossip_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checkpoint notes received over gossip so far.
+    pub fn gossip_notes_received(&self) -> u64 {
+        self.gossip_received.load(Ordering::Relaxed)
+    }
+
+    /// The largest tree size of a gossiped checkpoint that verified under the log key and
+    /// was found to be one history with the view (the view's own checkpoint, or a
+    /// consistency proof between them); 0 until there is one. Ahead of
+    /// [`RegistryView::sync_status`]'s size, it is a sync the gossip has already scheduled.
+    pub fn gossiped_tree_size(&self) -> u64 {
+        self.gossip_consistent.load(Ordering::Relaxed)
+    }
+
+    fn gossip_consistent(&self, cp: &Checkpoint) {
+        self.gossip_consistent.fetch_max(cp.size, Ordering::Relaxed);
     }
 
     /// The verified log size and the time since the last successful sync, once there was one.
@@ -319,10 +352,15 @@ impl RegistryView {
             let Some(held) = v.checkpoint().cloned() else {
                 return;
             };
-            if cp.origin != v.config().origin || (cp.size == held.size && cp.root == held.root) {
+            if cp.origin != v.config().origin {
+                return;
+            }
+            if cp.size == held.size && cp.root == held.root {
+                self.gossip_consistent(&cp);
                 return;
             }
             if self.known_consistent(&held, &cp) {
+                self.gossip_consistent(&cp);
                 if cp.size > held.size {
                     *last_sync = None;
                 }
@@ -334,6 +372,7 @@ impl RegistryView {
         match self.compare(&held, &cp) {
             Comparison::Consistent => {
                 self.remember_consistent(&held, &cp);
+                self.gossip_consistent(&cp);
                 if cp.size > held.size {
                     let mut guard = self.verifier.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some((_, last_sync)) = guard.as_mut() {

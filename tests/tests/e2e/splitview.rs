@@ -2,12 +2,15 @@
 //! `task-defs serve` processes share one log key and origin (one data dir copied) but grow
 //! different entries, each provider trusts one, and the checkpoints they gossip raise a
 //! split-view alarm (log line, evidence file, `provider doctor` failure, offers refused).
+//! The honest case too: a newer checkpoint of the same history, gossiped by a peer, is
+//! verified, shown on `/metrics` and makes the node sync.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pinfold_e2e::{
-    ProviderProcess, RegistryProcess, Scratch, bin, example, keygen, ok_stdout, provider_toml, run,
+    ProviderProcess, RegistryProcess, Scratch, bin, example, free_port, keygen, ok_stdout,
+    provider_toml, run,
 };
 use pinfold_test_support::{copy_tree, wait_until};
 
@@ -191,4 +194,101 @@ fn a_registry_showing_two_histories_raises_a_split_view_alarm() {
     // The operator looked: deleting the file lifts the alarm.
     std::fs::remove_file(&file).unwrap();
     assert_eq!(doctor_split_view(&a)["status"], "pass");
+}
+
+/// The value of the unlabelled sample `name` on the node's `/metrics` at `port`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let text = agent
+        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_newer_consistent_checkpoint_gossiped_by_a_peer_is_counted_and_makes_the_node_sync() {
+    let s = Scratch::new();
+    let (author, _) = keygen(&s, "author");
+    let r1 = keygen(&s, "r1");
+    let r2 = keygen(&s, "r2");
+    let reg = RegistryProcess::start(
+        &s.path("reg"),
+        &["--reviewer", &r1.1, "--reviewer", &r2.1, "--threshold", "2"],
+    );
+    let wordfreq = publish(&reg.url, &author, &example("wordfreq"));
+    approve(&reg.url, &wordfreq, &r1.0);
+    approve(&reg.url, &wordfreq, &r2.0);
+
+    // A syncs once at start and then, with its interval an hour away, only when gossip tells
+    // it the log grew; B syncs at every ad tick (2 s) and gossips what it verified.
+    let port = free_port();
+    let slow = format!("sync_interval_ms = \"1h\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let a = ProviderProcess::start(
+        &s.path("a"),
+        Some(&provider_toml(
+            &reg.url,
+            &reg.log_key(),
+            &[&r1.1, &r2.1],
+            2,
+            &slow,
+        )),
+        &[],
+        &[],
+    );
+    let b = ProviderProcess::start(
+        &s.path("b"),
+        Some(&provider_toml(
+            &reg.url,
+            &reg.log_key(),
+            &[&r1.1, &r2.1],
+            2,
+            "",
+        )),
+        &["--bootstrap", a.addr()],
+        &[],
+    );
+    let gossiped = || metric(port, "pinfold_registry_gossiped_tree_size");
+    let log_size = || metric(port, "pinfold_registry_log_size");
+
+    // B's checkpoint is A's own: one history, counted at size 3.
+    assert!(
+        wait_until(30, || gossiped() == Some(3.0)),
+        "gossiped tree size {:?}\na log:\n{}\nb log:\n{}",
+        gossiped(),
+        a.log(),
+        b.log()
+    );
+    assert_eq!(log_size(), Some(3.0));
+
+    // The log grows; B syncs and gossips size 4, the registry proves 3 -> 4 to A.
+    publish(&reg.url, &author, &example("sha256sum"));
+    assert!(
+        wait_until(30, || gossiped() == Some(4.0)),
+        "gossiped tree size {:?}, log size {:?}\na log:\n{}\nb log:\n{}",
+        gossiped(),
+        log_size(),
+        a.log(),
+        b.log()
+    );
+    assert!(
+        metric(port, "pinfold_registry_gossiped_checkpoints_total").is_some_and(|n| n >= 2.0),
+        "notes received: {:?}",
+        metric(port, "pinfold_registry_gossiped_checkpoints_total")
+    );
+    // And A syncs at its next ad tick instead of in an hour.
+    assert!(
+        wait_until(30, || log_size() == Some(4.0)),
+        "log size {:?}\na log:\n{}",
+        log_size(),
+        a.log()
+    );
+    assert!(alarms(&a).is_empty() && alarms(&b).is_empty());
 }

@@ -8,38 +8,7 @@
 # once per definition) is not counted in the provider's figures.
 #   BIN=target/debug CHECKPOINTS="30 200" demo/benches/memory.sh
 set -euo pipefail
-B=${BIN:?set BIN to the directory holding task-defs, provider and requestor}
-R=$(cd "$(dirname "$0")/../.." && pwd)
-W=$(mktemp -d)
-cd $W
-$B/task-defs keygen -o author.key >/dev/null
-P1=$($B/task-defs keygen -o r1.key); P2=$($B/task-defs keygen -o r2.key)
-$B/task-defs serve --data reg --listen 127.0.0.1:0 --reviewer "$P1" --reviewer "$P2" --threshold 2 > reg.out 2>reg.err &
-REG=$!
-for i in $(seq 50); do grep -q "listening on" reg.out 2>/dev/null && break; sleep 0.1; done
-URL=$(head -1 reg.out | sed 's/listening on //')
-ID=$($B/task-defs publish $R/task-defs/examples/wordfreq --registry $URL --key author.key --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-$B/task-defs review approve $ID --registry $URL --key r1.key >/dev/null
-$B/task-defs review approve $ID --registry $URL --key r2.key >/dev/null
-LK=$(cat reg/log.pub)
-mkdir node
-cat > node/provider.toml <<T
-[network]
-listen = ["/ip4/127.0.0.1/tcp/0"]
-mdns = false
-kad = false
-[registry]
-url = "$URL"
-log_key = "$LK"
-reviewers = ["$P1", "$P2"]
-threshold = 2
-T
-$B/provider run --config node/provider.toml > node.out 2>node.err &
-PROV=$!
-for i in $(seq 100); do grep -q "^ready" node.out 2>/dev/null && break; sleep 0.1; done
-ADDR=$(grep "^listening on" node.out | head -1 | sed 's/listening on //')
-PEER=$(grep "^peer id" node.out | sed 's/peer id //')
-echo "the cat and the hat" > corpus.txt
+. "$(dirname "$0")/loopback.sh"
 python3 - "$B" "$ID" "$PEER" "$ADDR" "$PROV" "$REG" <<'P'
 import os, subprocess, sys, time
 b, i, p, a, prov, reg = sys.argv[1:7]
@@ -76,6 +45,4 @@ print(f'requestor run peak RSS over {len(s)} invocations: p50 {s[len(s)//2]:.1f}
       f'min {s[0]:.1f} MiB, max {s[-1]:.1f} MiB')
 show('registry (task-defs serve) at the end', reg)
 P
-kill $PROV $REG 2>/dev/null || true
-wait 2>/dev/null || true
-rm -rf "$W"
+network_stop

@@ -69,8 +69,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("taskdef.toml"), NOOP_TOML)?;
         std::fs::write(dir.join("noop.wasm"), NOOP_WASM)?;
-        let def = net.publish(&dir).await?;
-        net.approve(def.id).await?;
+        let def = net.publish_approved(&dir).await?;
         net.start_providers(1, |c| {
             c.caps.concurrent_tasks = 8;
             c.caps.retain_secs = 5;

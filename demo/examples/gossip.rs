@@ -79,10 +79,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut net = LocalNetwork::new().await?;
-        let dir = net.root().join("wordfreq");
-        write_wordfreq(&dir)?;
-        let def = net.publish(&dir).await?;
-        net.approve(def.id).await?;
+        net.approved_wordfreq().await?;
         let tune = |c: &mut provider::node::NodeConfig| {
             c.network.ad_interval_secs = 10;
             c.network.gossip_heartbeat_ms = 1000;
@@ -175,8 +172,7 @@ fn main() -> anyhow::Result<()> {
             let variant = net.root().join(format!("wordfreq-{round}"));
             write_wordfreq(&variant)?;
             std::fs::write(variant.join("README.md"), format!("variant {round}\n"))?;
-            let d = net.publish(&variant).await?;
-            net.approve(d.id).await?;
+            net.publish_approved(&variant).await?;
             let u = url.clone();
             let note = tokio::task::spawn_blocking(move || Client::new(&u).checkpoint())
                 .await??;

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pinfold_demo::{LocalNetwork, write_wordfreq};
+use pinfold_demo::LocalNetwork;
 use requestor::run::{RunOptions, run_in};
 use requestor::session::{Session, SessionConfig};
 
@@ -51,10 +51,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut net = LocalNetwork::new().await?;
-        let dir = net.root().join("wordfreq");
-        write_wordfreq(&dir)?;
-        let def = net.publish(&dir).await?;
-        net.approve(def.id).await?;
+        let def = net.approved_wordfreq().await?;
         // Ads every 10 s and libp2p's 1 s gossip heartbeat: with a hundred nodes in one
         // process, every ad is verified by every node, and faster settings spend the CPU the
         // jobs need.

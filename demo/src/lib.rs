@@ -208,6 +208,20 @@ impl LocalNetwork {
         Ok(def)
     }
 
+    /// Publishes a definition directory and has both demo reviewers approve it.
+    pub async fn publish_approved(&self, dir: &Path) -> anyhow::Result<Definition> {
+        let def = self.publish(dir).await?;
+        self.approve(def.id).await?;
+        Ok(def)
+    }
+
+    /// Writes the wordfreq example under the network's directory, publishes and approves it.
+    pub async fn approved_wordfreq(&self) -> anyhow::Result<Definition> {
+        let dir = self.root().join("wordfreq");
+        write_wordfreq(&dir)?;
+        self.publish_approved(&dir).await
+    }
+
     /// Both demo reviewers approve `id`.
     pub async fn approve(&self, id: DefinitionId) -> anyhow::Result<()> {
         let reviews: Vec<Review> = self

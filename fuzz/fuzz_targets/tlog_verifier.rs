@@ -14,11 +14,11 @@
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use pinfold_fuzz::{ORIGIN, STAGING, key, log_signer, verifier_config};
-use task_defs::DefinitionId;
 use pinfold_tlog::{
     Checkpoint, Entry, Hash, MemoryTree, Published, Review, ReviewAction, Verifier, VerifierState,
     consistency_proof,
 };
+use task_defs::DefinitionId;
 
 const START: u64 = 1_700_000_000;
 

@@ -217,6 +217,24 @@ pub fn run_man(cmd: clap::Command, a: &ManArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM: the shutdown future the binaries' servers
+/// (a provider node, a registry, a witness) are given, so `systemctl stop` and Ctrl-C end them
+/// the same orderly way.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,21 +208,6 @@ pub fn init(a: &InitArgs) -> i32 {
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// Runs `provider run` until SIGINT or SIGTERM.
 pub fn run(a: &RunArgs) -> i32 {
     init_logging(a.log_format);
@@ -281,7 +266,7 @@ pub fn run(a: &RunArgs) -> i32 {
                 writeln!(out, "ready")?;
                 out.flush()?;
             }
-            shutdown_signal().await;
+            pinfold_base::cli::shutdown_signal().await;
             tracing::info!("shutting down");
             node.stop().await;
             Ok(0)

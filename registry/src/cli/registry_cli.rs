@@ -81,21 +81,6 @@ fn keygen(path: &std::path::Path, json: bool) -> anyhow::Result<Outcome> {
     Ok(ok(format!("{}\n", key.public_key())))
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
     let config = RegistryConfig {
         data_dir: a.data.clone(),
@@ -125,7 +110,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
                     .await
                     .with_context(|| format!("--metrics-listen {m}"))?;
                 let bound = l.local_addr().context("reading the metrics address")?;
-                tokio::spawn(reg::observe::serve(l, registry.clone(), shutdown_signal()));
+                tokio::spawn(reg::observe::serve(l, registry.clone(), pinfold_base::cli::shutdown_signal()));
                 Some(bound)
             }
             None => None,
@@ -195,7 +180,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<Outcome> {
         }
         out.flush()?;
         drop(out);
-        reg::serve(listener, registry.clone(), shutdown_signal())
+        reg::serve(listener, registry.clone(), pinfold_base::cli::shutdown_signal())
             .await
             .context("serving")
     })?;
@@ -259,7 +244,7 @@ fn witness(a: &WitnessArgs) -> anyhow::Result<Outcome> {
         }
         out.flush()?;
         drop(out);
-        serve_witness(listener, service, shutdown_signal())
+        serve_witness(listener, service, pinfold_base::cli::shutdown_signal())
             .await
             .context("serving")
     })?;

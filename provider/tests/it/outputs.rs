@@ -166,8 +166,12 @@ int main(void) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collecting_outputs_counts_against_the_time_limit() {
-    // The guest runs until just before its 2 s limit, leaving thousands of files: hashing
-    // them afterwards used to take as long as it took, outside the limit.
+    // The guest runs until just before its 2 s limit, leaving outputs that take far longer
+    // to hash than the ~20 ms left: collecting them used to take as long as it took,
+    // outside the limit. The outputs are a fixed 256 MiB written at once (not as many files
+    // as the guest manages to create before its end), so how much collection has to do does
+    // not depend on how fast this machine's disk creates files: a slow one once left too
+    // little to overrun the window.
     let case = Case::new();
     let exec = WasmExecutor::new(WasmConfig {
         timeout_grace: Duration::from_millis(10),
@@ -179,23 +183,26 @@ async fn collecting_outputs_counts_against_the_time_limit() {
         r#"#include <stdio.h>
 #include <string.h>
 #include <time.h>
-static char buf[4096];
+static char buf[1 << 20];
 static long ms(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1000 + t.tv_nsec / 1000000; }
 int main(void) {
     long t0 = ms();
     memset(buf, 'z', sizeof buf);
     char p[64];
-    for (int i = 0; ms() - t0 < 1990; i++) {
-        if (i >= 9000) continue;
-        snprintf(p, sizeof p, "/output/f%05d", i);
-        FILE *f = fopen(p, "w"); if (!f) return 1; fwrite(buf, 1, sizeof buf, f); fclose(f);
+    for (int i = 0; i < 64; i++) {
+        snprintf(p, sizeof p, "/output/f%02d", i);
+        FILE *f = fopen(p, "w"); if (!f) return 1;
+        for (int k = 0; k < 4; k++) if (fwrite(buf, 1, sizeof buf, f) != sizeof buf) return 2;
+        fclose(f);
     }
+    if (ms() - t0 >= 1900) return 3; /* too slow to leave collection the tail of the limit */
+    while (ms() - t0 < 1990) {}
     return 0;
 }
 "#,
         &Spec {
-            output: "64MiB",
+            output: "320MiB",
             timeout: "2s",
             ..Spec::default()
         },

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use pinfold_demo::{LocalNetwork, write_wordfreq};
 use pinfold_registry::client::Client;
+use pinfold_registry::service::DEFAULT_ORIGIN;
+use pinfold_tlog::{Checkpoint, NoteVerifier};
 use requestor::session::{Session, SessionConfig};
 
 /// Longest a round waits for every node.
@@ -141,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         );
 
         let url = net.url.clone();
+        let log = NoteVerifier::new(DEFAULT_ORIGIN, net.log_key)?;
         let size = |n: &provider::node::RunningNode| {
             n.registry()
                 .and_then(|r| r.sync_status())
@@ -176,12 +179,8 @@ fn main() -> anyhow::Result<()> {
             let u = url.clone();
             let note = tokio::task::spawn_blocking(move || Client::new(&u).checkpoint())
                 .await??;
+            let new_size = Checkpoint::open(&note, &log)?.size;
             let note = String::from_utf8(note)?;
-            let new_size: u64 = note
-                .lines()
-                .nth(1)
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("checkpoint note without a size line"))?;
 
             let received: Vec<u64> = net
                 .nodes

@@ -5,6 +5,7 @@ mod exec;
 mod faults;
 mod hostile_provider;
 mod hostile_tasks;
+mod http;
 mod jobs;
 mod load;
 mod nat;

@@ -5,33 +5,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::http::{get, sample};
 use pinfold_e2e::{
     ProviderProcess, RegistryProcess, ReviewedRegistry, Scratch, bin, example, free_port,
     ok_stdout, repo, run,
 };
-
-/// `GET url` within 10 s: (status, body).
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut r = agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_to_string().unwrap_or_default())
-}
-
-/// The value of the first sample of `name` (with any labels) in an exposition.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        (k == name_and_labels).then(|| v.parse().ok())?
-    })
-}
 
 /// Runs `name args` with its stdout a pipe whose reader is already gone, as in
 /// `cmd | head -0`, and returns its exit code and stderr.

@@ -14,6 +14,8 @@ use pinfold_e2e::{
 };
 use pinfold_test_support::{copy_tree, wait_until};
 
+use crate::http::{get, sample};
+
 fn publish(url: &str, author: &Path, dir: &Path) -> String {
     let out = ok_stdout(&run(
         "task-defs",
@@ -198,19 +200,7 @@ fn a_registry_showing_two_histories_raises_a_split_view_alarm() {
 
 /// The value of the unlabelled sample `name` on the node's `/metrics` at `port`.
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
-    let text = agent
-        .get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    sample(&get(&format!("http://127.0.0.1:{port}/metrics")).1, name)
 }
 
 #[test]
